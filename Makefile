@@ -1,0 +1,42 @@
+# kubepbx — every check and every way to run the PBX goes through this file.
+#   make up      install what is needed, build, run `kubepbx up -f examples/`
+#   make test    install test tools, lint, build, run every test (what CI runs)
+#   make bench   registration throughput and memory benchmarks (docs/benchmarks.md)
+#   make lint    rustfmt and clippy only
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Build output lives outside the checkout so clean clones reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/kubepbx/target
+CARGO ?= cargo
+UP_ARGS ?=
+
+.PHONY: up test lint build bench deps-run deps-test deps-bench
+
+deps-run:
+	@scripts/install-deps.sh run
+
+deps-test:
+	@scripts/install-deps.sh test
+
+deps-bench:
+	@scripts/install-deps.sh bench
+
+build: deps-run
+	$(CARGO) build --locked --workspace --bins
+
+up: deps-run
+	$(CARGO) build --locked --release -p kubepbx
+	$(CARGO_TARGET_DIR)/release/kubepbx up -f examples/ $(UP_ARGS)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+test: deps-test lint
+	$(CARGO) build --locked --workspace --bins
+	$(CARGO) test --locked --workspace --no-fail-fast
+
+bench: deps-bench
+	$(CARGO) build --locked --release -p kubepbx
+	KUBEPBX_BIN=$(CARGO_TARGET_DIR)/release/kubepbx tests/bench/register.sh

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing kubepbx needs on Debian/Ubuntu, and nothing
+# that is already there. Idempotent; safe to run on every `make` invocation.
+#   scripts/install-deps.sh run    what `make up` needs (a Rust toolchain)
+#   scripts/install-deps.sh test   what `make test` needs (SIP test clients, …)
+#   scripts/install-deps.sh bench  what `make bench` needs (adds kamailio as the peer)
+set -euo pipefail
+mode=${1:-run}
+
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+if ! need_cmd cargo; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "cargo is in $HOME/.cargo/bin but not on PATH: run 'source \$HOME/.cargo/env' and retry" >&2
+  else
+    echo "kubepbx needs a Rust toolchain (1.95 or newer): see https://rustup.rs" >&2
+  fi
+  exit 1
+fi
+
+# command -> Debian package
+declare -A packages=()
+case "$mode" in
+  run) ;;
+  test) packages=([sipp]=sip-tester [baresip]=baresip) ;;
+  bench) packages=([sipp]=sip-tester [kamailio]=kamailio [pidstat]=sysstat) ;;
+  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for cmd in "${!packages[@]}"; do
+  need_cmd "$cmd" || missing+=("${packages[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! need_cmd apt-get; then
+  echo "missing: ${missing[*]} — install them with your package manager" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  need_cmd sudo || { echo "missing: ${missing[*]} — run as root or install sudo" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
