@@ -1,1 +1,25 @@
-//! placeholder
+//! The kubepbx API: what an extension is, what the PBX stores about it, and where.
+//!
+//! # Layout
+//!
+//! - [`extension`]: the `Extension` resource spec (`kubepbx.io/v1alpha1`) as users write it in
+//!   manifests, with its validation rules.
+//! - [`records`]: what lives in the store: extension records (HA1 digests, never passwords),
+//!   registration bindings, per-extension registration status with failure reasons.
+//! - [`ha1`]: derivation of the digest HA1 values from a password.
+//! - [`keys`]: the key layout shared by every store implementation (`ext/…`, `reg/…`, `status/…`).
+//! - [`store`]: the [`Store`](store::Store) trait — a batched write path and a watch — and its
+//!   embedded implementation used by `kubepbx up` and by tests.
+//! - [`manifest`]: reading a folder of manifests (Extensions and Secrets) into extension records.
+
+pub mod extension;
+pub mod ha1;
+pub mod keys;
+pub mod records;
+pub mod store;
+pub mod time;
+
+pub use extension::{ExtensionSpec, PasswordSecretRef, RecordingPolicy};
+pub use records::{
+    Binding, BindingKey, ExtensionRecord, Failure, FailureReason, RegStatus, Transport, UserKey,
+};
