@@ -103,13 +103,11 @@ impl ExtensionSpec {
                 ),
             });
         }
-        if let Some(domain) = &self.domain {
-            if !is_valid_domain(domain) {
-                return Err(InvalidField {
-                    field: "spec.domain",
-                    problem: format!("{domain:?} is not a valid domain name"),
-                });
-            }
+        if let Some(domain) = self.domain.as_ref().filter(|d| !is_valid_domain(d)) {
+            return Err(InvalidField {
+                field: "spec.domain",
+                problem: format!("{domain:?} is not a valid domain name"),
+            });
         }
         if self.max_contacts == 0 || self.max_contacts > MAX_CONTACTS_LIMIT {
             return Err(InvalidField {

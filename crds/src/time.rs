@@ -41,6 +41,18 @@ impl UnixMillis {
         Duration::from_millis(later.0.saturating_sub(self.0))
     }
 
+    /// RFC 1123 date as SIP's `Date` header wants it: `Sat, 21 Nov 2026 10:00:00 GMT`.
+    pub fn to_sip_date(self) -> String {
+        let secs = i64::try_from(self.as_secs()).unwrap_or(i64::MAX);
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .and_then(|t| t.format(&format).ok())
+            .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 GMT".to_owned())
+    }
+
     /// RFC 3339 text (UTC, second precision), for APIs and logs.
     pub fn to_rfc3339(self) -> String {
         let secs = i64::try_from(self.as_secs()).unwrap_or(i64::MAX);
@@ -69,6 +81,11 @@ mod tests {
             UnixMillis(1_795_000_000_999).to_rfc3339(),
             "2026-11-18T11:06:40Z"
         );
+    }
+
+    #[test]
+    fn sip_date() {
+        assert_eq!(UnixMillis(1_795_000_000_999).to_sip_date(), "Wed, 18 Nov 2026 11:06:40 GMT");
     }
 
     #[test]

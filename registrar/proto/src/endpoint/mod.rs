@@ -1,0 +1,365 @@
+//! The SIP endpoint: the sans-IO heart of a registrar replica.
+//!
+//! A driver owns one [`Endpoint`] and feeds it:
+//!
+//! - [`Endpoint::handle_packet`] with every datagram or stream frame and the flow it came on;
+//! - [`Endpoint::load`] / [`Endpoint::handle_store_event`] with the store's snapshot and changes;
+//! - [`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] says so.
+//!
+//! After each call it drains [`Endpoint::poll_transmit`] (bytes to send on a flow),
+//! [`Endpoint::drain_writes`] (batched store writes) and [`Endpoint::poll_event`] (logs and
+//! metrics). Nothing here blocks or reads a clock; [`Now`] carries both clocks in.
+//!
+//! Per request: ban check → parse → transaction match (retransmissions answered from the stored
+//! response) → sanity checks (400, 416, 420) → method dispatch (REGISTER in `register.rs`,
+//! OPTIONS 200, CANCEL 481, known-but-unsupported methods 405 with `Allow`, unknown 501).
+
+mod events;
+mod register;
+#[cfg(test)]
+mod tests;
+
+pub use events::{BindingChange, DropReason, EndpointEvent, METHOD_LABELS, Stats, method_label};
+
+use crate::auth::{Authenticator, NonceConfig};
+use crate::ban::{BanConfig, Bans};
+use crate::builder::{ResponseBuilder, response_destination};
+use crate::flow::{Flow, Transmit};
+use crate::location::Location;
+use crate::message::{self, Message, Method, Request};
+use crate::registrar::RegistrarConfig;
+use crate::transaction::{Disposition, ServerTransactions, TxKey};
+use bytes::Bytes;
+use ezk_sip_types::Name;
+use kubepbx_api::store::{Event, Snapshot, Write};
+use kubepbx_api::time::UnixMillis;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Methods this endpoint answers itself.
+pub const ALLOW: &str = "REGISTER, OPTIONS";
+
+/// How often bans and counters are tidied.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+/// Both clocks, as inputs: monotonic for timers, wall-clock for binding lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Wall-clock time.
+    pub wall: UnixMillis,
+}
+
+impl Now {
+    /// Both clocks advanced by `d` (for tests and simulations).
+    pub fn plus(self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            wall: self.wall.plus(d),
+        }
+    }
+}
+
+/// Everything an endpoint needs to know about its place in the PBX.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// This replica's id (recorded as the owner of the flows it receives).
+    pub replica: String,
+    /// Domain for requests addressed to an IP address or another name of this PBX.
+    pub default_domain: String,
+    /// Host names and addresses that mean "this PBX" (the advertised host, local addresses).
+    pub local_hosts: Vec<String>,
+    /// Registration lifetimes.
+    pub registrar: RegistrarConfig,
+    /// Brute-force protection.
+    pub bans: BanConfig,
+    /// Nonce lifetime and replay window.
+    pub nonce: NonceConfig,
+    /// Secret for nonces (shared by every replica of a cluster).
+    pub secret: [u8; 32],
+    /// This replica's nonce instance tag.
+    pub instance: u16,
+}
+
+/// The sans-IO SIP endpoint (registrar for now; the proxy joins it later).
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    auth: Authenticator,
+    txs: ServerTransactions,
+    location: Location,
+    bans: Bans,
+    transmits: VecDeque<Transmit>,
+    writes: Vec<Write>,
+    events: VecDeque<EndpointEvent>,
+    stats: Stats,
+    tag_counter: u64,
+    tag_salt: u32,
+    next_housekeeping: Option<Instant>,
+}
+
+impl Endpoint {
+    /// A new endpoint with an empty location view (call [`Self::load`] before serving).
+    pub fn new(config: EndpointConfig) -> Self {
+        let auth = Authenticator::new(config.secret, config.instance, config.nonce);
+        let tag_salt = u32::from_le_bytes([
+            config.secret[0],
+            config.secret[1],
+            config.secret[2],
+            config.secret[3],
+        ]);
+        Endpoint {
+            bans: Bans::new(config.bans),
+            auth,
+            config,
+            txs: ServerTransactions::new(),
+            location: Location::new(),
+            transmits: VecDeque::new(),
+            writes: Vec::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            tag_counter: 0,
+            tag_salt,
+            next_housekeeping: None,
+        }
+    }
+
+    /// Replaces the location view with a store snapshot.
+    pub fn load(&mut self, snapshot: Snapshot) {
+        self.location.load(snapshot);
+    }
+
+    /// Applies a store change. Returns `false` when the store asks for a resync: the driver
+    /// must call [`Self::load`] with a fresh snapshot.
+    pub fn handle_store_event(&mut self, event: Event) -> bool {
+        self.location.apply(event)
+    }
+
+    /// The location view (read-only).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of live server transactions.
+    pub fn transaction_count(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Number of sources banned at `now`.
+    pub fn banned_count(&self, now: Instant) -> usize {
+        self.bans.banned_count(now)
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Store writes decided since the last call, in order.
+    pub fn drain_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// The next event to log or count.
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.txs.poll_timeout(), self.next_housekeeping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires due timers: response retransmissions, transaction expiry, housekeeping.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let mut out = Vec::new();
+        self.txs.handle_timeout(now.mono, &mut out);
+        self.transmits.extend(out);
+        if self.next_housekeeping.is_some_and(|at| at <= now.mono) {
+            self.bans.expire(now.mono);
+            self.next_housekeeping = Some(now.mono + HOUSEKEEPING);
+        }
+    }
+
+    /// Handles one datagram or stream frame received on `flow`.
+    pub fn handle_packet(&mut self, now: Now, flow: Flow, bytes: Bytes) {
+        if self.next_housekeeping.is_none() {
+            self.next_housekeeping = Some(now.mono + HOUSEKEEPING);
+        }
+        if self.bans.is_banned(flow.remote.ip(), now.mono) {
+            self.stats.drop(DropReason::Banned);
+            return;
+        }
+        match message::parse(bytes) {
+            Ok(Message::Request(request)) => self.handle_request(now, flow, request),
+            Ok(Message::Response(_)) => self.stats.drop(DropReason::StrayResponse),
+            Err(_) => self.stats.drop(DropReason::Unparseable),
+        }
+    }
+
+    fn handle_request(&mut self, now: Now, flow: Flow, request: Request) {
+        self.stats.requests[method_label(&request.method)] += 1;
+        let essentials = match request.essentials() {
+            Ok(e) => e,
+            Err(problem) => {
+                // Without a readable Via there is no transaction and no sensible destination
+                // beyond the source itself; answer there when a Via line exists at all.
+                if request.header(&Name::VIA).is_some() && request.method != Method::Ack {
+                    let reason = problem.to_string();
+                    let bytes = ResponseBuilder::new(&request, flow.remote, 400, &reason).build();
+                    self.stats.response(400);
+                    self.events.push_back(EndpointEvent::BadRequest {
+                        source: flow.remote,
+                        reason,
+                    });
+                    self.transmits.push_back(Transmit { flow, bytes });
+                } else {
+                    self.stats.drop(DropReason::Unparseable);
+                }
+                return;
+            }
+        };
+        let key = TxKey::for_request(&request.method, &essentials);
+        match self
+            .txs
+            .on_request(key.clone(), &request.method, flow, now.mono)
+        {
+            Disposition::New => {}
+            Disposition::Retransmission(resend) => {
+                self.stats.retransmissions += 1;
+                self.transmits.extend(resend);
+                return;
+            }
+            Disposition::AckAbsorbed => return,
+        }
+        if request.method == Method::Ack {
+            // ACK for a 2xx: belongs to a dialog; there are none without calls.
+            self.stats.drop(DropReason::StrayAck);
+            return;
+        }
+        let reply = Reply {
+            key,
+            flow: flow.with_remote(response_destination(
+                &essentials.via,
+                flow.remote,
+                flow.is_reliable(),
+            )),
+            source: flow,
+            to_tag: self.next_tag(),
+        };
+
+        if let Some(defect) = request.defect {
+            let code = if defect == message::Defect::UriScheme {
+                416
+            } else {
+                400
+            };
+            let reason = defect.to_string();
+            self.events.push_back(EndpointEvent::BadRequest {
+                source: flow.remote,
+                reason: reason.clone(),
+            });
+            self.respond(
+                now,
+                &reply,
+                ResponseBuilder::new(&request, flow.remote, code, &reason),
+            );
+            return;
+        }
+        if let Some(unsupported) = unsupported_requires(&request) {
+            let builder = ResponseBuilder::new(&request, flow.remote, 420, "Bad Extension")
+                .header("Unsupported", unsupported);
+            self.respond(now, &reply, builder);
+            return;
+        }
+
+        match request.method {
+            Method::Register => self.handle_register(now, &reply, &request, &essentials),
+            Method::Options => {
+                let builder = ResponseBuilder::new(&request, flow.remote, 200, "OK")
+                    .header("Allow", ALLOW)
+                    .header("Accept", "application/sdp");
+                self.respond(now, &reply, builder);
+            }
+            Method::Cancel => {
+                self.respond(
+                    now,
+                    &reply,
+                    ResponseBuilder::new(
+                        &request,
+                        flow.remote,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                    ),
+                );
+            }
+            Method::Other(_) => {
+                let builder = ResponseBuilder::new(&request, flow.remote, 501, "Not Implemented")
+                    .header("Allow", ALLOW);
+                self.respond(now, &reply, builder);
+            }
+            _ => {
+                let builder =
+                    ResponseBuilder::new(&request, flow.remote, 405, "Method Not Allowed")
+                        .header("Allow", ALLOW);
+                self.respond(now, &reply, builder);
+            }
+        }
+    }
+
+    /// Sends a response within the request's server transaction.
+    fn respond(&mut self, now: Now, reply: &Reply, builder: ResponseBuilder<'_>) {
+        let builder = builder.to_tag(&reply.to_tag);
+        let code = builder.code();
+        let bytes = builder.build();
+        self.stats.response(code);
+        self.txs
+            .on_response(&reply.key, code, bytes.clone(), now.mono);
+        self.transmits.push_back(Transmit {
+            flow: reply.flow,
+            bytes,
+        });
+    }
+
+    fn next_tag(&mut self) -> String {
+        self.tag_counter += 1;
+        format!("{:08x}{:x}", self.tag_salt, self.tag_counter)
+    }
+}
+
+/// Where and how to answer one request.
+#[derive(Debug)]
+struct Reply {
+    key: TxKey,
+    /// Destination for responses (RFC 3261 §18.2.2 / RFC 3581).
+    flow: Flow,
+    /// The flow the request arrived on (source address as seen).
+    source: Flow,
+    to_tag: String,
+}
+
+/// Option tags in `Require` (and `Proxy-Require`) this endpoint does not support: none yet.
+fn unsupported_requires(request: &Request) -> Option<String> {
+    let mut unsupported = Vec::new();
+    for name in [Name::REQUIRE, Name::PROXY_REQUIRE] {
+        for value in request.headers.get_raw(&name) {
+            unsupported.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    (!unsupported.is_empty()).then(|| unsupported.join(", "))
+}
