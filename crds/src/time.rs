@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn sip_date() {
-        assert_eq!(UnixMillis(1_795_000_000_999).to_sip_date(), "Wed, 18 Nov 2026 11:06:40 GMT");
+        assert_eq!(
+            UnixMillis(1_795_000_000_999).to_sip_date(),
+            "Wed, 18 Nov 2026 11:06:40 GMT"
+        );
     }
 
     #[test]

@@ -83,10 +83,12 @@ impl<'r> ResponseBuilder<'r> {
         for (name, label) in [(Name::FROM, "From"), (Name::TO, "To")] {
             if let Some(value) = self.request.header(&name) {
                 let _ = write!(out, "{label}: {value}");
-                if name == Name::TO && self.code > 100 && !has_tag(value.as_str()) {
-                    if let Some(tag) = &self.to_tag {
-                        let _ = write!(out, ";tag={tag}");
-                    }
+                if let Some(tag) = &self.to_tag
+                    && name == Name::TO
+                    && self.code > 100
+                    && !has_tag(value.as_str())
+                {
+                    let _ = write!(out, ";tag={tag}");
                 }
                 out.push_str("\r\n");
             }

@@ -202,12 +202,12 @@ impl Location {
     }
 
     fn delete_extension(&mut self, key: &UserKey) {
-        if self.extensions.remove(key).is_some() {
-            if let Some(n) = self.domains.get_mut(&key.domain) {
-                *n -= 1;
-                if *n == 0 {
-                    self.domains.remove(&key.domain);
-                }
+        if self.extensions.remove(key).is_some()
+            && let Some(n) = self.domains.get_mut(&key.domain)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.domains.remove(&key.domain);
             }
         }
         if let Some(list) = self.bindings.remove(key) {

@@ -249,18 +249,19 @@ pub fn process(input: &RegisterInput<'_>) -> Result<Accepted, Rejected> {
         }
         let expires = requested.min(input.config.max_expires);
         let existing = live.iter().find(|c| c.binding.id == id);
-        if let Some(held) = existing {
-            if held.binding.call_id == input.call_id && input.cseq <= held.cseq {
-                return Err(Rejected::new(
-                    500,
-                    "Out Of Order Request",
-                    None,
-                    format!(
-                        "CSeq {} is not above {} for this Call-ID",
-                        input.cseq, held.cseq
-                    ),
-                ));
-            }
+        if let Some(held) = existing
+            && held.binding.call_id == input.call_id
+            && input.cseq <= held.cseq
+        {
+            return Err(Rejected::new(
+                500,
+                "Out Of Order Request",
+                None,
+                format!(
+                    "CSeq {} is not above {} for this Call-ID",
+                    input.cseq, held.cseq
+                ),
+            ));
         }
         if expires == 0 {
             if let Some(held) = existing {

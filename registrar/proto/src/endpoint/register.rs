@@ -386,13 +386,12 @@ impl Endpoint {
         let Some(user) = user else { return };
         let mut status = self.location.status(&user).cloned().unwrap_or_default();
         let source = source.to_string();
-        if let Some(last) = &status.last_failure {
-            if last.reason == reason
-                && last.source == source
-                && now.wall < last.at.plus(FAILURE_WRITE_INTERVAL)
-            {
-                return;
-            }
+        if let Some(last) = &status.last_failure
+            && last.reason == reason
+            && last.source == source
+            && now.wall < last.at.plus(FAILURE_WRITE_INTERVAL)
+        {
+            return;
         }
         status.last_failure = Some(Failure {
             reason,
