@@ -1,1 +1,64 @@
-//! placeholder
+//! Test harness for kubepbx: start the real PBX and real SIP clients on loopback, drive them,
+//! and read what happened.
+//!
+//! Integration tests (in this crate's `tests/` or in other crates as a dev-dependency) use it
+//! like this:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kubepbx_tests::{Pbx, Sipp, manifests, sipp};
+//!
+//! let pbx = Pbx::start()?;
+//! manifests::write_extension(pbx.manifest_dir(), "1001", "change-me-1001", &Default::default())?;
+//! let run = Sipp::new(sipp::REGISTER_DIGEST, pbx.sip_addr())
+//!     .users(sipp::numbered_users(1001, 1))
+//!     .run()?;
+//! assert!(run.all_succeeded(), "{}", run.diagnostics());
+//! // (The admin API path is illustrative: use the one the registrar serves.)
+//! assert!(kubepbx_tests::wait_until(Duration::from_secs(5), || {
+//!     pbx.api_get("/api/v1/registrations").is_ok_and(|v| v.to_string().contains("1001"))
+//! }));
+//! # Ok::<(), kubepbx_tests::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`ports`] | free loopback ports, UDP+TCP for SIP, TCP for HTTP |
+//! | [`pbx`] | [`Pbx`]: `kubepbx up` in a temp dir, ready-wait, admin API GETs, restart, kill on drop |
+//! | [`manifests`] | Extension + Secret YAML written into the `-f` folder |
+//! | [`sipp`] | [`Sipp`]: runs a scenario of `tests/sipp/` with an injection CSV, reads the verdict |
+//! | [`baresip`] | [`Baresip`]: Debian's baresip as a headless softphone, registration watched in its log |
+//! | [`responder`] | [`DigestResponder`]: a Python stand-in registrar for testing the harness itself |
+//! | [`fixtures`] | real REGISTERs of eight clients and malformed messages from `tests/fixtures/` |
+//! | [`wait`] | [`wait_until`]: poll a condition with a deadline |
+//! | [`error`] | [`Error`]: the one error type; process errors carry the process's output |
+//!
+//! Files beside the code: `sipp/*.xml` (scenarios, documented at their top), `fixtures/`
+//! (`README.md` says what was captured from which client and how; `capture/` has the scripts).
+//!
+//! Every child process writes stdout and stderr to a log file in its own temp directory and is
+//! killed when its handle drops, so a failing test leaves no process behind and its error says
+//! what the process printed. Tests need `sipp` (Debian `sip-tester`), `baresip` and `python3`;
+//! `scripts/install-deps.sh test` installs them. Nothing here sends a packet off 127.0.0.1.
+
+pub mod baresip;
+pub mod error;
+pub mod fixtures;
+pub mod manifests;
+pub mod pbx;
+pub mod ports;
+mod process;
+pub mod responder;
+pub mod sipp;
+pub mod wait;
+
+pub use baresip::{Account, Baresip, Registration};
+pub use error::{Error, Result};
+pub use manifests::{ExtensionOpts, default_password, remove_extension, write_extension};
+pub use pbx::{Pbx, PbxBuilder};
+pub use ports::{free_tcp_port, free_udp_port, free_udp_tcp_port};
+pub use responder::DigestResponder;
+pub use sipp::{Sipp, SippOutcome, Transport, User};
+pub use wait::wait_until;
