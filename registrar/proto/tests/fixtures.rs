@@ -22,7 +22,10 @@ fn fixtures() -> Vec<(String, Request)> {
         if path.extension().is_none_or(|e| e != "sip") {
             continue;
         }
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let bytes = Bytes::from(std::fs::read(&path).expect("read fixture"));
         match parse(bytes) {
             Ok(Message::Request(r)) => out.push((name, r)),
