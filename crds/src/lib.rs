@@ -15,6 +15,7 @@
 pub mod extension;
 pub mod ha1;
 pub mod keys;
+pub mod manifest;
 pub mod records;
 pub mod store;
 pub mod time;

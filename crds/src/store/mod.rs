@@ -11,6 +11,11 @@
 
 pub mod embedded;
 
+#[cfg(test)]
+mod contract;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
+
 use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
 use crate::time::UnixMillis;
 use std::fmt;
