@@ -169,6 +169,22 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// Whether `other` describes the same device on the same flow, differing at most in
+    /// lifetime and CSeq (a refresh, or the store's echo of one).
+    pub fn same_except_lifetime(&self, other: &Binding) -> bool {
+        self.contact == other.contact
+            && self.source == other.source
+            && self.transport == other.transport
+            && self.flow == other.flow
+            && self.replica == other.replica
+            && self.call_id == other.call_id
+            && self.user_agent == other.user_agent
+            && self.instance == other.instance
+            && self.reg_id == other.reg_id
+            && self.q == other.q
+            && self.nat == other.nat
+    }
+
     /// The key of this binding.
     pub fn key(&self) -> BindingKey {
         BindingKey {

@@ -144,7 +144,7 @@ impl Location {
         match list.iter_mut().find(|c| c.binding.id == binding.id) {
             Some(held) => {
                 if Arc::ptr_eq(&held.binding, &binding)
-                    || same_except_expiry(&held.binding, &binding)
+                    || held.binding.same_except_lifetime(&binding)
                 {
                     held.expires_at = held.expires_at.max(binding.expires_at);
                     held.cseq = held.cseq.max(binding.cseq);
@@ -215,19 +215,6 @@ impl Location {
         }
         self.statuses.remove(key);
     }
-}
-
-fn same_except_expiry(a: &Binding, b: &Binding) -> bool {
-    a.contact == b.contact
-        && a.source == b.source
-        && a.transport == b.transport
-        && a.flow == b.flow
-        && a.replica == b.replica
-        && a.call_id == b.call_id
-        && a.user_agent == b.user_agent
-        && a.instance == b.instance
-        && a.reg_id == b.reg_id
-        && a.q == b.q
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ pub fn process(input: &RegisterInput<'_>) -> Result<Accepted, Rejected> {
             nat: behind_nat,
         };
         match existing {
-            Some(held) if only_lifetime_changed(&held.binding, &binding) => {
+            Some(held) if held.binding.same_except_lifetime(&binding) => {
                 changes.push(Change::Refresh {
                     key: binding.key(),
                     expires_at,
@@ -397,18 +397,6 @@ fn contact_value(b: &Binding, expires_at: UnixMillis, now: UnixMillis) -> String
         v.push_str(&format!(";reg-id={reg_id}"));
     }
     v
-}
-
-fn only_lifetime_changed(old: &Binding, new: &Binding) -> bool {
-    old.contact == new.contact
-        && old.source == new.source
-        && old.transport == new.transport
-        && old.flow == new.flow
-        && old.replica == new.replica
-        && old.call_id == new.call_id
-        && old.user_agent == new.user_agent
-        && old.q == new.q
-        && old.nat == new.nat
 }
 
 /// `q` as thousandths: "0.7" → 700, "1" → 1000.
