@@ -1,1 +1,61 @@
-fn main() {}
+//! `kubepbx`: one binary, many roles. Today: `kubepbx up -f DIR`, the whole PBX in one process
+//! serving the Extensions of a manifest folder.
+//!
+//! Every flag can also be given as `KUBEPBX_<FLAG>` in the environment (`--admin-token` →
+//! `KUBEPBX_ADMIN_TOKEN`). Logs go to stderr and follow `RUST_LOG` (default `info`; full SIP
+//! messages with `RUST_LOG=info,sip=debug`).
+
+mod net;
+mod token;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// kubepbx: a Kubernetes-native PBX.
+#[derive(Debug, Parser)]
+#[command(name = "kubepbx", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole PBX in one process, serving the Extensions of a manifest folder.
+    Up(up::UpArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kubepbx: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubepbx: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -18,6 +18,7 @@
 //! repeats a value found in a Secret.
 
 mod resolve;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +26,7 @@ pub use resolve::{
     ExtensionProblem, ProblemKind, Resolved, SecretProblem, extension_record, fingerprint,
     password_of, password_text, records,
 };
+pub use sync::{Plan, plan};
 
 use crate::extension::ExtensionSpec;
 use base64::Engine as _;

@@ -21,7 +21,7 @@ mod tests;
 
 pub use events::{BindingChange, DropReason, EndpointEvent, METHOD_LABELS, Stats, method_label};
 
-use crate::auth::{Authenticator, NonceConfig};
+use crate::auth::{Algorithm, Authenticator, NonceConfig};
 use crate::ban::{BanConfig, Bans};
 use crate::builder::{ResponseBuilder, response_destination};
 use crate::flow::{Flow, Transmit};
@@ -80,7 +80,15 @@ pub struct EndpointConfig {
     pub secret: [u8; 32],
     /// This replica's nonce instance tag.
     pub instance: u16,
+    /// Digest algorithms offered in each challenge, one `WWW-Authenticate` each, in this order
+    /// (default SHA-256 then MD5: clients that read only the last challenge get MD5). Clients
+    /// that read only the *first* challenge and know only MD5 (sipp, some old phones) need
+    /// `[Md5]`. An empty list means the default.
+    pub challenge: Vec<Algorithm>,
 }
+
+/// The default challenge order: SHA-256 first, MD5 last.
+pub const DEFAULT_CHALLENGE: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
 
 /// The sans-IO SIP endpoint (registrar for now; the proxy joins it later).
 #[derive(Debug)]

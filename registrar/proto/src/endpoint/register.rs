@@ -13,7 +13,7 @@
 //!    updated, and the 200 lists every contact.
 
 use super::{Endpoint, EndpointEvent, Now, Reply};
-use crate::auth::{AuthFailure, Credentials, parse_credentials};
+use crate::auth::{Algorithm, AuthFailure, Credentials, parse_credentials};
 use crate::ban::FailureVerdict;
 use crate::builder::ResponseBuilder;
 use crate::endpoint::events::BindingChange;
@@ -326,12 +326,22 @@ impl Endpoint {
         self.respond(now, reply, builder);
     }
 
-    /// Sends 401 with both challenges.
+    /// Sends 401 with one challenge per configured algorithm (SHA-256 and MD5 by default).
     fn challenge(&mut self, now: Now, reply: &Reply, request: &Request, realm: &str, stale: bool) {
         let [sha256, md5] = self.auth.challenge(realm, stale, now.wall.as_secs());
-        let builder = ResponseBuilder::new(request, reply.source.remote, 401, "Unauthorized")
-            .header("WWW-Authenticate", sha256)
-            .header("WWW-Authenticate", md5);
+        let mut builder = ResponseBuilder::new(request, reply.source.remote, 401, "Unauthorized");
+        let order: &[Algorithm] = if self.config.challenge.is_empty() {
+            &super::DEFAULT_CHALLENGE
+        } else {
+            &self.config.challenge
+        };
+        for algorithm in order {
+            let value = match algorithm {
+                Algorithm::Sha256 => &sha256,
+                Algorithm::Md5 => &md5,
+            };
+            builder = builder.header("WWW-Authenticate", value.clone());
+        }
         self.respond(now, reply, builder);
     }
 

@@ -37,6 +37,7 @@ fn endpoint(records: Vec<ExtensionRecord>) -> Endpoint {
         nonce: NonceConfig::default(),
         secret: [7; 32],
         instance: 1,
+        challenge: Vec::new(),
     });
     ep.load(Snapshot {
         extensions: records,
@@ -230,6 +231,26 @@ fn challenge_offers_sha256_first_and_md5_last() {
     );
     assert!(r.header(&Name::TO).unwrap().contains(";tag="));
     assert!(ep.drain_writes().is_empty(), "a challenge writes nothing");
+}
+
+#[test]
+fn challenge_order_is_configurable_for_first_challenge_only_clients() {
+    let mut ep = endpoint(vec![record("1001", "secret")]);
+    ep.config.challenge = vec![crate::auth::Algorithm::Md5];
+    let mut phone = Phone::new("1001", "secret");
+    let r = only(send(
+        &mut ep,
+        start(),
+        phone.source,
+        phone.request(None, None),
+    ));
+    let challenges: Vec<String> = r
+        .headers
+        .get_raw(&Name::WWW_AUTHENTICATE)
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(challenges.len(), 1, "{challenges:?}");
+    assert!(challenges[0].contains("algorithm=MD5"), "{challenges:?}");
 }
 
 #[test]

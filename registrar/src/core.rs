@@ -1,0 +1,371 @@
+//! The drive loop: one task owns the sans-IO [`Endpoint`] and connects it to the world.
+//!
+//! ```text
+//!  UDP reader ─┐                      ┌─► UDP socket (send_to)
+//!  TCP conns  ─┼─► inbound (bounded) ─┤   Endpoint   ├─► TCP connection queues
+//!  store watch ─► events ────────────►│              ├─► writer task ─► Store::apply (batched)
+//!  HTTP ─────────► queries ──────────►└──────────────┘─► logs, metrics
+//! ```
+//!
+//! Inbound packets are taken in batches; after each batch (and each timer or store event) the
+//! loop drains the endpoint's transmits, store writes and events. Store writes go to a writer
+//! task through a bounded queue, so a slow store slows the loop down instead of growing memory.
+//! When the store reports that this loop fell behind ([`Event::Resync`]), the loop reloads a
+//! fresh snapshot.
+
+use crate::metrics::MetricsSnapshot;
+use crate::views::{self, ExtensionView, RegistrationView};
+use bytes::Bytes;
+use kubepbx_api::Transport;
+use kubepbx_api::records::BindingKey;
+use kubepbx_api::store::{Event, Store, StoreError, Subscription, Write};
+use kubepbx_api::time::UnixMillis;
+use kubepbx_sip::endpoint::{BindingChange, Endpoint, EndpointEvent, Now};
+use kubepbx_sip::flow::{Flow, FlowId, Transmit};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Packets taken from the inbound queue per loop turn.
+const BATCH: usize = 256;
+/// Store write batches queued for the writer task.
+const WRITE_QUEUE: usize = 64;
+/// Attempts at a store write before the batch is given up (and logged).
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// What drivers send to the loop.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A datagram or a stream frame.
+    Packet { flow: Flow, bytes: Bytes },
+    /// A stream connection opened; responses for it go to `tx`.
+    Connected { id: FlowId, tx: mpsc::Sender<Bytes> },
+    /// A stream connection closed.
+    Closed { id: FlowId },
+}
+
+/// What the HTTP side asks the loop.
+#[derive(Debug)]
+pub(crate) enum Query {
+    Extensions(oneshot::Sender<Vec<ExtensionView>>),
+    Registrations(oneshot::Sender<Vec<RegistrationView>>),
+    Metrics(oneshot::Sender<MetricsSnapshot>),
+}
+
+pub(crate) struct Core {
+    pub endpoint: Endpoint,
+    pub store: Arc<dyn Store>,
+    pub subscription: Subscription,
+    pub udp: Arc<UdpSocket>,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub queries: mpsc::Receiver<Query>,
+    pub shutdown: CancellationToken,
+    pub connections: HashMap<FlowId, mpsc::Sender<Bytes>>,
+    pub undeliverable: u64,
+}
+
+impl Core {
+    /// Runs until `shutdown`; then hands the last writes to the store and flushes it.
+    pub(crate) async fn run(mut self) {
+        let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE);
+        let writer = tokio::spawn(write_loop(Arc::clone(&self.store), writes_rx));
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let deadline = self.endpoint.poll_timeout();
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                event = self.subscription.next() => match event {
+                    Some(event) => self.store_event(event).await,
+                    None => {
+                        tracing::error!("the store closed its event stream; stopping");
+                        self.shutdown.cancel();
+                        break;
+                    }
+                },
+                n = self.inbound.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now();
+                    for item in batch.drain(..) {
+                        self.inbound(now, item);
+                    }
+                }
+                Some(query) = self.queries.recv() => self.answer(query),
+                () = sleep_until(deadline) => self.endpoint.handle_timeout(now()),
+            }
+            self.drain(&writes_tx).await;
+        }
+        drop(writes_tx);
+        let _ = writer.await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+
+    fn inbound(&mut self, now: Now, item: Inbound) {
+        match item {
+            Inbound::Packet { flow, bytes } => {
+                log_sip("received", &flow, &bytes);
+                self.endpoint.handle_packet(now, flow, bytes);
+            }
+            Inbound::Connected { id, tx } => {
+                self.connections.insert(id, tx);
+            }
+            Inbound::Closed { id } => {
+                self.connections.remove(&id);
+            }
+        }
+    }
+
+    async fn store_event(&mut self, event: Event) {
+        if let Event::BindingDeleted(key) = &event {
+            self.log_expiry(key);
+        }
+        if !self.endpoint.handle_store_event(event) {
+            self.resync().await;
+        }
+    }
+
+    /// A binding the store removed while it was still in our view: expired (or removed by
+    /// another replica). Removals decided here are already gone from the view.
+    fn log_expiry(&self, key: &BindingKey) {
+        let location = self.endpoint.location();
+        if let Some(held) = location
+            .bindings(&key.user)
+            .iter()
+            .find(|c| c.binding.id == key.id)
+        {
+            let b = &held.binding;
+            tracing::info!(
+                extension = %b.user,
+                domain = %b.domain,
+                contact = %b.contact,
+                source = %b.source,
+                "registration expired",
+            );
+        }
+    }
+
+    async fn resync(&mut self) {
+        tracing::warn!("the registrar fell behind the store; reloading its view");
+        loop {
+            match self.store.watch().await {
+                Ok((snapshot, subscription)) => {
+                    self.endpoint.load(snapshot);
+                    self.subscription = subscription;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reloading from the store failed; retrying");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, query: Query) {
+        let wall = UnixMillis::now();
+        let location = self.endpoint.location();
+        match query {
+            Query::Extensions(reply) => {
+                let _ = reply.send(views::extensions(location, wall));
+            }
+            Query::Registrations(reply) => {
+                let _ = reply.send(views::registrations(location, wall));
+            }
+            Query::Metrics(reply) => {
+                let _ = reply.send(MetricsSnapshot {
+                    stats: self.endpoint.stats().clone(),
+                    undeliverable: self.undeliverable,
+                    registrations: location.binding_count() as u64,
+                    extensions: location.extension_count() as u64,
+                    transactions: self.endpoint.transaction_count() as u64,
+                    banned: self.endpoint.banned_count(Instant::now()) as u64,
+                    connections: self.connections.len() as u64,
+                });
+            }
+        }
+    }
+
+    /// Sends what the endpoint produced, queues its store writes and logs its events.
+    async fn drain(&mut self, writes: &mpsc::Sender<Vec<Write>>) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.transmit(t).await;
+        }
+        let batch = self.endpoint.drain_writes();
+        if !batch.is_empty() && writes.send(batch).await.is_err() {
+            tracing::error!("the store writer stopped; changes are not being saved");
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            log_event(event);
+        }
+    }
+
+    async fn transmit(&mut self, Transmit { flow, bytes }: Transmit) {
+        log_sip("sent", &flow, &bytes);
+        match flow.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.send_to(&bytes, flow.remote).await {
+                    self.undeliverable += 1;
+                    tracing::debug!(remote = %flow.remote, error = %e, "UDP send failed");
+                }
+            }
+            _ => match self.connections.get(&flow.id) {
+                Some(tx) => {
+                    if tx.try_send(bytes).is_err() {
+                        // Congested or closing: a phone that does not read its responses
+                        // loses the connection rather than our memory.
+                        self.undeliverable += 1;
+                        self.connections.remove(&flow.id);
+                        tracing::info!(remote = %flow.remote, "SIP connection congested; closing it");
+                    }
+                }
+                None => {
+                    self.undeliverable += 1;
+                    tracing::debug!(remote = %flow.remote, "response for a closed connection dropped");
+                }
+            },
+        }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: UnixMillis::now(),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Full messages at debug level under target `sip` (`RUST_LOG=sip=debug`).
+fn log_sip(direction: &str, flow: &Flow, bytes: &Bytes) {
+    if tracing::enabled!(target: "sip", tracing::Level::DEBUG) {
+        tracing::debug!(
+            target: "sip",
+            "{direction} {} bytes {} {}:\n{}",
+            bytes.len(),
+            flow.transport.as_str(),
+            flow.remote,
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+fn log_event(event: EndpointEvent) {
+    match event {
+        EndpointEvent::Registered {
+            binding: b,
+            change,
+            expires,
+        } => {
+            let user_agent = b.user_agent.as_deref().unwrap_or("-");
+            let change = match change {
+                BindingChange::Added => "registered",
+                BindingChange::Updated => "registration updated",
+                BindingChange::Refreshed => {
+                    tracing::debug!(
+                        extension = %b.user,
+                        domain = %b.domain,
+                        source = %b.source,
+                        expires = expires.as_secs(),
+                        "registration refreshed",
+                    );
+                    return;
+                }
+            };
+            tracing::info!(
+                extension = %b.user,
+                domain = %b.domain,
+                contact = %b.contact,
+                source = %b.source,
+                transport = b.transport.as_str(),
+                expires = expires.as_secs(),
+                user_agent,
+                "{change}",
+            );
+        }
+        EndpointEvent::Unregistered {
+            key,
+            contact,
+            source,
+        } => tracing::info!(
+            extension = %key.user.user,
+            domain = %key.user.domain,
+            %contact,
+            %source,
+            "unregistered",
+        ),
+        EndpointEvent::RegisterFailed {
+            user,
+            reason,
+            source,
+            detail,
+        } => {
+            let extension = user.as_ref().map_or("-", |u| u.user.as_str());
+            let domain = user.as_ref().map_or("-", |u| u.domain.as_str());
+            if reason.is_routine() {
+                tracing::debug!(extension, domain, %source, %reason, %detail, "registration failed");
+            } else {
+                tracing::info!(extension, domain, %source, %reason, %detail, "registration failed");
+            }
+        }
+        EndpointEvent::NatDetected {
+            user,
+            contact,
+            source,
+        } => tracing::info!(
+            extension = %user.user,
+            domain = %user.domain,
+            %contact,
+            %source,
+            "phone is behind NAT; using its source address",
+        ),
+        EndpointEvent::Banned { ip, duration } => tracing::warn!(
+            %ip,
+            seconds = duration.as_secs(),
+            "source banned after repeated failed attempts",
+        ),
+        EndpointEvent::BadRequest { source, reason } => {
+            tracing::debug!(%source, %reason, "malformed request answered with an error")
+        }
+    }
+}
+
+/// Applies write batches in order, merging whatever has queued up meanwhile.
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Vec<Write>>) {
+    while let Some(mut batch) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let count = batch.len();
+        let mut attempt = 1;
+        loop {
+            match store.apply(batch.clone()).await {
+                Ok(()) => break,
+                Err(e) if attempt < WRITE_ATTEMPTS && matches!(e, StoreError::Unavailable(_)) => {
+                    tracing::warn!(error = %e, attempt, "store write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, writes = count, "store write failed; these changes are lost");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The HTTP side: admin API (bearer token), health, readiness and metrics.
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `GET /api/v1/extensions` | bearer | [`ExtensionView`](crate::views::ExtensionView)s |
+//! | `GET /api/v1/registrations` | bearer | [`RegistrationView`](crate::views::RegistrationView)s |
+//! | `GET /healthz` | — | 200 while the process runs |
+//! | `GET /readyz` | — | 200 once the registrar serves SIP, 503 before and while stopping |
+//! | `GET /metrics` | — | OpenMetrics text ([`crate::metrics`]) |
+//!
+//! Errors are RFC 9457 problem documents (`application/problem+json`).
+
+use crate::RegistrarHandle;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The registrar to ask.
+    pub registrar: RegistrarHandle,
+    /// The admin token (compared in constant time).
+    pub admin_token: Arc<str>,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Short summary (the status's reason phrase).
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong and how to fix it.
+    pub detail: String,
+}
+
+impl Problem {
+    /// A problem with `status` and `detail`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+/// The router for `--http`.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/api/v1/extensions", get(extensions))
+        .route("/api/v1/registrations", get(registrations))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(admin)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+            next.run(request).await
+        }
+        other => {
+            let detail = if other.is_some() {
+                "the bearer token is not the admin token"
+            } else {
+                "send the admin token as 'Authorization: Bearer <token>' (it is in the data \
+                 directory's admin-token file, or the --admin-token you started kubepbx with)"
+            };
+            let mut response = Problem::new(StatusCode::UNAUTHORIZED, detail).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kubepbx\""),
+            );
+            response
+        }
+    }
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the registrar is not running (starting or stopping)",
+    )
+}
+
+async fn extensions(State(state): State<AppState>) -> Result<Response, Problem> {
+    let list = state.registrar.extensions().await.ok_or_else(unavailable)?;
+    Ok(Json(list).into_response())
+}
+
+async fn registrations(State(state): State<AppState>) -> Result<Response, Problem> {
+    let list = state
+        .registrar
+        .registrations()
+        .await
+        .ok_or_else(unavailable)?;
+    Ok(Json(list).into_response())
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
+    if state.registrar.is_ready() && state.registrar.metrics().await.is_some() {
+        Ok("ready\n")
+    } else {
+        Err(unavailable())
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, Problem> {
+    let snapshot = state.registrar.metrics().await.ok_or_else(unavailable)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        snapshot.encode(),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

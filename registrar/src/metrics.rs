@@ -1,0 +1,227 @@
+//! Prometheus metrics: the drive loop hands out a [`MetricsSnapshot`] of the endpoint's
+//! counters and gauges; `/metrics` encodes it in the OpenMetrics text format.
+//!
+//! Names (counters get `_total` from the encoder):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `kubepbx_registrations` | gauge | — current bindings |
+//! | `kubepbx_extensions` | gauge | — extensions known |
+//! | `kubepbx_sip_requests_total` | counter | `method` |
+//! | `kubepbx_sip_responses_total` | counter | `class` (`1xx` … `6xx`) |
+//! | `kubepbx_sip_retransmissions_total` | counter | — requests answered from a transaction |
+//! | `kubepbx_sip_transactions` | gauge | — live server transactions |
+//! | `kubepbx_sip_dropped_total` | counter | `reason` |
+//! | `kubepbx_registers_total` | counter | `result` (`ok`, `challenged`, `failed`) |
+//! | `kubepbx_auth_failures_total` | counter | `reason` (the failure codes) |
+//! | `kubepbx_bans_total` | counter | — sources banned |
+//! | `kubepbx_banned_sources` | gauge | — sources banned now |
+//! | `kubepbx_sip_connections` | gauge | — open TCP connections |
+
+use kubepbx_api::records::FailureReason;
+use kubepbx_sip::endpoint::{DropReason, METHOD_LABELS, Stats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// Counters and gauges at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    /// The endpoint's counters.
+    pub stats: Stats,
+    /// Messages the driver could not deliver (flow closed, connection congested).
+    pub undeliverable: u64,
+    /// Current bindings.
+    pub registrations: u64,
+    /// Extensions known.
+    pub extensions: u64,
+    /// Live server transactions.
+    pub transactions: u64,
+    /// Sources banned now.
+    pub banned: u64,
+    /// Open TCP connections.
+    pub connections: u64,
+}
+
+impl MetricsSnapshot {
+    /// The snapshot in the OpenMetrics text format.
+    pub fn encode(self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn labelled<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = e.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (value, n) in values {
+        let labels = [(label, value)];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for MetricsSnapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        gauge(
+            &mut e,
+            "kubepbx_registrations",
+            "Current registration bindings",
+            self.registrations,
+        )?;
+        gauge(
+            &mut e,
+            "kubepbx_extensions",
+            "Extensions known",
+            self.extensions,
+        )?;
+        labelled(
+            &mut e,
+            "kubepbx_sip_requests",
+            "SIP requests received",
+            "method",
+            METHOD_LABELS
+                .iter()
+                .copied()
+                .zip(s.requests.iter().copied()),
+        )?;
+        const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+        labelled(
+            &mut e,
+            "kubepbx_sip_responses",
+            "SIP responses sent, by class",
+            "class",
+            CLASSES.iter().copied().zip(s.responses.iter().copied()),
+        )?;
+        counter(
+            &mut e,
+            "kubepbx_sip_retransmissions",
+            "Retransmitted requests answered from their transaction",
+            s.retransmissions,
+        )?;
+        gauge(
+            &mut e,
+            "kubepbx_sip_transactions",
+            "Live server transactions",
+            self.transactions,
+        )?;
+        let dropped = DropReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .zip(s.dropped.iter().copied())
+            .chain([("undeliverable", self.undeliverable)]);
+        labelled(
+            &mut e,
+            "kubepbx_sip_dropped",
+            "SIP packets dropped without an answer, by reason",
+            "reason",
+            dropped,
+        )?;
+        let failed: u64 = s.failures.iter().sum();
+        labelled(
+            &mut e,
+            "kubepbx_registers",
+            "REGISTER requests by result",
+            "result",
+            [
+                ("ok", s.registers_ok),
+                ("challenged", s.challenges),
+                ("failed", failed),
+            ],
+        )?;
+        labelled(
+            &mut e,
+            "kubepbx_auth_failures",
+            "Failed registration attempts by reason",
+            "reason",
+            FailureReason::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .zip(s.failures.iter().copied()),
+        )?;
+        counter(
+            &mut e,
+            "kubepbx_bans",
+            "Sources banned for repeated failures",
+            s.bans,
+        )?;
+        gauge(
+            &mut e,
+            "kubepbx_banned_sources",
+            "Sources banned now",
+            self.banned,
+        )?;
+        gauge(
+            &mut e,
+            "kubepbx_sip_connections",
+            "Open SIP TCP connections",
+            self.connections,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_names_and_labels() {
+        let mut snapshot = MetricsSnapshot {
+            registrations: 3,
+            ..Default::default()
+        };
+        snapshot.stats.failures[1] = 7;
+        snapshot.stats.registers_ok = 5;
+        let text = snapshot.encode();
+        assert!(text.contains("kubepbx_registrations 3\n"), "{text}");
+        let wrong = FailureReason::ALL[1].as_str();
+        assert!(
+            text.contains(&format!(
+                "kubepbx_auth_failures_total{{reason=\"{wrong}\"}} 7\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubepbx_registers_total{result=\"ok\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubepbx_sip_dropped_total{reason=\"banned\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,136 @@
+//! TCP driver: accepts connections, cuts each byte stream into SIP messages and keep-alives,
+//! and writes what the drive loop sends back on the same connection.
+//!
+//! Each connection is a flow with its own number. Its reader task announces it to the drive
+//! loop ([`Inbound::Connected`], with the sending half of a bounded queue that a writer task
+//! drains) and reports its end ([`Inbound::Closed`]). Keep-alive pings (RFC 5626 §3.5.1) are
+//! answered here without bothering the drive loop. A stream that can no longer be delimited
+//! (a message over 64 KiB, an unreadable `Content-Length`) is closed.
+
+use crate::core::Inbound;
+use bytes::Bytes;
+use kubepbx_api::Transport;
+use kubepbx_sip::flow::{Flow, FlowId};
+use kubepbx_sip::framing::{Frame, PONG, StreamDecoder};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Messages queued for one connection before it counts as congested.
+pub(crate) const SEND_QUEUE: usize = 256;
+/// A connection that sends nothing (not even a keep-alive) for this long is closed. Phones
+/// re-register or ping well within it; it only reaps dead peers.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+
+/// Accepts connections until `shutdown`.
+pub(crate) async fn run(
+    listener: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let ids = Arc::new(AtomicU64::new(1));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.set_nodelay(true);
+                tasks.spawn(connection(
+                    stream,
+                    remote,
+                    id,
+                    inbound.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a SIP TCP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    id: FlowId,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let flow = Flow {
+        transport: Transport::Tcp,
+        id,
+        remote,
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+    if inbound
+        .send(Inbound::Connected { id, tx: tx.clone() })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tracing::debug!(%remote, id, "SIP TCP connection opened");
+    let write = async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    let read = async {
+        let mut decoder = StreamDecoder::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buf)).await {
+                Err(_) => return "idle timeout",
+                Ok(Err(_)) => return "read error",
+                Ok(Ok(0)) => return "closed by peer",
+                Ok(Ok(n)) => n,
+            };
+            decoder.extend(&buf[..n]);
+            loop {
+                match decoder.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(Frame::Message(bytes))) => {
+                        if inbound.send(Inbound::Packet { flow, bytes }).await.is_err() {
+                            return "shutting down";
+                        }
+                    }
+                    Ok(Some(Frame::Ping)) => {
+                        if tx.try_send(Bytes::from_static(PONG)).is_err() {
+                            return "send queue full";
+                        }
+                    }
+                    Ok(Some(Frame::Pong)) => {}
+                    Err(e) => {
+                        tracing::info!(%remote, error = %e, "closing SIP TCP connection");
+                        return "framing error";
+                    }
+                }
+            }
+        }
+    };
+    let why = tokio::select! {
+        _ = shutdown.cancelled() => "shutting down",
+        why = read => why,
+        // The drive loop dropped its sender (congested) and the queue drained.
+        () = write => "write side closed",
+    };
+    tracing::debug!(%remote, id, why, "SIP TCP connection closed");
+    let _ = inbound.send(Inbound::Closed { id }).await;
+}

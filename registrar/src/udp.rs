@@ -1,0 +1,46 @@
+//! UDP driver: reads datagrams from the SIP socket and queues them for the drive loop.
+//!
+//! Sending happens in the drive loop itself (on the same socket), so this task only reads.
+//! The queue is bounded: when the drive loop falls behind, this task waits and the kernel's
+//! socket buffer absorbs (and, beyond it, drops) the excess — the same overload behaviour as
+//! any UDP server, without unbounded memory.
+
+use crate::core::Inbound;
+use bytes::Bytes;
+use kubepbx_sip::flow::Flow;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Largest datagram read; anything longer is cut and then rejected as too large by the parser.
+const RECV_BUFFER: usize = 65_536;
+
+/// Reads datagrams until `shutdown` or until the drive loop is gone.
+pub(crate) async fn run(
+    socket: Arc<UdpSocket>,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((n, remote)) => {
+                let packet = Inbound::Packet {
+                    flow: Flow::udp(remote),
+                    bytes: Bytes::copy_from_slice(&buf[..n]),
+                };
+                if inbound.send(packet).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP port unreachable from an earlier send shows up here on some systems
+            // (ECONNREFUSED); it says nothing about the socket itself.
+            Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+        }
+    }
+}
