@@ -31,7 +31,25 @@ missing=()
 for cmd in "${!packages[@]}"; do
   need_cmd "$cmd" || missing+=("${packages[$cmd]}")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Tests also drive pjsua2 (pjsip, the stack of MicroSIP) from Python.
+need_pjsua2=false
+if [ "$mode" = test ] && ! python3 -c 'import pjsua2' >/dev/null 2>&1; then
+  need_pjsua2=true
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+fi
+
+install_pjsua2() {
+  $need_pjsua2 || return 0
+  echo "installing: pjsua2-python (PyPI)"
+  # Debian's python refuses system-wide pip installs unless told otherwise.
+  python3 -m pip install -q pjsua2-python 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages pjsua2-python
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  install_pjsua2
+  exit 0
+fi
 
 if ! need_cmd apt-get; then
   echo "missing: ${missing[*]} — install them with your package manager" >&2
@@ -46,3 +64,4 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_pjsua2
