@@ -76,11 +76,10 @@ async fn connection(
     };
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
-    if inbound
-        .send(Inbound::Connected { id, tx: tx.clone() })
-        .await
-        .is_err()
-    {
+    // Only the drive loop holds a strong sender: when it drops it (congestion), the writer
+    // sees the queue end and the connection closes. Pongs go through a weak one.
+    let pongs = tx.downgrade();
+    if inbound.send(Inbound::Connected { id, tx }).await.is_err() {
         return;
     }
     tracing::debug!(%remote, id, "SIP TCP connection opened");
@@ -112,8 +111,11 @@ async fn connection(
                         }
                     }
                     Ok(Some(Frame::Ping)) => {
-                        if tx.try_send(Bytes::from_static(PONG)).is_err() {
-                            return "send queue full";
+                        let sent = pongs
+                            .upgrade()
+                            .is_some_and(|tx| tx.try_send(Bytes::from_static(PONG)).is_ok());
+                        if !sent {
+                            return "send queue full or closed";
                         }
                     }
                     Ok(Some(Frame::Pong)) => {}
