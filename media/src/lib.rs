@@ -1,0 +1,1 @@
+//! kubepbx media relay (being built).
