@@ -1,0 +1,111 @@
+//! Relay configuration, parsed once by the owner (flags of `kubepbx up` / the media replica).
+
+use crate::MediaError;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a [`LocalRelay`](crate::LocalRelay) runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// The address written into rewritten SDPs (`c=`): where phones send media.
+    pub advertise: IpAddr,
+    /// The address the RTP/RTCP sockets bind to.
+    pub bind: IpAddr,
+    /// The UDP ports to use (`--rtp-ports LO-HI`). Each session takes 4: an even RTP port and the
+    /// odd RTCP port above it, for each leg.
+    pub ports: RangeInclusive<u16>,
+    /// No RTP/RTCP on either leg of an answered session for this long → the session is reaped.
+    pub media_timeout: Duration,
+    /// A session not answered within this long after its offer (and without media) is reaped;
+    /// covers calls the proxy forgot. Must exceed the longest ringing time.
+    pub setup_timeout: Duration,
+    /// A latched source is replaced by a packet from another address with another SSRC only after
+    /// it has been silent this long (see [`crate::latch`]).
+    pub relatch_after: Duration,
+    /// Where recordings go; `None` disables recording (requests to record are then ignored with
+    /// a warning).
+    pub recordings_dir: Option<PathBuf>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ports: 20000..=20999,
+            media_timeout: Duration::from_secs(60),
+            setup_timeout: Duration::from_secs(180),
+            relatch_after: Duration::from_secs(2),
+            recordings_dir: None,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks that the configuration can work.
+    pub fn validate(&self) -> Result<(), MediaError> {
+        let (lo, hi) = (*self.ports.start(), *self.ports.end());
+        if lo == 0 || hi < lo || crate::ports::pairs_in(&self.ports) == 0 {
+            return Err(MediaError::InvalidConfig(format!(
+                "RTP port range {lo}-{hi} holds no even/odd port pair above 0"
+            )));
+        }
+        if self.advertise.is_unspecified() {
+            return Err(MediaError::InvalidConfig(format!(
+                "advertised media address {} is unspecified; set the address phones can reach",
+                self.advertise
+            )));
+        }
+        if self.media_timeout.is_zero() || self.setup_timeout.is_zero() {
+            return Err(MediaError::InvalidConfig(
+                "media and setup timeouts must be above zero".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `LO-HI` as given to `--rtp-ports`.
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, MediaError> {
+    let bad = || {
+        MediaError::InvalidConfig(format!(
+            "RTP port range {text:?} is not LO-HI with 1 <= LO < HI <= 65535 (e.g. 20000-20999)"
+        ))
+    };
+    let (lo, hi) = text.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || hi <= lo {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        RelayConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("20000-20999").unwrap(), 20000..=20999);
+        assert_eq!(parse_port_range(" 1000 - 1003 ").unwrap(), 1000..=1003);
+        for bad in ["", "20000", "0-10", "10-5", "a-b", "1-70000", "5-5"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+        let config = RelayConfig {
+            ports: 20001..=20002,
+            ..RelayConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(MediaError::InvalidConfig(_))
+        ));
+    }
+}
