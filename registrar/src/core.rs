@@ -22,6 +22,7 @@ use kubepbx_api::store::{Event, Store, StoreError, Subscription, Write};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_sip::endpoint::{BindingChange, Endpoint, EndpointEvent, Now};
 use kubepbx_sip::flow::{Flow, FlowId, Transmit};
+use kubepbx_sip::message::{Message, ParseError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,8 +40,11 @@ const WRITE_ATTEMPTS: u32 = 5;
 /// What drivers send to the loop.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    /// A datagram or a stream frame.
-    Packet { flow: Flow, bytes: Bytes },
+    /// A datagram or a stream frame, parsed by the driver that read it.
+    Packet {
+        flow: Flow,
+        parsed: Box<Result<Message, ParseError>>,
+    },
     /// A stream connection opened; responses for it go to `tx`.
     Connected { id: FlowId, tx: mpsc::Sender<Bytes> },
     /// A stream connection closed.
@@ -109,9 +113,8 @@ impl Core {
 
     fn inbound(&mut self, now: Now, item: Inbound) {
         match item {
-            Inbound::Packet { flow, bytes } => {
-                log_sip("received", &flow, &bytes);
-                self.endpoint.handle_packet(now, flow, bytes);
+            Inbound::Packet { flow, parsed } => {
+                self.endpoint.handle_message(now, flow, *parsed);
             }
             Inbound::Connected { id, tx } => {
                 self.connections.insert(id, tx);
@@ -190,6 +193,7 @@ impl Core {
                     transactions: self.endpoint.transaction_count() as u64,
                     banned: self.endpoint.banned_count(Instant::now()) as u64,
                     connections: self.connections.len() as u64,
+                    heap: None,
                 });
             }
         }
@@ -248,6 +252,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Parses what a driver read, logging it first (drivers call this on their own task).
+pub(crate) fn packet(flow: Flow, bytes: Bytes) -> Inbound {
+    log_sip("received", &flow, &bytes);
+    Inbound::Packet {
+        flow,
+        parsed: Box::new(kubepbx_sip::message::parse(bytes)),
     }
 }
 

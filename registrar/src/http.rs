@@ -148,7 +148,8 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> 
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, Problem> {
-    let snapshot = state.registrar.metrics().await.ok_or_else(unavailable)?;
+    let mut snapshot = state.registrar.metrics().await.ok_or_else(unavailable)?;
+    snapshot.heap = crate::metrics::heap();
     Ok((
         [(
             header::CONTENT_TYPE,

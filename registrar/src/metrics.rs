@@ -17,6 +17,8 @@
 //! | `kubepbx_bans_total` | counter | — sources banned |
 //! | `kubepbx_banned_sources` | gauge | — sources banned now |
 //! | `kubepbx_sip_connections` | gauge | — open TCP connections |
+//! | `kubepbx_heap_allocated_bytes` | gauge | — live heap bytes (jemalloc) |
+//! | `kubepbx_heap_resident_bytes` | gauge | — memory the allocator holds from the system |
 
 use kubepbx_api::records::FailureReason;
 use kubepbx_sip::endpoint::{DropReason, METHOD_LABELS, Stats};
@@ -43,6 +45,24 @@ pub struct MetricsSnapshot {
     pub banned: u64,
     /// Open TCP connections.
     pub connections: u64,
+    /// Live heap bytes and bytes resident in the allocator, when the allocator is jemalloc.
+    pub heap: Option<(u64, u64)>,
+}
+
+/// Live heap bytes and resident allocator bytes; `None` when jemalloc's statistics are not
+/// readable.
+pub fn heap() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let read = || -> Result<(u64, u64), tikv_jemalloc_ctl::Error> {
+        epoch::advance()?;
+        Ok((
+            stats::allocated::read()? as u64,
+            stats::resident::read()? as u64,
+        ))
+    };
+    read()
+        .inspect_err(|e| tracing::debug!(error = %e, "jemalloc statistics unavailable"))
+        .ok()
 }
 
 impl MetricsSnapshot {
@@ -189,6 +209,20 @@ impl Collector for MetricsSnapshot {
             "Open SIP TCP connections",
             self.connections,
         )?;
+        if let Some((allocated, resident)) = self.heap {
+            gauge(
+                &mut e,
+                "kubepbx_heap_allocated_bytes",
+                "Live heap bytes",
+                allocated,
+            )?;
+            gauge(
+                &mut e,
+                "kubepbx_heap_resident_bytes",
+                "Bytes the allocator holds from the system",
+                resident,
+            )?;
+        }
         Ok(())
     }
 }

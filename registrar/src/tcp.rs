@@ -106,7 +106,11 @@ async fn connection(
                 match decoder.next_frame() {
                     Ok(None) => break,
                     Ok(Some(Frame::Message(bytes))) => {
-                        if inbound.send(Inbound::Packet { flow, bytes }).await.is_err() {
+                        if inbound
+                            .send(crate::core::packet(flow, bytes))
+                            .await
+                            .is_err()
+                        {
                             return "shutting down";
                         }
                     }

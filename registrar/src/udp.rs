@@ -30,10 +30,8 @@ pub(crate) async fn run(
         };
         match received {
             Ok((n, remote)) => {
-                let packet = Inbound::Packet {
-                    flow: Flow::udp(remote),
-                    bytes: Bytes::copy_from_slice(&buf[..n]),
-                };
+                let packet =
+                    crate::core::packet(Flow::udp(remote), Bytes::copy_from_slice(&buf[..n]));
                 if inbound.send(packet).await.is_err() {
                     return;
                 }

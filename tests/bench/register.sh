@@ -39,6 +39,8 @@
 #   NOISE_PCT          [25]     a step during which other processes used more than this % of a
 #                               core is marked and run again (at most twice)
 #   MEM_BINDINGS       [100000] (0 skips the memory test)   MEM_RATE [5000]
+#   MEM_SETTLE         [45]     seconds to wait at most after a round for kubepbx's server
+#                               transactions to end (Timer J, 32 s) before reading memory
 #   MEM_ROUNDS         [2]      registration rounds of the memory test (1 creates the bindings,
 #                               the others refresh them)
 #   KUBEPBX_ARGS       []       more `kubepbx up` arguments (split on spaces). The script passes
@@ -75,6 +77,7 @@ MIN_ACHIEVED_PCT=${MIN_ACHIEVED_PCT:-95}
 MEM_BINDINGS=${MEM_BINDINGS:-100000}
 MEM_RATE=${MEM_RATE:-5000}
 MEM_ROUNDS=${MEM_ROUNDS:-2}
+MEM_SETTLE=${MEM_SETTLE:-45}
 KAMAILIO_CHILDREN=${KAMAILIO_CHILDREN:-$(nproc)}
 SIPP_INSTANCES=${SIPP_INSTANCES:-2}
 REFINE_STEPS=${REFINE_STEPS:-2}
@@ -364,14 +367,17 @@ start_target() { # target prefix extensions
 }
 
 registrations_gauge() { # kubepbx_registrations from /metrics (sum over label sets)
+  gauge kubepbx_registrations
+}
+gauge() { # a gauge of kubepbx's /metrics, summed over label sets; n/a when absent
   curl -fsS --max-time 5 -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$http_port/metrics" 2>/dev/null |
-    awk '$1 ~ /^kubepbx_registrations(\{.*\})?$/ { s += $2; found = 1 } END { if (found) printf "%d\n", s; else print "n/a" }'
+    awk -v name="$1" '$1 == name || index($1, name "{") == 1 { s += $2; found = 1 } END { if (found) printf "%d\n", s; else print "n/a" }'
 }
 
 # ---------------------------------------------------------------------------------------------
 # Throughput: step the rate. Appends the table to $RESULTS and sets best_rate[target],
 # best_us[target].
-declare -A best_rate=() best_us=() measured=() mem_per=() top=()
+declare -A best_rate=() best_us=() measured=() mem_per=() mem_heap=() top=()
 
 row() { printf '%-8s %7s %7s %7s %6s %6s %8s %7s %8s %7s %8s %6s %6s %10s  %s\n' "$@"; }
 TABLE_HEADER=$(row target rate/s calls ok failed fail% retrans got/s resp_ms srv_us srv_cpu% sipp% other% drops verdict)
@@ -542,11 +548,14 @@ memory() {
   unit="VmRSS"
   [ "$target" = kubepbx ] || unit="Pss summed over its processes"
   before=$(mem_kib "$target")
+  heap_before=n/a
+  [ "$target" != kubepbx ] || heap_before=$(gauge kubepbx_heap_allocated_bytes)
   {
     echo
     echo "== $target memory: $MEM_BINDINGS extensions; $MEM_ROUNDS rounds of $MEM_BINDINGS registrations at $MEM_RATE/s"
     echo "   (Expires 3600; round 1 creates one binding per user, later rounds refresh them)"
     echo "$unit with $MEM_BINDINGS extensions and 0 bindings: $before KiB"
+    [ "$heap_before" = n/a ] || echo "live heap (kubepbx_heap_allocated_bytes) with 0 bindings: $heap_before bytes"
   } | tee -a "$RESULTS"
   for ((round = 1; round <= MEM_ROUNDS; round++)); do
     log "$target: memory round $round: registering $MEM_BINDINGS users at $MEM_RATE/s"
@@ -571,12 +580,27 @@ memory() {
         sleep 0.5
       done
     fi
+    # Steady state: the round's server transactions keep their responses for Timer J
+    # (32 s over UDP) and are not binding memory; wait until they are gone.
+    if [ "$target" = kubepbx ]; then
+      for ((i = 0; i < 2 * MEM_SETTLE; i++)); do
+        [ "$(gauge kubepbx_sip_transactions)" != 0 ] || break
+        sleep 0.5
+      done
+    fi
     sleep 2
     after=$(mem_kib "$target")
     [ "$round" -gt 1 ] || first_after=$after
     per=$(python3 -c 'import sys; b, a, n = map(int, sys.argv[1:]); print("%.0f" % ((a - b) * 1024 / n))' "$before" "$after" "$MEM_BINDINGS")
     echo "round $round: $ok ok, $failed failed, $retrans retransmissions in ${elapsed}s; kubepbx_registrations $gauge; $unit $after KiB => $per bytes per binding" |
       tee -a "$RESULTS"
+    if [ "$heap_before" != n/a ]; then
+      heap_after=$(gauge kubepbx_heap_allocated_bytes)
+      heap_per=$(python3 -c 'import sys; b, a, n = map(int, sys.argv[1:]); print("%.0f" % ((a - b) / n))' "$heap_before" "$heap_after" "$MEM_BINDINGS")
+      echo "round $round: live heap $heap_after bytes => $heap_per heap bytes per binding" | tee -a "$RESULTS"
+      [ "$round" -gt 1 ] || mem_heap[$target]="$heap_per heap bytes per binding after round 1"
+      [ "$round" -eq 1 ] || mem_heap[$target]+=", $heap_per after round $round"
+    fi
   done
   per=$(python3 -c 'import sys; b, a, n = map(int, sys.argv[1:]); print("%.0f" % ((a - b) * 1024 / n))' "$before" "$first_after" "$MEM_BINDINGS")
   mem_per[$target]="$per bytes per binding after round 1"
@@ -655,6 +679,7 @@ done
   fi
   for t in "${want[@]}"; do
     [ -z "${mem_per[$t]:-}" ] || echo "$t: ${mem_per[$t]}, at $MEM_BINDINGS bindings$([ "$t" = kubepbx ] && echo " (target <= 1024)")"
+    [ -z "${mem_heap[$t]:-}" ] || echo "$t: ${mem_heap[$t]}"
   done
   if [ ${#failed_targets[@]} -gt 0 ]; then
     echo "not measured: ${failed_targets[*]} (see the log lines above and $WORK)"

@@ -85,7 +85,8 @@ const MAX_CAPACITY: usize = 1 << 24;
 /// Tuning of an [`EmbeddedStore`]; `Default` gives the production values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedOptions {
-    /// Events kept for slow subscribers before they get [`Event::Resync`] (default 65 536).
+    /// Events kept for slow subscribers before they get [`Event::Resync`] (default 8 192: each
+    /// retained event keeps its records alive, so this is memory held at all times).
     pub broadcast_capacity: usize,
     /// How often buffered log writes are written and synced (default 1 s): the most a crash
     /// loses.
@@ -100,7 +101,7 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
-            broadcast_capacity: 65_536,
+            broadcast_capacity: 8_192,
             flush_interval: Duration::from_secs(1),
             sweep_interval: Duration::from_secs(1),
             compaction_min_lines: 10_000,

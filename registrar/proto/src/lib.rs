@@ -6,6 +6,7 @@
 //! - [`framing`]: cutting a TCP/TLS byte stream into messages; CRLF keep-alives (RFC 5626).
 //! - [`flow`]: flows (where bytes come from and go to) and transmits.
 //! - [`builder`]: building responses (Via `received`/`rport`, To tags).
+//! - [`client`]: client transactions (RFC 3261 §17.1) for what the proxy forwards.
 //! - [`transaction`]: server transactions (RFC 3261 §17.2) — retransmissions are answered from
 //!   the stored response, never reprocessed.
 //! - [`auth`]: digest authentication (RFC 7616/8760): challenges, stateless nonces, verification.
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod ban;
 pub mod builder;
+pub mod client;
 pub mod endpoint;
 pub mod flow;
 pub mod framing;

@@ -20,7 +20,11 @@ use crate::message::{Essentials, Method};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// RTT estimate (RFC 3261 §17.1.1.1).
@@ -34,12 +38,54 @@ pub const T4: Duration = Duration::from_secs(5);
 const MAGIC_COOKIE: &str = "z9hG4bK";
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The identity (branch and sent-by of the top Via, or the RFC 2543 fallback) is kept as a
+/// 128-bit keyed digest rather than as strings: a transaction table holds every request of the
+/// last 32 s, and at tens of thousands of requests per second the strings (and their copies in
+/// the timer queue) would cost more than the stored responses. The keys are random per process,
+/// so nobody can make two requests collide on purpose; by chance it takes about 2^64 live
+/// transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TxKey {
-    branch: String,
-    sent_by: String,
-    /// INVITE and ACK share a transaction; other methods (CANCEL too) have their own.
-    method: Method,
+    /// Digest of the branch (or RFC 2543 identity) and sent-by.
+    request: u128,
+    /// Digest of the method: INVITE and ACK share a transaction; other methods (CANCEL too)
+    /// have their own.
+    method: u64,
+    /// Whether this is an INVITE transaction.
+    invite: bool,
+}
+
+/// Two independently keyed hashers fed the same bytes: a 128-bit keyed digest.
+struct Digest(DefaultHasher, DefaultHasher);
+
+impl Digest {
+    fn new() -> Self {
+        static KEYS: OnceLock<[RandomState; 2]> = OnceLock::new();
+        let [a, b] = KEYS.get_or_init(|| [RandomState::new(), RandomState::new()]);
+        Digest(a.build_hasher(), b.build_hasher())
+    }
+
+    fn add(&mut self, part: &[u8]) {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        self.0.write_usize(part.len());
+        self.0.write(part);
+        self.1.write_usize(part.len());
+        self.1.write(part);
+    }
+
+    fn finish(&self) -> u128 {
+        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+    }
+}
+
+struct DigestWriter<'a>(&'a mut Digest);
+
+impl std::fmt::Write for DigestWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.add(s.as_bytes());
+        Ok(())
+    }
 }
 
 impl TxKey {
@@ -47,36 +93,43 @@ impl TxKey {
     /// identity (Call-ID, From tag, CSeq number, top Via).
     pub fn for_request(method: &Method, e: &Essentials) -> TxKey {
         let method = match method {
-            Method::Ack => Method::Invite,
-            m => m.clone(),
+            Method::Ack => &Method::Invite,
+            m => m,
         };
-        let sent_by = format!("{}:{}", e.via.sent_by.host, e.via.sent_by.port.unwrap_or(0));
+        let mut d = Digest::new();
         match e.via.params.get_val("branch") {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => TxKey {
-                branch: branch.to_string(),
-                sent_by,
-                method,
-            },
-            _ => TxKey {
-                branch: format!(
-                    "2543:{}:{}:{}",
-                    e.call_id,
-                    e.from.tag.as_deref().unwrap_or(""),
-                    e.cseq.seq
-                ),
-                sent_by,
-                method,
-            },
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => d.add(branch.as_bytes()),
+            _ => {
+                d.add(b"2543");
+                d.add(e.call_id.as_bytes());
+                d.add(e.from.tag.as_deref().unwrap_or("").as_bytes());
+                d.add(&e.cseq.seq.to_be_bytes());
+            }
+        }
+        // The host's text without an allocation.
+        let _ = write!(DigestWriter(&mut d), "{}", e.via.sent_by.host);
+        d.add(&e.via.sent_by.port.unwrap_or(0).to_be_bytes());
+        TxKey {
+            request: d.finish(),
+            method: method_digest(method),
+            invite: *method == Method::Invite,
         }
     }
 
     /// The key of the INVITE transaction a CANCEL refers to (same branch, method INVITE).
     pub fn invite_of_cancel(&self) -> TxKey {
         TxKey {
-            method: Method::Invite,
-            ..self.clone()
+            method: method_digest(&Method::Invite),
+            invite: true,
+            ..*self
         }
     }
+}
+
+fn method_digest(method: &Method) -> u64 {
+    let mut d = Digest::new();
+    d.add(method.as_str().as_bytes());
+    d.0.finish()
 }
 
 /// What to do with a request, according to the transaction layer.
@@ -173,7 +226,7 @@ impl ServerTransactions {
                             } else {
                                 T4
                             };
-                            let key = entry.key().clone();
+                            let key = *entry.key();
                             self.timers
                                 .push(Reverse((now + wait, generation, TimerKind::I, key)));
                             Disposition::AckAbsorbed
@@ -220,7 +273,7 @@ impl ServerTransactions {
             }
             return;
         }
-        let invite = key.method == Method::Invite;
+        let invite = key.invite;
         let reliable = tx.flow.is_reliable();
         if invite && code < 300 {
             self.txs.remove(key);
@@ -234,23 +287,15 @@ impl ServerTransactions {
         if invite {
             if !reliable {
                 self.timers
-                    .push(Reverse((now + T1, generation, TimerKind::G, key.clone())));
+                    .push(Reverse((now + T1, generation, TimerKind::G, *key)));
             }
-            self.timers.push(Reverse((
-                now + 64 * T1,
-                generation,
-                TimerKind::H,
-                key.clone(),
-            )));
+            self.timers
+                .push(Reverse((now + 64 * T1, generation, TimerKind::H, *key)));
         } else if reliable {
             self.txs.remove(key);
         } else {
-            self.timers.push(Reverse((
-                now + 64 * T1,
-                generation,
-                TimerKind::J,
-                key.clone(),
-            )));
+            self.timers
+                .push(Reverse((now + 64 * T1, generation, TimerKind::J, *key)));
         }
     }
 
@@ -353,14 +398,14 @@ mod tests {
         let now = Instant::now();
         let (m, e) = essentials("REGISTER", "z9hG4bK1");
         let key = TxKey::for_request(&m, &e);
-        assert_eq!(t.on_request(key.clone(), &m, udp(), now), Disposition::New);
+        assert_eq!(t.on_request(key, &m, udp(), now), Disposition::New);
         // Retransmitted before the TU answered: absorbed silently.
         assert_eq!(
-            t.on_request(key.clone(), &m, udp(), now),
+            t.on_request(key, &m, udp(), now),
             Disposition::Retransmission(None)
         );
         t.on_response(&key, 200, Bytes::from_static(b"200"), now);
-        let again = t.on_request(key.clone(), &m, udp(), now + Duration::from_secs(10));
+        let again = t.on_request(key, &m, udp(), now + Duration::from_secs(10));
         assert_eq!(
             again,
             Disposition::Retransmission(Some(Transmit {
@@ -387,7 +432,7 @@ mod tests {
         let now = Instant::now();
         let (m, e) = essentials("OPTIONS", "z9hG4bK2");
         let key = TxKey::for_request(&m, &e);
-        t.on_request(key.clone(), &m, tcp(), now);
+        t.on_request(key, &m, tcp(), now);
         t.on_response(&key, 200, Bytes::from_static(b"200"), now);
         assert!(t.is_empty());
         assert_eq!(t.poll_timeout(), None);
@@ -399,7 +444,7 @@ mod tests {
         let now = Instant::now();
         let (m, e) = essentials("INVITE", "z9hG4bK3");
         let key = TxKey::for_request(&m, &e);
-        t.on_request(key.clone(), &m, udp(), now);
+        t.on_request(key, &m, udp(), now);
         t.on_response(&key, 100, Bytes::from_static(b"100"), now);
         assert!(t.is_proceeding(&key));
         assert_eq!(
@@ -417,7 +462,7 @@ mod tests {
         let now = Instant::now();
         let (m, e) = essentials("INVITE", "z9hG4bK4");
         let key = TxKey::for_request(&m, &e);
-        t.on_request(key.clone(), &m, udp(), now);
+        t.on_request(key, &m, udp(), now);
         t.on_response(&key, 486, Bytes::from_static(b"486"), now);
         let mut out = Vec::new();
         // Timer G fires at 0.5, 1.5, 3.5, 7.5, 11.5 s (interval doubles, capped at T2 = 4 s).
@@ -441,7 +486,7 @@ mod tests {
         let ack_key = TxKey::for_request(&ack, &ack_e);
         assert_eq!(ack_key, key);
         assert_eq!(
-            t.on_request(ack_key.clone(), &ack, udp(), at),
+            t.on_request(ack_key, &ack, udp(), at),
             Disposition::AckAbsorbed
         );
         assert_eq!(
@@ -460,7 +505,7 @@ mod tests {
         let now = Instant::now();
         let (m, e) = essentials("INVITE", "z9hG4bK5");
         let key = TxKey::for_request(&m, &e);
-        t.on_request(key.clone(), &m, tcp(), now);
+        t.on_request(key, &m, tcp(), now);
         t.on_response(&key, 404, Bytes::from_static(b"404"), now);
         let mut out = Vec::new();
         let events = t.handle_timeout(now + 64 * T1, &mut out);
@@ -475,7 +520,7 @@ mod tests {
         let now = Instant::now();
         let (m, e) = essentials("INVITE", "z9hG4bK6");
         let key = TxKey::for_request(&m, &e);
-        t.on_request(key.clone(), &m, udp(), now);
+        t.on_request(key, &m, udp(), now);
         t.on_response(&key, 200, Bytes::from_static(b"200"), now);
         assert!(t.is_empty());
         let (ack, ack_e) = essentials("ACK", "z9hG4bK7");

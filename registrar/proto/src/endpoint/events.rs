@@ -10,9 +10,10 @@ use std::time::Duration;
 pub enum BindingChange {
     /// A new binding.
     Added,
-    /// An existing binding with a new contact, flow or device data.
+    /// An existing binding with a new contact, source, transport or user agent.
     Updated,
-    /// Only the lifetime was extended.
+    /// The same device registered again: the lifetime was extended (and possibly the Call-ID
+    /// or CSeq changed).
     Refreshed,
 }
 

@@ -200,6 +200,17 @@ impl Endpoint {
 
     /// Handles one datagram or stream frame received on `flow`.
     pub fn handle_packet(&mut self, now: Now, flow: Flow, bytes: Bytes) {
+        self.handle_message(now, flow, message::parse(bytes));
+    }
+
+    /// Handles one datagram or stream frame already parsed with [`message::parse`] (drivers
+    /// parse on their reading task, so this endpoint's task only decides).
+    pub fn handle_message(
+        &mut self,
+        now: Now,
+        flow: Flow,
+        parsed: Result<Message, message::ParseError>,
+    ) {
         if self.next_housekeeping.is_none() {
             self.next_housekeeping = Some(now.mono + HOUSEKEEPING);
         }
@@ -207,7 +218,7 @@ impl Endpoint {
             self.stats.drop(DropReason::Banned);
             return;
         }
-        match message::parse(bytes) {
+        match parsed {
             Ok(Message::Request(request)) => self.handle_request(now, flow, request),
             Ok(Message::Response(_)) => self.stats.drop(DropReason::StrayResponse),
             Err(_) => self.stats.drop(DropReason::Unparseable),
@@ -237,10 +248,7 @@ impl Endpoint {
             }
         };
         let key = TxKey::for_request(&request.method, &essentials);
-        match self
-            .txs
-            .on_request(key.clone(), &request.method, flow, now.mono)
-        {
+        match self.txs.on_request(key, &request.method, flow, now.mono) {
             Disposition::New => {}
             Disposition::Retransmission(resend) => {
                 self.stats.retransmissions += 1;

@@ -22,14 +22,14 @@ use crate::registrar::{self, Change, RegisterInput};
 use ezk_sip_types::Name;
 use ezk_sip_types::uri::SipUriUserPart;
 use kubepbx_api::records::{
-    ExtensionRecord, Failure, FailureReason, Success, UserKey, Warning, WarningReason,
+    Binding, ExtensionRecord, Failure, FailureReason, UserKey, Warning, WarningReason,
 };
 use kubepbx_api::store::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A success is written to the store at most this often per extension, unless its source changed.
-const SUCCESS_WRITE_INTERVAL: Duration = Duration::from_secs(60);
+/// A NAT warning is written to the store at most this often per extension and source.
+const WARNING_WRITE_INTERVAL: Duration = Duration::from_secs(60);
 /// Identical failures (same reason and source) are written at most this often.
 const FAILURE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -244,19 +244,23 @@ impl Endpoint {
         for change in accepted.changes {
             match change {
                 Change::Put(binding) => {
-                    let existed = self
+                    // A new Call-ID for the same device is stored but is not news: the
+                    // phone (or a load generator) started a new registration session.
+                    let change = match self
                         .location
                         .bindings(&key)
                         .iter()
-                        .any(|c| c.binding.id == binding.id);
+                        .find(|c| c.binding.id == binding.id)
+                    {
+                        None => BindingChange::Added,
+                        Some(held) if same_device(&held.binding, &binding) => {
+                            BindingChange::Refreshed
+                        }
+                        Some(_) => BindingChange::Updated,
+                    };
                     self.location.put_binding(binding.clone());
                     self.writes.push(Write::PutBinding(binding.clone()));
                     let expires = now.wall.until(binding.expires_at);
-                    let change = if existed {
-                        BindingChange::Updated
-                    } else {
-                        BindingChange::Added
-                    };
                     self.events.push_back(EndpointEvent::Registered {
                         binding,
                         change,
@@ -424,6 +428,8 @@ impl Endpoint {
         }
     }
 
+    /// A successful registration is written nowhere but in its binding; only a NAT warning
+    /// becomes part of the extension's status (at most once a minute per source).
     fn note_success(
         &mut self,
         now: Now,
@@ -431,32 +437,38 @@ impl Endpoint {
         source: SocketAddr,
         nat: Option<(String, String)>,
     ) {
+        let Some((contact, real)) = nat else { return };
         let mut status = self.location.status(user).cloned().unwrap_or_default();
         let source = source.to_string();
         let fresh = status
-            .last_success
+            .last_warning
             .as_ref()
-            .is_some_and(|s| s.source == source && now.wall < s.at.plus(SUCCESS_WRITE_INTERVAL));
-        if fresh && nat.is_none() {
+            .is_some_and(|w| w.source == source && now.wall < w.at.plus(WARNING_WRITE_INTERVAL));
+        if fresh {
             return;
         }
-        status.last_success = Some(Success {
+        status.last_warning = Some(Warning {
+            reason: WarningReason::NatDetected,
             at: now.wall,
-            source: source.clone(),
+            source,
+            detail: format!(
+                "the phone advertises {contact} but its packets come from {real}; kubepbx answers to {real}"
+            ),
         });
-        if let Some((contact, real)) = nat {
-            status.last_warning = Some(Warning {
-                reason: WarningReason::NatDetected,
-                at: now.wall,
-                source,
-                detail: format!(
-                    "the phone advertises {contact} but its packets come from {real}; kubepbx answers to {real}"
-                ),
-            });
-        }
         self.location.set_status(user.clone(), status.clone());
         self.writes.push(Write::PutStatus(user.clone(), status));
     }
+}
+
+/// Same contact, path and phone: only the registration session (Call-ID, CSeq) or lifetime
+/// differ.
+fn same_device(a: &Binding, b: &Binding) -> bool {
+    a.contact == b.contact
+        && a.source == b.source
+        && a.transport == b.transport
+        && a.flow == b.flow
+        && a.user_agent == b.user_agent
+        && a.nat == b.nat
 }
 
 /// The one place an authentication failure becomes a failure reason.
