@@ -37,6 +37,23 @@ impl fmt::Display for UserKey {
 }
 
 /// Identifies one binding of an extension.
+/// A borrowed [`UserKey`] for lookups that should not allocate. It hashes exactly like
+/// `UserKey` (field by field; `&str` and `String` hash the same), so it finds `UserKey` keys of
+/// hashbrown maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserKeyRef<'a> {
+    /// SIP domain.
+    pub domain: &'a str,
+    /// User part.
+    pub user: &'a str,
+}
+
+impl hashbrown::Equivalent<UserKey> for UserKeyRef<'_> {
+    fn equivalent(&self, key: &UserKey) -> bool {
+        key.domain == self.domain && key.user == self.user
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BindingKey {
     /// The extension the binding belongs to.

@@ -587,6 +587,9 @@ memory() {
         [ "$(gauge kubepbx_sip_transactions)" != 0 ] || break
         sleep 0.5
       done
+      # kubepbx shrinks its transaction table every 10 s, and jemalloc returns freed pages to
+      # the system after about 10 s.
+      sleep 13
     fi
     sleep 2
     after=$(mem_kib "$target")

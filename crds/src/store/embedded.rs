@@ -54,7 +54,7 @@
 //! retries a compaction (a full snapshot) every 30 s; [`Store::flush`] reports the error.
 
 use super::{Event, Snapshot, Store, StoreError, Subscription, Write};
-use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
+use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey, UserKeyRef};
 use crate::time::UnixMillis;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -217,7 +217,7 @@ impl EmbeddedStore {
         let state = lock(&self.inner.state);
         EmbeddedStats {
             extensions: state.data.extensions.len(),
-            bindings: state.data.bindings.len(),
+            bindings: state.data.binding_count,
             statuses: state.data.statuses.len(),
             log_generation,
             log_lines: state.log.as_ref().map_or(0, |l| l.lines),
@@ -289,7 +289,9 @@ struct BindingEntry {
 #[derive(Debug, Default)]
 struct Data {
     extensions: BTreeMap<UserKey, ExtensionRecord>,
-    bindings: BTreeMap<BindingKey, BindingEntry>,
+    /// Bindings per extension (most have one): the key is not repeated per binding.
+    bindings: hashbrown::HashMap<UserKey, Vec<BindingEntry>>,
+    binding_count: usize,
     /// `(expires_at, slot)` → binding, in expiry order (the `Arc` shared with `bindings`, so
     /// the index costs no copy of the key).
     expiry: BTreeMap<(UnixMillis, u64), Arc<Binding>>,
@@ -344,7 +346,19 @@ fn emit(tx: Option<&broadcast::Sender<Event>>, event: impl FnOnce() -> Event) {
 
 impl Data {
     fn live(&self) -> u64 {
-        (self.extensions.len() + self.bindings.len() + self.statuses.len()) as u64
+        (self.extensions.len() + self.binding_count + self.statuses.len()) as u64
+    }
+
+    /// Takes a binding out of the table (and drops its user's list when it empties).
+    fn take_binding(&mut self, user: UserKeyRef<'_>, id: &str) -> Option<BindingEntry> {
+        let list = self.bindings.get_mut(&user)?;
+        let i = list.iter().position(|e| e.binding.id == id)?;
+        let entry = list.swap_remove(i);
+        if list.is_empty() {
+            self.bindings.remove(&user);
+        }
+        self.binding_count -= 1;
+        Some(entry)
     }
 
     /// Applies one write; events go to `tx` when it is given (`None` while replaying files or
@@ -358,16 +372,11 @@ impl Data {
             Write::DeleteExtension(user) => {
                 let existed = self.extensions.remove(&user).is_some();
                 self.statuses.remove(&user);
-                let start = BindingKey {
-                    user: user.clone(),
-                    id: String::new(),
-                };
                 let keys: Vec<BindingKey> = self
                     .bindings
-                    .range(start..)
-                    .take_while(|(k, _)| k.user == user)
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                    .get(&user)
+                    .map(|list| list.iter().map(|e| e.binding.key()).collect())
+                    .unwrap_or_default();
                 if existed {
                     emit(tx, || Event::ExtensionDeleted(user));
                 }
@@ -376,10 +385,19 @@ impl Data {
                 }
             }
             Write::PutBinding(binding) => {
-                let key = binding.key();
                 let expires_at = binding.expires_at;
                 emit(tx, || Event::BindingPut(Arc::clone(&binding)));
-                match self.bindings.get_mut(&key) {
+                let user = UserKeyRef {
+                    domain: &binding.domain,
+                    user: &binding.user,
+                };
+                let list = self
+                    .bindings
+                    .raw_entry_mut()
+                    .from_key(&user)
+                    .or_insert_with(|| (UserKey::new(&binding.domain, &binding.user), Vec::new()))
+                    .1;
+                match list.iter_mut().find(|e| e.binding.id == binding.id) {
                     Some(entry) => {
                         reschedule(&mut self.expiry, entry, expires_at);
                         if let Some(indexed) = self.expiry.get_mut(&(expires_at, entry.slot)) {
@@ -391,20 +409,24 @@ impl Data {
                         let slot = self.next_slot;
                         self.next_slot += 1;
                         self.expiry.insert((expires_at, slot), Arc::clone(&binding));
-                        self.bindings.insert(
-                            key,
-                            BindingEntry {
-                                binding,
-                                expires_at,
-                                slot,
-                            },
-                        );
+                        list.reserve_exact(1);
+                        list.push(BindingEntry {
+                            binding,
+                            expires_at,
+                            slot,
+                        });
+                        self.binding_count += 1;
                     }
                 }
             }
             Write::RefreshBinding { key, expires_at } => {
-                if let Some(entry) = self.bindings.get_mut(&key) {
-                    reschedule(&mut self.expiry, entry, expires_at);
+                let expiry = &mut self.expiry;
+                if let Some(entry) = self
+                    .bindings
+                    .get_mut(&key.user)
+                    .and_then(|list| list.iter_mut().find(|e| e.binding.id == key.id))
+                {
+                    reschedule(expiry, entry, expires_at);
                     emit(tx, || Event::BindingRefreshed { key, expires_at });
                 }
             }
@@ -417,7 +439,11 @@ impl Data {
     }
 
     fn remove_binding(&mut self, key: BindingKey, tx: Option<&broadcast::Sender<Event>>) {
-        if let Some(entry) = self.bindings.remove(&key) {
+        let user = UserKeyRef {
+            domain: &key.user.domain,
+            user: &key.user.user,
+        };
+        if let Some(entry) = self.take_binding(user, &key.id) {
             self.expiry.remove(&(entry.expires_at, entry.slot));
             emit(tx, || Event::BindingDeleted(key));
         }
@@ -434,21 +460,30 @@ impl Data {
             let Some((_, binding)) = self.expiry.pop_first() else {
                 break;
             };
-            let key = binding.key();
-            self.bindings.remove(&key);
-            out.push(key);
+            let user = UserKeyRef {
+                domain: &binding.domain,
+                user: &binding.user,
+            };
+            self.take_binding(user, &binding.id);
+            out.push(binding.key());
         }
         out
     }
 
     fn copy(&self) -> StateCopy {
+        let mut bindings: Vec<(Arc<Binding>, UnixMillis)> = self
+            .bindings
+            .values()
+            .flatten()
+            .map(|e| (Arc::clone(&e.binding), e.expires_at))
+            .collect();
+        // In key order, as snapshots and compacted files always were.
+        bindings.sort_unstable_by(|(a, _), (b, _)| {
+            (&a.domain, &a.user, &a.id).cmp(&(&b.domain, &b.user, &b.id))
+        });
         StateCopy {
             extensions: self.extensions.values().cloned().collect(),
-            bindings: self
-                .bindings
-                .values()
-                .map(|e| (Arc::clone(&e.binding), e.expires_at))
-                .collect(),
+            bindings,
             statuses: self
                 .statuses
                 .iter()
@@ -1258,7 +1293,7 @@ fn load(dir: &Path, now: UnixMillis) -> Result<(Data, Io), StoreError> {
     let file = create_log(&path)?;
     sync_dir(dir).map_err(io_error(dir))?;
     tracing::info!(dir = %dir.display(), extensions = data.extensions.len(),
-        bindings = data.bindings.len(), expired, generation, "embedded store loaded");
+        bindings = data.binding_count, expired, generation, "embedded store loaded");
     Ok((
         data,
         Io {

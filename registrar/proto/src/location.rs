@@ -6,7 +6,7 @@
 //! a binding put that equals the one held only keeps the later expiry, and refreshes never move
 //! an expiry backwards.
 
-use kubepbx_api::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
+use kubepbx_api::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey, UserKeyRef};
 use kubepbx_api::store::{Event, Snapshot};
 use kubepbx_api::time::UnixMillis;
 use std::collections::HashMap;
@@ -38,14 +38,29 @@ impl CachedBinding {
     }
 }
 
-/// Extensions, bindings and statuses known to this replica.
+/// One extension's entry: its record, its bindings and its status, any of which may be
+/// missing (a binding can arrive before its extension, a status can outlive a binding).
+#[derive(Debug, Default)]
+struct Entry {
+    record: Option<Arc<ExtensionRecord>>,
+    bindings: Vec<CachedBinding>,
+    status: Option<RegStatus>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.record.is_none() && self.bindings.is_empty() && self.status.is_none()
+    }
+}
+
+/// Extensions, bindings and statuses known to this replica: one map entry per extension, so
+/// a binding costs its shared record and a few words, not another copy of the key.
 #[derive(Debug, Default)]
 pub struct Location {
-    extensions: HashMap<UserKey, Arc<ExtensionRecord>>,
-    bindings: HashMap<UserKey, Vec<CachedBinding>>,
-    statuses: HashMap<UserKey, RegStatus>,
+    entries: hashbrown::HashMap<UserKey, Entry>,
     /// Domains with at least one extension, with their extension count.
     domains: HashMap<String, usize>,
+    extension_count: usize,
     binding_count: usize,
 }
 
@@ -64,7 +79,9 @@ impl Location {
         for binding in snapshot.bindings {
             self.put_binding(binding);
         }
-        self.statuses.extend(snapshot.statuses);
+        for (key, status) in snapshot.statuses {
+            self.set_status(key, status);
+        }
     }
 
     /// Applies one store event. Returns `false` for [`Event::Resync`]: the caller must reload.
@@ -77,17 +94,34 @@ impl Location {
                 self.refresh_binding(&key, expires_at, None)
             }
             Event::BindingDeleted(key) => self.delete_binding(&key),
-            Event::StatusPut(key, status) => {
-                self.statuses.insert(key, status);
-            }
+            Event::StatusPut(key, status) => self.set_status(key, status),
             Event::Resync => return false,
         }
         true
     }
 
+    fn entry_mut(&mut self, domain: &str, user: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(&UserKeyRef { domain, user })
+    }
+
+    fn entry_or_insert(&mut self, domain: &str, user: &str) -> &mut Entry {
+        self.entries
+            .raw_entry_mut()
+            .from_key(&UserKeyRef { domain, user })
+            .or_insert_with(|| (UserKey::new(domain, user), Entry::default()))
+            .1
+    }
+
+    /// Drops an entry left with nothing in it.
+    fn tidy(&mut self, key: &UserKey) {
+        if self.entries.get(key).is_some_and(Entry::is_empty) {
+            self.entries.remove(key);
+        }
+    }
+
     /// The extension record of `key`.
     pub fn extension(&self, key: &UserKey) -> Option<&Arc<ExtensionRecord>> {
-        self.extensions.get(key)
+        self.entries.get(key)?.record.as_ref()
     }
 
     /// Whether any extension lives in `domain` (exact, lowercase).
@@ -100,19 +134,17 @@ impl Location {
         &'a self,
         user: &'a str,
     ) -> impl Iterator<Item = &'a Arc<ExtensionRecord>> {
-        self.extensions
-            .values()
-            .filter(move |r| r.extension == user)
+        self.extensions().filter(move |r| r.extension == user)
     }
 
     /// Every extension record.
     pub fn extensions(&self) -> impl Iterator<Item = &Arc<ExtensionRecord>> {
-        self.extensions.values()
+        self.entries.values().filter_map(|e| e.record.as_ref())
     }
 
     /// Live and expired-but-not-yet-swept bindings of an extension.
     pub fn bindings(&self, key: &UserKey) -> &[CachedBinding] {
-        self.bindings.get(key).map_or(&[], Vec::as_slice)
+        self.entries.get(key).map_or(&[], |e| e.bindings.as_slice())
     }
 
     /// Number of bindings held.
@@ -122,25 +154,23 @@ impl Location {
 
     /// Number of extensions held.
     pub fn extension_count(&self) -> usize {
-        self.extensions.len()
+        self.extension_count
     }
 
     /// The registration status of an extension.
     pub fn status(&self, key: &UserKey) -> Option<&RegStatus> {
-        self.statuses.get(key)
+        self.entries.get(key)?.status.as_ref()
     }
 
     /// Sets the registration status (the endpoint also writes it to the store).
     pub fn set_status(&mut self, key: UserKey, status: RegStatus) {
-        self.statuses.insert(key, status);
+        self.entries.entry(key).or_default().status = Some(status);
     }
 
     /// Adds or replaces a binding. A binding equal to the one held keeps the later expiry.
     pub fn put_binding(&mut self, binding: Arc<Binding>) {
-        let list = self
-            .bindings
-            .entry(UserKey::new(&binding.domain, &binding.user))
-            .or_default();
+        let entry = self.entry_or_insert(&binding.domain, &binding.user);
+        let list = &mut entry.bindings;
         match list.iter_mut().find(|c| c.binding.id == binding.id) {
             Some(held) => {
                 if Arc::ptr_eq(&held.binding, &binding)
@@ -153,6 +183,8 @@ impl Location {
                 }
             }
             None => {
+                // Most phones register one contact: no room for three more.
+                list.reserve_exact(1);
                 list.push(CachedBinding::new(binding));
                 self.binding_count += 1;
             }
@@ -162,9 +194,8 @@ impl Location {
     /// Extends a binding (never shortens it: use delete for that).
     pub fn refresh_binding(&mut self, key: &BindingKey, expires_at: UnixMillis, cseq: Option<u32>) {
         if let Some(held) = self
-            .bindings
-            .get_mut(&key.user)
-            .and_then(|list| list.iter_mut().find(|c| c.binding.id == key.id))
+            .entry_mut(&key.user.domain, &key.user.user)
+            .and_then(|e| e.bindings.iter_mut().find(|c| c.binding.id == key.id))
         {
             held.expires_at = held.expires_at.max(expires_at);
             if let Some(cseq) = cseq {
@@ -175,45 +206,48 @@ impl Location {
 
     /// Removes a binding.
     pub fn delete_binding(&mut self, key: &BindingKey) {
-        if let Some(list) = self.bindings.get_mut(&key.user) {
-            let before = list.len();
-            list.retain(|c| c.binding.id != key.id);
-            self.binding_count -= before - list.len();
-            if list.is_empty() {
-                self.bindings.remove(&key.user);
+        if let Some(entry) = self.entry_mut(&key.user.domain, &key.user.user) {
+            let before = entry.bindings.len();
+            entry.bindings.retain(|c| c.binding.id != key.id);
+            let removed = before - entry.bindings.len();
+            if entry.bindings.is_empty() {
+                entry.bindings = Vec::new();
             }
+            self.binding_count -= removed;
+            self.tidy(&key.user);
         }
     }
 
     /// Every binding (for listings).
     pub fn all_bindings(&self) -> impl Iterator<Item = &CachedBinding> {
-        self.bindings.values().flatten()
+        self.entries.values().flat_map(|e| e.bindings.iter())
     }
 
     fn put_extension(&mut self, record: ExtensionRecord) {
-        let key = record.key();
-        if self
-            .extensions
-            .insert(key.clone(), Arc::new(record))
-            .is_none()
-        {
-            *self.domains.entry(key.domain).or_default() += 1;
+        let entry = self.entry_or_insert(&record.domain, &record.extension);
+        let new = entry.record.is_none();
+        let domain = new.then(|| record.domain.clone());
+        entry.record = Some(Arc::new(record));
+        if let Some(domain) = domain {
+            self.extension_count += 1;
+            *self.domains.entry(domain).or_default() += 1;
         }
     }
 
     fn delete_extension(&mut self, key: &UserKey) {
-        if self.extensions.remove(key).is_some()
-            && let Some(n) = self.domains.get_mut(&key.domain)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.domains.remove(&key.domain);
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        self.binding_count -= entry.bindings.len();
+        if entry.record.is_some() {
+            self.extension_count -= 1;
+            if let Some(n) = self.domains.get_mut(&key.domain) {
+                *n -= 1;
+                if *n == 0 {
+                    self.domains.remove(&key.domain);
+                }
             }
         }
-        if let Some(list) = self.bindings.remove(key) {
-            self.binding_count -= list.len();
-        }
-        self.statuses.remove(key);
     }
 }
 

@@ -315,6 +315,18 @@ impl ServerTransactions {
         self.timers.peek().map(|Reverse((at, ..))| *at)
     }
 
+    /// Gives memory back after a burst: the table and the timer queue keep their largest size
+    /// otherwise (a burst of 10,000 requests/s leaves room for 640,000 transactions).
+    pub fn shrink(&mut self) {
+        const MIN: usize = 1024;
+        if self.txs.capacity() > 4 * self.txs.len().max(MIN) {
+            self.txs.shrink_to(2 * self.txs.len().max(MIN));
+        }
+        if self.timers.capacity() > 4 * self.timers.len().max(MIN) {
+            self.timers.shrink_to(2 * self.timers.len().max(MIN));
+        }
+    }
+
     /// Fires every timer due at `now`, pushing retransmissions to `out` and returning events.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Vec<TxEvent> {
         let mut events = Vec::new();

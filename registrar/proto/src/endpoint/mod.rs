@@ -194,6 +194,7 @@ impl Endpoint {
         self.transmits.extend(out);
         if self.next_housekeeping.is_some_and(|at| at <= now.mono) {
             self.bans.expire(now.mono);
+            self.txs.shrink();
             self.next_housekeeping = Some(now.mono + HOUSEKEEPING);
         }
     }
