@@ -139,18 +139,21 @@ impl fmt::Display for Transport {
 }
 
 /// One registered contact of an extension (RFC 3261 §10 binding) and the flow that reaches it.
+///
+/// Strings are `Box<str>` (no spare capacity, one word less each): a PBX holds one of these per
+/// registered phone, shared by the store and the location view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Binding {
     /// SIP domain of the extension.
-    pub domain: String,
+    pub domain: Box<str>,
     /// User part of the extension.
-    pub user: String,
+    pub user: Box<str>,
     /// Stable id: derived from `+sip.instance` and `reg-id` when the device sends them
     /// (RFC 5626), otherwise from the Contact URI.
-    pub id: String,
+    pub id: Box<str>,
     /// The Contact URI as registered (angle brackets and header parameters removed).
-    pub contact: String,
+    pub contact: Box<str>,
     /// Contact preference `q` in thousandths (RFC 3261 §20.10), when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q: Option<u16>,
@@ -159,21 +162,21 @@ pub struct Binding {
     /// Transport the REGISTER arrived on.
     pub transport: Transport,
     /// Replica that owns the flow.
-    pub replica: String,
+    pub replica: Box<str>,
     /// Flow id on the owning replica (a connection id; 0 for datagram flows, which the source
     /// address identifies).
     pub flow: u64,
     /// `User-Agent` of the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Box<str>>,
     /// `+sip.instance` of the device (RFC 5626).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
+    pub instance: Option<Box<str>>,
     /// `reg-id` of the device (RFC 5626).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reg_id: Option<u32>,
     /// Call-ID of the REGISTER that last updated the binding.
-    pub call_id: String,
+    pub call_id: Box<str>,
     /// CSeq of the REGISTER that last updated the binding.
     pub cseq: u32,
     /// When the binding was first created.
@@ -205,8 +208,8 @@ impl Binding {
     /// The key of this binding.
     pub fn key(&self) -> BindingKey {
         BindingKey {
-            user: UserKey::new(&self.domain, &self.user),
-            id: self.id.clone(),
+            user: UserKey::new(&*self.domain, &*self.user),
+            id: self.id.to_string(),
         }
     }
 }

@@ -141,7 +141,7 @@ impl Core {
         if let Some(held) = location
             .bindings(&key.user)
             .iter()
-            .find(|c| c.binding.id == key.id)
+            .find(|c| *c.binding.id == *key.id)
         {
             let b = &held.binding;
             tracing::info!(

@@ -90,10 +90,10 @@ impl From<&Failure> for FailureView {
 fn contact(c: &CachedBinding, now: UnixMillis) -> ContactView {
     let b = &c.binding;
     ContactView {
-        uri: b.contact.clone(),
+        uri: b.contact.to_string(),
         source: b.source.to_string(),
         transport: b.transport.as_str(),
-        user_agent: b.user_agent.clone(),
+        user_agent: b.user_agent.as_deref().map(str::to_owned),
         // Rounded up: a binding with 0.4 s left is still there.
         expires_in: now.until(c.expires_at).as_millis().div_ceil(1000) as u64,
         nat: b.nat,
@@ -137,8 +137,8 @@ pub fn registrations(location: &Location, now: UnixMillis) -> Vec<RegistrationVi
         .all_bindings()
         .filter(|c| c.is_live(now))
         .map(|c| RegistrationView {
-            extension: c.binding.user.clone(),
-            domain: c.binding.domain.clone(),
+            extension: c.binding.user.to_string(),
+            domain: c.binding.domain.to_string(),
             contact: contact(c, now),
         })
         .collect();

@@ -40,19 +40,19 @@ pub(crate) fn record(domain: &str, user: &str) -> ExtensionRecord {
 
 pub(crate) fn binding(domain: &str, user: &str, id: &str, expires_at: UnixMillis) -> Arc<Binding> {
     Arc::new(Binding {
-        domain: domain.to_owned(),
-        user: user.to_owned(),
-        id: id.to_owned(),
-        contact: format!("sip:{user}@192.0.2.10:5060;transport=udp;ob={id}"),
+        domain: domain.into(),
+        user: user.into(),
+        id: id.into(),
+        contact: format!("sip:{user}@192.0.2.10:5060;transport=udp;ob={id}").into(),
         q: Some(1000),
         source: "198.51.100.7:40123".parse().expect("address"),
         transport: Transport::Udp,
-        replica: "registrar-0".to_owned(),
+        replica: "registrar-0".into(),
         flow: 0,
-        user_agent: Some("MicroSIP/3.21.3".to_owned()),
-        instance: Some(format!("<urn:uuid:{id}>")),
+        user_agent: Some("MicroSIP/3.21.3".into()),
+        instance: Some(format!("<urn:uuid:{id}>").into()),
         reg_id: Some(1),
-        call_id: format!("call-{id}"),
+        call_id: format!("call-{id}").into(),
         cseq: 7,
         registered_at: UnixMillis(1_700_000_000_000),
         expires_at,
@@ -210,7 +210,7 @@ pub(crate) async fn contract_delete_extension_cascades(store: &dyn Store) {
         users,
         BTreeSet::from(["1002".to_owned(), "10010".to_owned()])
     );
-    let ids: BTreeSet<String> = snapshot.bindings.iter().map(|b| b.id.clone()).collect();
+    let ids: BTreeSet<String> = snapshot.bindings.iter().map(|b| b.id.to_string()).collect();
     assert_eq!(ids, BTreeSet::from(["b1".to_owned(), "c1".to_owned()]));
     assert!(
         snapshot
@@ -243,7 +243,7 @@ pub(crate) async fn contract_delete_binding(store: &dyn Store) {
     assert_eq!(events, vec![Event::BindingDeleted(key(d, "1001", "a1"))]);
     let (snapshot, _) = store.watch().await.expect("watch");
     assert_eq!(snapshot.bindings.len(), 1);
-    assert_eq!(snapshot.bindings[0].id, "a2");
+    assert_eq!(&*snapshot.bindings[0].id, "a2");
 }
 
 /// A refresh changes only the expiry, and is visible in later snapshots; refreshing a missing
@@ -346,11 +346,11 @@ pub(crate) async fn contract_snapshot_and_subscription_agree(store: &dyn Store) 
             tokio::task::yield_now().await;
         }
         let (snapshot, mut sub) = store.watch().await.expect("watch");
-        let mut ids: Vec<String> = snapshot.bindings.iter().map(|b| b.id.clone()).collect();
+        let mut ids: Vec<String> = snapshot.bindings.iter().map(|b| b.id.to_string()).collect();
         let last = format!("{:04}", N - 1);
         while !ids.contains(&last) {
             match next_event(&mut sub).await {
-                Event::BindingPut(b) => ids.push(b.id.clone()),
+                Event::BindingPut(b) => ids.push(b.id.to_string()),
                 other => panic!("unexpected event {other:?}"),
             }
         }

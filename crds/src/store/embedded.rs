@@ -352,7 +352,7 @@ impl Data {
     /// Takes a binding out of the table (and drops its user's list when it empties).
     fn take_binding(&mut self, user: UserKeyRef<'_>, id: &str) -> Option<BindingEntry> {
         let list = self.bindings.get_mut(&user)?;
-        let i = list.iter().position(|e| e.binding.id == id)?;
+        let i = list.iter().position(|e| &*e.binding.id == id)?;
         let entry = list.swap_remove(i);
         if list.is_empty() {
             self.bindings.remove(&user);
@@ -395,7 +395,7 @@ impl Data {
                     .bindings
                     .raw_entry_mut()
                     .from_key(&user)
-                    .or_insert_with(|| (UserKey::new(&binding.domain, &binding.user), Vec::new()))
+                    .or_insert_with(|| (UserKey::new(&*binding.domain, &*binding.user), Vec::new()))
                     .1;
                 match list.iter_mut().find(|e| e.binding.id == binding.id) {
                     Some(entry) => {
@@ -424,7 +424,7 @@ impl Data {
                 if let Some(entry) = self
                     .bindings
                     .get_mut(&key.user)
-                    .and_then(|list| list.iter_mut().find(|e| e.binding.id == key.id))
+                    .and_then(|list| list.iter_mut().find(|e| *e.binding.id == *key.id))
                 {
                     reschedule(expiry, entry, expires_at);
                     emit(tx, || Event::BindingRefreshed { key, expires_at });

@@ -195,7 +195,7 @@ impl Location {
     pub fn refresh_binding(&mut self, key: &BindingKey, expires_at: UnixMillis, cseq: Option<u32>) {
         if let Some(held) = self
             .entry_mut(&key.user.domain, &key.user.user)
-            .and_then(|e| e.bindings.iter_mut().find(|c| c.binding.id == key.id))
+            .and_then(|e| e.bindings.iter_mut().find(|c| *c.binding.id == *key.id))
         {
             held.expires_at = held.expires_at.max(expires_at);
             if let Some(cseq) = cseq {
@@ -208,7 +208,7 @@ impl Location {
     pub fn delete_binding(&mut self, key: &BindingKey) {
         if let Some(entry) = self.entry_mut(&key.user.domain, &key.user.user) {
             let before = entry.bindings.len();
-            entry.bindings.retain(|c| c.binding.id != key.id);
+            entry.bindings.retain(|c| *c.binding.id != *key.id);
             let removed = before - entry.bindings.len();
             if entry.bindings.is_empty() {
                 entry.bindings = Vec::new();
@@ -261,7 +261,7 @@ mod tests {
             domain: "d".into(),
             user: "1001".into(),
             id: id.into(),
-            contact: format!("sip:1001@10.0.0.1;{id}"),
+            contact: format!("sip:1001@10.0.0.1;{id}").into(),
             q: None,
             source: "10.0.0.1:5060".parse().unwrap(),
             transport: Transport::Udp,

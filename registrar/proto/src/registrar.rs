@@ -248,9 +248,9 @@ pub fn process(input: &RegisterInput<'_>) -> Result<Accepted, Rejected> {
             });
         }
         let expires = requested.min(input.config.max_expires);
-        let existing = live.iter().find(|c| c.binding.id == id);
+        let existing = live.iter().find(|c| *c.binding.id == *id);
         if let Some(held) = existing
-            && held.binding.call_id == input.call_id
+            && *held.binding.call_id == *input.call_id
             && input.cseq <= held.cseq
         {
             return Err(Rejected::new(
@@ -275,19 +275,19 @@ pub fn process(input: &RegisterInput<'_>) -> Result<Accepted, Rejected> {
             nat.push((uri.clone(), input.flow.remote.to_string()));
         }
         let binding = Binding {
-            domain: input.record.domain.clone(),
-            user: input.record.extension.clone(),
-            id,
-            contact: uri,
+            domain: input.record.domain.as_str().into(),
+            user: input.record.extension.as_str().into(),
+            id: id.into(),
+            contact: uri.into(),
             q: contact.params.get_val("q").and_then(|q| parse_q(q)),
             source: input.flow.remote,
             transport: input.flow.transport,
-            replica: input.replica.to_owned(),
+            replica: input.replica.into(),
             flow: input.flow.id,
-            user_agent: user_agent.clone(),
-            instance,
+            user_agent: user_agent.as_deref().map(Into::into),
+            instance: instance.map(String::into_boxed_str),
             reg_id,
-            call_id: input.call_id.to_owned(),
+            call_id: input.call_id.into(),
             cseq: input.cseq,
             registered_at: existing.map_or(input.now, |h| h.binding.registered_at),
             expires_at,
@@ -312,7 +312,7 @@ pub fn process(input: &RegisterInput<'_>) -> Result<Accepted, Rejected> {
     };
     let kept = live
         .iter()
-        .filter(|c| !removed(&c.binding.id) && !touched.contains(&c.binding.id))
+        .filter(|c| !removed(&c.binding.id) && !touched.iter().any(|t| **t == *c.binding.id))
         .count();
     let added = changes
         .iter()
@@ -364,8 +364,8 @@ fn contact_list(live: &[&CachedBinding], changes: &[Change], now: UnixMillis) ->
     for held in live {
         let id = &held.binding.id;
         if changes.iter().any(|c| match c {
-            Change::Remove(k) | Change::Refresh { key: k, .. } => &k.id == id,
-            Change::Put(b) => &b.id == id,
+            Change::Remove(k) | Change::Refresh { key: k, .. } => *k.id == **id,
+            Change::Put(b) => b.id == *id,
         }) {
             continue;
         }
@@ -377,7 +377,7 @@ fn contact_list(live: &[&CachedBinding], changes: &[Change], now: UnixMillis) ->
             Change::Refresh {
                 key, expires_at, ..
             } => {
-                if let Some(held) = live.iter().find(|c| c.binding.id == key.id) {
+                if let Some(held) = live.iter().find(|c| *c.binding.id == *key.id) {
                     out.push(contact_value(&held.binding, *expires_at, now));
                 }
             }

@@ -277,7 +277,7 @@ impl Endpoint {
                         .location
                         .bindings(&key)
                         .iter()
-                        .find(|c| c.binding.id == bkey.id)
+                        .find(|c| *c.binding.id == *bkey.id)
                     {
                         let expires = now.wall.until(expires_at);
                         let binding = held.binding.clone();
@@ -297,8 +297,8 @@ impl Endpoint {
                         .location
                         .bindings(&key)
                         .iter()
-                        .find(|c| c.binding.id == bkey.id)
-                        .map(|c| c.binding.contact.clone())
+                        .find(|c| *c.binding.id == *bkey.id)
+                        .map(|c| c.binding.contact.to_string())
                         .unwrap_or_default();
                     self.location.delete_binding(&bkey);
                     self.writes.push(Write::DeleteBinding(bkey.clone()));
