@@ -4,6 +4,7 @@
 //!
 //! - [`message`]: parsing datagrams and stream frames into requests and responses.
 //! - [`framing`]: cutting a TCP/TLS byte stream into messages; CRLF keep-alives (RFC 5626).
+//! - [`forward`]: rewriting requests and responses the proxy forwards; CANCEL and ACK it makes.
 //! - [`flow`]: flows (where bytes come from and go to) and transmits.
 //! - [`builder`]: building responses (Via `received`/`rport`, To tags).
 //! - [`client`]: client transactions (RFC 3261 §17.1) for what the proxy forwards.
@@ -23,6 +24,7 @@ pub mod builder;
 pub mod client;
 pub mod endpoint;
 pub mod flow;
+pub mod forward;
 pub mod framing;
 pub mod location;
 pub mod message;

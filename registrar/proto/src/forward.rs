@@ -1,0 +1,346 @@
+//! Rewriting messages on their way through the proxy (RFC 3261 §16.6, §16.7), and the
+//! hop-by-hop requests a proxy makes itself (CANCEL §9.1, ACK for a non-2xx §17.1.1.3).
+//!
+//! A forwarded request keeps every header of the original in order, except that the proxy
+//! pushes its own `Via` on top, decrements `Max-Forwards`, may add its `Record-Route`, may
+//! remove the topmost `Route` (the one naming it) and may replace the body (an SDP rewritten by
+//! the media relay). A forwarded response loses its topmost `Via` (the proxy's own) and may get
+//! a new body. `Content-Length` is always recomputed.
+
+use crate::message::{Request, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use ezk_sip_types::Name;
+use std::fmt::Write as _;
+
+/// Default `Max-Forwards` for requests that carry none (RFC 3261 §8.1.1.6).
+pub const DEFAULT_MAX_FORWARDS: u32 = 70;
+
+/// How to forward one request.
+#[derive(Debug, Clone, Default)]
+pub struct Forward<'a> {
+    /// New Request-URI (the target contact); `None` keeps the received one.
+    pub uri: Option<&'a str>,
+    /// The proxy's `Via` value, pushed on top (`SIP/2.0/UDP host:port;branch=…`).
+    pub via: &'a str,
+    /// The proxy's `Record-Route` value, added on top (`<sip:host:port;lr>`).
+    pub record_route: Option<&'a str>,
+    /// Remove the topmost `Route` value (it names this proxy).
+    pub pop_route: bool,
+    /// Replacement body and its content type.
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+/// Splits a header value at the commas that separate values (RFC 3261 §7.3.1), not at those
+/// inside `<…>` or quoted strings.
+pub fn split_values(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut escaped, mut start) = (0u32, false, false, 0usize);
+    for (i, c) in value.char_indices() {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                let part = value[start..i].trim();
+                if !part.is_empty() {
+                    out.push(part);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let part = value[start..].trim();
+    if !part.is_empty() {
+        out.push(part);
+    }
+    out
+}
+
+fn head_line(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str(": ");
+    out.push_str(value);
+    out.push_str("\r\n");
+}
+
+fn finish(mut head: String, content_type: Option<&str>, body: &[u8]) -> Bytes {
+    if let Some(ct) = content_type {
+        head_line(&mut head, "Content-Type", ct);
+    }
+    let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
+    let mut buf = BytesMut::with_capacity(head.len() + body.len());
+    buf.put_slice(head.as_bytes());
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// The request as forwarded (see the module docs). `Max-Forwards` must be checked (> 0) by
+/// the caller before.
+pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
+    let mut out = String::with_capacity(req.body.len() + 1024);
+    let uri = f.uri.unwrap_or(&req.uri_raw);
+    let _ = write!(out, "{} {uri} SIP/2.0\r\n", req.method);
+    head_line(&mut out, "Via", f.via);
+    if let Some(rr) = f.record_route {
+        head_line(&mut out, "Record-Route", rr);
+    }
+    let max_forwards = req
+        .header(&Name::MAX_FORWARDS)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(DEFAULT_MAX_FORWARDS)
+        .saturating_sub(1);
+    let _ = write!(out, "Max-Forwards: {max_forwards}\r\n");
+    let mut route_popped = !f.pop_route;
+    for (name, value) in req.headers.iter() {
+        if *name == Name::MAX_FORWARDS || *name == Name::CONTENT_LENGTH {
+            continue;
+        }
+        if f.body.is_some() && *name == Name::CONTENT_TYPE {
+            continue;
+        }
+        if *name == Name::ROUTE && !route_popped {
+            route_popped = true;
+            let rest = split_values(value);
+            if rest.len() > 1 {
+                head_line(&mut out, "Route", &rest[1..].join(", "));
+            }
+            continue;
+        }
+        head_line(&mut out, name.as_print_str(), value);
+    }
+    match f.body {
+        Some((ct, body)) => finish(out, Some(ct), body),
+        None => finish(out, None, &req.body),
+    }
+}
+
+/// The response as forwarded upstream: the topmost `Via` value (the proxy's) removed, the body
+/// optionally replaced. `None` when no `Via` is left to send it by.
+pub fn response(resp: &Response, body: Option<(&str, &[u8])>) -> Option<Bytes> {
+    let mut out = String::with_capacity(resp.body.len() + 1024);
+    let _ = write!(out, "SIP/2.0 {} {}\r\n", resp.code, resp.reason);
+    let mut popped = false;
+    let mut vias_left = 0;
+    for (name, value) in resp.headers.iter() {
+        if *name == Name::CONTENT_LENGTH || (body.is_some() && *name == Name::CONTENT_TYPE) {
+            continue;
+        }
+        if *name == Name::VIA {
+            let mut values = split_values(value);
+            if !popped {
+                popped = true;
+                values.remove(0);
+            }
+            vias_left += values.len();
+            if !values.is_empty() {
+                head_line(&mut out, "Via", &values.join(", "));
+            }
+            continue;
+        }
+        head_line(&mut out, name.as_print_str(), value);
+    }
+    if vias_left == 0 {
+        return None;
+    }
+    Some(match body {
+        Some((ct, body)) => finish(out, Some(ct), body),
+        None => finish(out, None, &resp.body),
+    })
+}
+
+/// Copies the headers a CANCEL or ACK shares with the INVITE it belongs to: the top `Via`,
+/// `From`, `Call-ID`, `Route`s and `Max-Forwards`.
+fn hop_by_hop(invite: &Request, method: &str, to: &str) -> String {
+    let mut out = String::with_capacity(512);
+    let _ = write!(out, "{method} {} SIP/2.0\r\n", invite.uri_raw);
+    if let Some(via) = invite.header(&Name::VIA)
+        && let Some(top) = split_values(via).first()
+    {
+        head_line(&mut out, "Via", top);
+    }
+    for (name, label) in [(Name::FROM, "From"), (Name::CALL_ID, "Call-ID")] {
+        if let Some(v) = invite.header(&name) {
+            head_line(&mut out, label, v);
+        }
+    }
+    head_line(&mut out, "To", to);
+    let seq = invite
+        .header(&Name::CSEQ)
+        .and_then(|v| v.split_ascii_whitespace().next())
+        .unwrap_or("1");
+    let _ = write!(out, "CSeq: {seq} {method}\r\n");
+    for route in invite.headers.get_raw(&Name::ROUTE) {
+        head_line(&mut out, "Route", route);
+    }
+    let _ = write!(out, "Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n");
+    out
+}
+
+/// CANCEL for an INVITE this proxy sent (`invite` is that INVITE, parsed): same Request-URI,
+/// top `Via`, `From`, `To`, `Call-ID`, CSeq number and `Route`s (RFC 3261 §9.1).
+pub fn cancel(invite: &Request) -> Bytes {
+    let to = invite.header(&Name::TO).map_or("", |v| v.as_str());
+    finish(hop_by_hop(invite, "CANCEL", to), None, &[])
+}
+
+/// ACK for a non-2xx final response to an INVITE this proxy sent: like the INVITE, but with
+/// the response's `To` (which carries the tag) (RFC 3261 §17.1.1.3).
+pub fn ack(invite: &Request, response: &Response) -> Bytes {
+    let to = response
+        .header(&Name::TO)
+        .or_else(|| invite.header(&Name::TO))
+        .map_or("", |v| v.as_str());
+    finish(hop_by_hop(invite, "ACK", to), None, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Message, parse};
+
+    fn req(text: &str) -> Request {
+        match parse(Bytes::from(text.replace('\n', "\r\n"))) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn parsed(bytes: &Bytes) -> Request {
+        match parse(bytes.clone()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn resp(bytes: &Bytes) -> Response {
+        match parse(bytes.clone()) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const INVITE: &str = "INVITE sip:1002@pbx.example.com SIP/2.0\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller;rport\n\
+        Max-Forwards: 70\n\
+        Route: <sip:pbx.example.com;lr>, <sip:other.example.com;lr>\n\
+        From: \"Reception, Desk\" <sip:1001@pbx.example.com>;tag=f1\n\
+        To: <sip:1002@pbx.example.com>\n\
+        Call-ID: call-1\n\
+        CSeq: 20 INVITE\n\
+        Contact: <sip:1001@10.0.0.5:5060>\n\
+        Content-Type: application/sdp\n\
+        Content-Length: 4\n\nv=0\n";
+
+    #[test]
+    fn splits_values_only_at_top_level_commas() {
+        assert_eq!(
+            split_values("\"a, b\" <sip:x;p=1,2>;q=1, <sip:y>,  sip:z"),
+            ["\"a, b\" <sip:x;p=1,2>;q=1", "<sip:y>", "sip:z"]
+        );
+        assert!(split_values(" , ").is_empty());
+    }
+
+    #[test]
+    fn forwarded_request_pushes_via_and_record_route_pops_route_and_replaces_body() {
+        let r = req(INVITE);
+        let out = request(
+            &r,
+            &Forward {
+                uri: Some("sip:1002@192.0.2.7:5062;ob"),
+                via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
+                record_route: Some("<sip:192.0.2.1:5060;lr>"),
+                pop_route: true,
+                body: Some(("application/sdp", b"v=0\r\ns=relay\r\n")),
+            },
+        );
+        let f = parsed(&out);
+        assert_eq!(&*f.uri_raw, "sip:1002@192.0.2.7:5062;ob");
+        let vias: Vec<_> = f
+            .headers
+            .get_raw(&Name::VIA)
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
+                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller;rport"
+            ]
+        );
+        assert_eq!(&**f.header(&Name::MAX_FORWARDS).unwrap(), "69");
+        assert_eq!(
+            &**f.header(&Name::ROUTE).unwrap(),
+            "<sip:other.example.com;lr>"
+        );
+        assert_eq!(
+            &**f.header(&Name::RECORD_ROUTE).unwrap(),
+            "<sip:192.0.2.1:5060;lr>"
+        );
+        assert_eq!(f.body, Bytes::from_static(b"v=0\r\ns=relay\r\n"));
+        assert_eq!(f.headers.get_raw(&Name::CONTENT_TYPE).count(), 1);
+        assert!(f.header(&Name::FROM).unwrap().contains("Reception, Desk"));
+        assert!(f.essentials().is_ok());
+    }
+
+    #[test]
+    fn forwarded_response_loses_the_top_via() {
+        let text = "SIP/2.0 180 Ringing\r\n\
+            Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy, SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller\r\n\
+            From: <sip:1001@pbx.example.com>;tag=f1\r\nTo: <sip:1002@pbx.example.com>;tag=t2\r\n\
+            Call-ID: call-1\r\nCSeq: 20 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let r = resp(&Bytes::from(text));
+        let out = response(&r, None).unwrap();
+        let f = resp(&out);
+        let vias: Vec<_> = f
+            .headers
+            .get_raw(&Name::VIA)
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(vias, ["SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller"]);
+        assert_eq!(f.code, 180);
+        // Our own Via only: nowhere to send it.
+        let only = text.replace(", SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller", "");
+        assert!(response(&resp(&Bytes::from(only)), None).is_none());
+    }
+
+    #[test]
+    fn cancel_and_ack_copy_what_rfc3261_requires() {
+        let sent = request(
+            &req(INVITE),
+            &Forward {
+                uri: Some("sip:1002@192.0.2.7:5062"),
+                via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
+                ..Forward::default()
+            },
+        );
+        let invite = parsed(&sent);
+        let c = parsed(&cancel(&invite));
+        assert_eq!(c.method.as_str(), "CANCEL");
+        assert_eq!(&*c.uri_raw, "sip:1002@192.0.2.7:5062");
+        assert_eq!(c.headers.get_raw(&Name::VIA).count(), 1);
+        assert!(c.header(&Name::VIA).unwrap().contains("z9hG4bKproxy"));
+        assert_eq!(&**c.header(&Name::CSEQ).unwrap(), "20 CANCEL");
+        assert!(c.essentials().is_ok());
+
+        let busy = resp(&Bytes::from(
+            "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy\r\n\
+             From: <sip:1001@pbx.example.com>;tag=f1\r\nTo: <sip:1002@pbx.example.com>;tag=t9\r\n\
+             Call-ID: call-1\r\nCSeq: 20 INVITE\r\nContent-Length: 0\r\n\r\n",
+        ));
+        let a = parsed(&ack(&invite, &busy));
+        assert_eq!(a.method.as_str(), "ACK");
+        assert!(a.header(&Name::TO).unwrap().contains("tag=t9"));
+        assert_eq!(&**a.header(&Name::CSEQ).unwrap(), "20 ACK");
+        assert_eq!(a.headers.get_raw(&Name::ROUTE).count(), 1);
+    }
+}
