@@ -194,6 +194,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let config = EndpointConfig {
         replica: "up".to_owned(),
         default_domain: domain.clone(),
+        advertise: advertise_hostport(&advertise, sip_addr.port()),
         local_hosts: net::local_hosts(&advertise, sip_addr),
         registrar: RegistrarConfig {
             min_expires: args.min_expires,
@@ -262,6 +263,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     store.flush().await.context("saving the store")?;
     Ok(())
+}
+
+/// `host:port` for Via and Record-Route; IPv6 addresses in brackets.
+fn advertise_hostport(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn parse_algorithm(value: &str) -> Result<Algorithm, String> {

@@ -352,6 +352,33 @@ fn log_event(event: EndpointEvent) {
             seconds = duration.as_secs(),
             "source banned after repeated failed attempts",
         ),
+        EndpointEvent::CallStarted { id, caller, callee } => tracing::info!(
+            call = id,
+            from = %caller.user,
+            to = %callee.user,
+            domain = %caller.domain,
+            "call started",
+        ),
+        EndpointEvent::CallAnswered { id, caller, callee } => tracing::info!(
+            call = id,
+            from = %caller.user,
+            to = %callee.user,
+            "call answered",
+        ),
+        EndpointEvent::CallEnded {
+            id,
+            caller,
+            callee,
+            code,
+            answered,
+        } => tracing::info!(
+            call = id,
+            from = %caller.user,
+            to = %callee.user,
+            code,
+            answered,
+            "call ended",
+        ),
         EndpointEvent::BadRequest { source, reason } => {
             tracing::debug!(%source, %reason, "malformed request answered with an error")
         }

@@ -28,6 +28,8 @@ pub struct Forward<'a> {
     pub pop_route: bool,
     /// Replacement body and its content type.
     pub body: Option<(&'a str, &'a [u8])>,
+    /// Remove `Proxy-Authorization`: the credentials were for this proxy (RFC 3261 §22.3).
+    pub strip_proxy_auth: bool,
 }
 
 /// Splits a header value at the commas that separate values (RFC 3261 §7.3.1), not at those
@@ -106,6 +108,9 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
             continue;
         }
         if f.body.is_some() && *name == Name::CONTENT_TYPE {
+            continue;
+        }
+        if f.strip_proxy_auth && *name == Name::PROXY_AUTHORIZATION {
             continue;
         }
         if *name == Name::ROUTE && !route_popped {
@@ -261,6 +266,7 @@ mod tests {
                 record_route: Some("<sip:192.0.2.1:5060;lr>"),
                 pop_route: true,
                 body: Some(("application/sdp", b"v=0\r\ns=relay\r\n")),
+                strip_proxy_auth: true,
             },
         );
         let f = parsed(&out);

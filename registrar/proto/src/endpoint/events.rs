@@ -65,6 +65,37 @@ pub enum EndpointEvent {
         /// For how long.
         duration: Duration,
     },
+    /// A call was routed to the callee's phones.
+    CallStarted {
+        /// Our id of the call.
+        id: u64,
+        /// Who calls.
+        caller: UserKey,
+        /// Who is called.
+        callee: UserKey,
+    },
+    /// The callee answered.
+    CallAnswered {
+        /// Our id of the call.
+        id: u64,
+        /// Who calls.
+        caller: UserKey,
+        /// Who answered.
+        callee: UserKey,
+    },
+    /// A call ended: BYE after an answer, or the final failure before one.
+    CallEnded {
+        /// Our id of the call.
+        id: u64,
+        /// Who called.
+        caller: UserKey,
+        /// Who was called.
+        callee: UserKey,
+        /// Final status (200 for a BYE after an answer).
+        code: u16,
+        /// Whether it had been answered.
+        answered: bool,
+    },
     /// A request was answered with 400 (or 416/513) because it is malformed.
     BadRequest {
         /// Where it came from.

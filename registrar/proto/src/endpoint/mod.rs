@@ -14,16 +14,20 @@
 //! response) → sanity checks (400, 416, 420) → method dispatch (REGISTER in `register.rs`,
 //! OPTIONS 200, CANCEL 481, known-but-unsupported methods 405 with `Allow`, unknown 501).
 
+mod auth_flow;
 mod events;
+mod proxy;
 mod register;
 #[cfg(test)]
 mod tests;
 
 pub use events::{BindingChange, DropReason, EndpointEvent, METHOD_LABELS, Stats, method_label};
+pub use proxy::{Call, CallState, TIMER_C};
 
 use crate::auth::{Algorithm, Authenticator, NonceConfig};
 use crate::ban::{BanConfig, Bans};
 use crate::builder::{ResponseBuilder, response_destination};
+use crate::client::ClientTransactions;
 use crate::flow::{Flow, Transmit};
 use crate::location::Location;
 use crate::message::{self, Message, Method, Request};
@@ -37,7 +41,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Methods this endpoint answers itself.
-pub const ALLOW: &str = "REGISTER, OPTIONS";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, UPDATE, INFO, REGISTER, OPTIONS";
 
 /// How often bans and counters are tidied.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -70,6 +74,8 @@ pub struct EndpointConfig {
     pub default_domain: String,
     /// Host names and addresses that mean "this PBX" (the advertised host, local addresses).
     pub local_hosts: Vec<String>,
+    /// `host:port` of this replica as phones reach it: written into `Via` and `Record-Route`.
+    pub advertise: String,
     /// Registration lifetimes.
     pub registrar: RegistrarConfig,
     /// Brute-force protection.
@@ -96,6 +102,8 @@ pub struct Endpoint {
     config: EndpointConfig,
     auth: Authenticator,
     txs: ServerTransactions,
+    clients: ClientTransactions,
+    calls: proxy::Calls,
     location: Location,
     bans: Bans,
     transmits: VecDeque<Transmit>,
@@ -122,6 +130,8 @@ impl Endpoint {
             auth,
             config,
             txs: ServerTransactions::new(),
+            clients: ClientTransactions::new(),
+            calls: proxy::Calls::default(),
             location: Location::new(),
             transmits: VecDeque::new(),
             writes: Vec::new(),
@@ -159,6 +169,16 @@ impl Endpoint {
         self.txs.len()
     }
 
+    /// Calls in progress (ringing or answered).
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter()
+    }
+
+    /// Number of calls in progress.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
     /// Number of sources banned at `now`.
     pub fn banned_count(&self, now: Instant) -> usize {
         self.bans.banned_count(now)
@@ -181,17 +201,25 @@ impl Endpoint {
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.txs.poll_timeout(), self.next_housekeeping) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.txs.poll_timeout(),
+            self.clients.poll_timeout(),
+            self.calls.next_timer_c(),
+            self.next_housekeeping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires due timers: response retransmissions, transaction expiry, housekeeping.
     pub fn handle_timeout(&mut self, now: Now) {
         let mut out = Vec::new();
         self.txs.handle_timeout(now.mono, &mut out);
+        let timed_out = self.clients.handle_timeout(now.mono, &mut out);
         self.transmits.extend(out);
+        self.client_timeouts(now, timed_out);
+        self.expire_calls(now);
         if self.next_housekeeping.is_some_and(|at| at <= now.mono) {
             self.bans.expire(now.mono);
             self.txs.shrink();
@@ -221,7 +249,7 @@ impl Endpoint {
         }
         match parsed {
             Ok(Message::Request(request)) => self.handle_request(now, flow, request),
-            Ok(Message::Response(_)) => self.stats.drop(DropReason::StrayResponse),
+            Ok(Message::Response(response)) => self.handle_response(now, response),
             Err(_) => self.stats.drop(DropReason::Unparseable),
         }
     }
@@ -258,8 +286,8 @@ impl Endpoint {
             }
             Disposition::AckAbsorbed => return,
         }
-        if request.method == Method::Ack {
-            // ACK for a 2xx: belongs to a dialog; there are none without calls.
+        let in_dialog = essentials.to.tag.is_some();
+        if request.method == Method::Ack && !in_dialog {
             self.stats.drop(DropReason::StrayAck);
             return;
         }
@@ -301,23 +329,18 @@ impl Endpoint {
 
         match request.method {
             Method::Register => self.handle_register(now, &reply, &request, &essentials),
+            Method::Invite if !in_dialog => self.handle_invite(now, &reply, &request, &essentials),
+            Method::Cancel => self.handle_cancel(now, &reply, &request, &essentials),
+            Method::Ack | Method::Bye | Method::Invite | Method::Update | Method::Info
+                if in_dialog =>
+            {
+                self.handle_in_dialog(now, &reply, &request, &essentials)
+            }
             Method::Options => {
                 let builder = ResponseBuilder::new(&request, flow.remote, 200, "OK")
                     .header("Allow", ALLOW)
                     .header("Accept", "application/sdp");
                 self.respond(now, &reply, builder);
-            }
-            Method::Cancel => {
-                self.respond(
-                    now,
-                    &reply,
-                    ResponseBuilder::new(
-                        &request,
-                        flow.remote,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                    ),
-                );
             }
             Method::Other(_) => {
                 let builder = ResponseBuilder::new(&request, flow.remote, 501, "Not Implemented")
@@ -354,7 +377,7 @@ impl Endpoint {
 }
 
 /// Where and how to answer one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Reply {
     key: TxKey,
     /// Destination for responses (RFC 3261 §18.2.2 / RFC 3581).

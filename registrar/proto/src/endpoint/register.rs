@@ -12,14 +12,13 @@
 //!    change as [`crate::registrar::process`] decides, the location view and the store are
 //!    updated, and the 200 lists every contact.
 
+use super::auth_flow::AuthKind;
 use super::{Endpoint, EndpointEvent, Now, Reply};
-use crate::auth::{Algorithm, AuthFailure, Credentials, parse_credentials};
 use crate::ban::FailureVerdict;
 use crate::builder::ResponseBuilder;
 use crate::endpoint::events::BindingChange;
 use crate::message::{Essentials, Request};
 use crate::registrar::{self, Change, RegisterInput};
-use ezk_sip_types::Name;
 use ezk_sip_types::uri::SipUriUserPart;
 use kubepbx_api::records::{
     Binding, ExtensionRecord, Failure, FailureReason, UserKey, Warning, WarningReason,
@@ -71,105 +70,11 @@ impl Endpoint {
         };
         let aor = UserKey::new(domain.clone(), user);
 
-        let credentials = match pick_credentials(request, &domain) {
-            Picked::None => {
-                self.stats.challenges += 1;
-                self.challenge(now, reply, request, &domain, false);
-                return;
-            }
-            Picked::Malformed(detail) => {
-                let owner = self.location.extension(&aor).map(|r| r.key());
-                self.fail(now, owner, FailureReason::Malformed, source, detail, true);
-                self.respond(
-                    now,
-                    reply,
-                    ResponseBuilder::new(request, source, 400, "Malformed Authorization Header"),
-                );
-                return;
-            }
-            Picked::OtherRealm(realm) => {
-                let owner = self.location.extension(&aor).map(|r| r.key());
-                let detail =
-                    format!("the phone answered for realm {realm:?} but the realm is {domain:?}");
-                self.fail(
-                    now,
-                    owner,
-                    FailureReason::RealmMismatch,
-                    source,
-                    detail,
-                    true,
-                );
-                self.challenge(now, reply, request, &domain, false);
-                return;
-            }
-            Picked::Credentials(c) => c,
-        };
-
-        let auth_key = UserKey::new(domain.clone(), credentials.username.clone());
-        let Some(record) = self.location.extension(&auth_key).cloned() else {
-            let detail = format!("no extension {} in domain {domain}", credentials.username);
-            self.events.push_back(EndpointEvent::RegisterFailed {
-                user: None,
-                reason: FailureReason::UnknownUser,
-                source,
-                detail,
-            });
-            self.count_failure(now, FailureReason::UnknownUser, source);
-            self.challenge(now, reply, request, &domain, false);
+        let Some((auth_key, record)) =
+            self.authenticate(now, reply, request, &domain, &aor, AuthKind::Registrar)
+        else {
             return;
         };
-        if let Some(why) = &record.disabled_reason {
-            // No password to check against: answer as for a wrong password.
-            self.fail(
-                now,
-                Some(auth_key),
-                FailureReason::Disabled,
-                source,
-                why.clone(),
-                false,
-            );
-            self.challenge(now, reply, request, &domain, false);
-            return;
-        }
-        if let Err(failure) = self.auth.verify(
-            &credentials,
-            "REGISTER",
-            &domain,
-            &record.ha1,
-            now.wall.as_secs(),
-        ) {
-            let reason = failure_reason(&failure);
-            let stale = failure.rechallenge_stale();
-            if reason != FailureReason::StaleNonce {
-                self.fail(
-                    now,
-                    Some(auth_key),
-                    reason,
-                    source,
-                    failure.to_string(),
-                    true,
-                );
-            }
-            self.challenge(now, reply, request, &domain, stale);
-            return;
-        }
-        if !record.enabled {
-            let detail = "the extension is disabled (spec.enabled: false)".to_owned();
-            self.fail(
-                now,
-                Some(auth_key),
-                FailureReason::Disabled,
-                source,
-                detail,
-                false,
-            );
-            self.respond(
-                now,
-                reply,
-                ResponseBuilder::new(request, source, 403, "Extension Disabled"),
-            );
-            return;
-        }
         if auth_key.user != aor.user {
             let detail = format!(
                 "authenticated as {} but registering {}; set the phone's authentication user to {}",
@@ -330,27 +235,8 @@ impl Endpoint {
         self.respond(now, reply, builder);
     }
 
-    /// Sends 401 with one challenge per configured algorithm (SHA-256 and MD5 by default).
-    fn challenge(&mut self, now: Now, reply: &Reply, request: &Request, realm: &str, stale: bool) {
-        let [sha256, md5] = self.auth.challenge(realm, stale, now.wall.as_secs());
-        let mut builder = ResponseBuilder::new(request, reply.source.remote, 401, "Unauthorized");
-        let order: &[Algorithm] = if self.config.challenge.is_empty() {
-            &super::DEFAULT_CHALLENGE
-        } else {
-            &self.config.challenge
-        };
-        for algorithm in order {
-            let value = match algorithm {
-                Algorithm::Sha256 => &sha256,
-                Algorithm::Md5 => &md5,
-            };
-            builder = builder.header("WWW-Authenticate", value.clone());
-        }
-        self.respond(now, reply, builder);
-    }
-
     /// The domain a request for `host` belongs to.
-    fn resolve_domain(&self, host: &str) -> Option<String> {
+    pub(super) fn resolve_domain(&self, host: &str) -> Option<String> {
         if self.location.serves_domain(host) || host == self.config.default_domain {
             return Some(host.to_owned());
         }
@@ -368,7 +254,7 @@ impl Endpoint {
         is_ours.then(|| self.config.default_domain.clone())
     }
 
-    fn sole_extension_named(&self, user: &str) -> Option<UserKey> {
+    pub(super) fn sole_extension_named(&self, user: &str) -> Option<UserKey> {
         let mut found = self.location.extensions_named(user);
         match (found.next(), found.next()) {
             (Some(only), None) => Some(only.key()),
@@ -377,7 +263,7 @@ impl Endpoint {
     }
 
     /// Records a classified failure: event, counters, the extension's status, the ban table.
-    fn fail(
+    pub(super) fn fail(
         &mut self,
         now: Now,
         user: Option<UserKey>,
@@ -417,7 +303,7 @@ impl Endpoint {
         self.writes.push(Write::PutStatus(user, status));
     }
 
-    fn count_failure(&mut self, now: Now, reason: FailureReason, source: SocketAddr) {
+    pub(super) fn count_failure(&mut self, now: Now, reason: FailureReason, source: SocketAddr) {
         self.stats.failure(reason);
         if let FailureVerdict::NowBanned(until) = self.bans.record_failure(source.ip(), now.mono) {
             self.stats.bans += 1;
@@ -469,44 +355,4 @@ fn same_device(a: &Binding, b: &Binding) -> bool {
         && a.flow == b.flow
         && a.user_agent == b.user_agent
         && a.nat == b.nat
-}
-
-/// The one place an authentication failure becomes a failure reason.
-fn failure_reason(failure: &AuthFailure) -> FailureReason {
-    match failure {
-        AuthFailure::WrongPassword => FailureReason::WrongPassword,
-        AuthFailure::RealmMismatch { .. } => FailureReason::RealmMismatch,
-        AuthFailure::StaleNonce(_) | AuthFailure::InvalidNonce(_) => FailureReason::StaleNonce,
-        AuthFailure::NonceReplay => FailureReason::NonceReplay,
-        AuthFailure::UnsupportedAlgorithm(_) | AuthFailure::UnsupportedQop(_) => {
-            FailureReason::UnsupportedAlgorithm
-        }
-        AuthFailure::MissingHa1(_) => FailureReason::Disabled,
-        AuthFailure::Malformed(_) => FailureReason::Malformed,
-    }
-}
-
-enum Picked {
-    None,
-    Malformed(String),
-    OtherRealm(String),
-    Credentials(Box<Credentials>),
-}
-
-/// The credentials answering our realm; a phone may send several `Authorization` headers.
-fn pick_credentials(request: &Request, realm: &str) -> Picked {
-    let mut other_realm = None;
-    let mut malformed = None;
-    for value in request.headers.get_raw(&Name::AUTHORIZATION) {
-        match parse_credentials(value) {
-            Ok(c) if c.realm == realm => return Picked::Credentials(Box::new(c)),
-            Ok(c) => other_realm = Some(c.realm),
-            Err(e) => malformed = Some(e.to_string()),
-        }
-    }
-    match (other_realm, malformed) {
-        (Some(realm), _) => Picked::OtherRealm(realm),
-        (None, Some(detail)) => Picked::Malformed(detail),
-        (None, None) => Picked::None,
-    }
 }

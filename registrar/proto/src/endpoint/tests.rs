@@ -31,6 +31,7 @@ fn endpoint(records: Vec<ExtensionRecord>) -> Endpoint {
     let mut ep = Endpoint::new(EndpointConfig {
         replica: "up".into(),
         default_domain: DOMAIN.into(),
+        advertise: "192.0.2.1:5060".into(),
         local_hosts: vec!["pbx.local".into()],
         registrar: RegistrarConfig::default(),
         bans: BanConfig::default(),
@@ -697,3 +698,5 @@ fn no_input_panics() {
         while ep.poll_transmit().is_some() {}
     }
 }
+
+mod proxy;

@@ -1,0 +1,676 @@
+//! The call path: a record-routing, transaction-stateful proxy (RFC 3261 §16) between the
+//! extensions of this PBX.
+//!
+//! An initial INVITE is authenticated like a REGISTER (407 instead of 401, same failure
+//! reasons), its Request-URI names the callee by number, and it is forked in parallel to every
+//! live binding of the callee, each on the flow that binding registered from (so phones behind
+//! NAT are reached at their real address). Provisional responses go upstream as they come; the
+//! first 2xx wins and the other branches are cancelled; when every branch failed the best
+//! failure goes upstream (6xx first, else the lowest code). CANCEL from the caller cancels every
+//! pending branch. Requests inside the dialog (ACK, BYE, re-INVITE, UPDATE, INFO) come back
+//! through this proxy because of its `Record-Route` and are sent on the other party's flow.
+//!
+//! Media is not anchored yet: SDP passes through untouched.
+
+use super::auth_flow::AuthKind;
+use super::{Endpoint, EndpointEvent, Now, Reply};
+use crate::builder::ResponseBuilder;
+use crate::client::Received;
+use crate::flow::{Flow, Transmit};
+use crate::forward::{self, Forward, split_values};
+use crate::message::{Essentials, Message, Method, Request, Response, parse};
+use crate::transaction::TxKey;
+use bytes::Bytes;
+use ezk_sip_types::Name;
+use ezk_sip_types::uri::{SipUri, SipUriUserPart};
+use kubepbx_api::Transport;
+use kubepbx_api::records::UserKey;
+use kubepbx_api::time::UnixMillis;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Timer C (RFC 3261 §16.6 step 11): a call nobody answers is given up after this long.
+pub const TIMER_C: Duration = Duration::from_secs(180);
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Forked; waiting for an answer.
+    Ringing,
+    /// A callee answered.
+    Answered,
+}
+
+/// One branch of a forked INVITE.
+#[derive(Debug)]
+struct Branch {
+    id: String,
+    /// The INVITE as sent on this branch (for CANCEL and ACK).
+    invite: Request,
+    flow: Flow,
+    done: bool,
+}
+
+/// One call through this proxy.
+#[derive(Debug)]
+pub struct Call {
+    /// Our id for the call (API, logs).
+    pub id: u64,
+    /// The SIP Call-ID.
+    pub sip_call_id: String,
+    /// Who calls.
+    pub caller: UserKey,
+    /// Who is called.
+    pub callee: UserKey,
+    /// Ringing or answered.
+    pub state: CallState,
+    /// When the INVITE arrived.
+    pub started_at: UnixMillis,
+    /// When the callee answered.
+    pub answered_at: Option<UnixMillis>,
+    caller_tag: String,
+    caller_flow: Flow,
+    callee_flow: Option<Flow>,
+    invite: Request,
+    uas: Reply,
+    branches: Vec<Branch>,
+    best: Option<Response>,
+    timer_c: Instant,
+    /// Timer C fired: the caller gets 408 whatever the cancelled branches answer.
+    timed_out: bool,
+}
+
+/// A request forwarded inside a dialog, waiting for its response.
+#[derive(Debug)]
+struct Relay {
+    upstream: Reply,
+}
+
+/// The proxy's state: calls and forwarded transactions.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    next_id: u64,
+    calls: HashMap<u64, Call>,
+    by_call_id: HashMap<String, u64>,
+    by_uas: HashMap<TxKey, u64>,
+    /// Our branch → (call, branch index) for initial INVITEs.
+    branches: HashMap<String, (u64, usize)>,
+    /// Our branch → upstream transaction for in-dialog requests.
+    relays: HashMap<String, Relay>,
+}
+
+impl Calls {
+    pub(super) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    pub(super) fn next_timer_c(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter(|c| c.state == CallState::Ringing)
+            .map(|c| c.timer_c)
+            .min()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Call> {
+        let call = self.calls.remove(&id)?;
+        self.by_call_id.remove(&call.sip_call_id);
+        self.by_uas.remove(&call.uas.key);
+        for b in &call.branches {
+            self.branches.remove(&b.id);
+        }
+        // Relays stay: a BYE's transaction completes after its call is gone.
+        Some(call)
+    }
+}
+
+fn user_of(uri: &SipUri) -> String {
+    match &uri.user_part {
+        SipUriUserPart::User(u) => u.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn transport_token(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
+        Transport::Ws => "WS",
+        Transport::Wss => "WSS",
+    }
+}
+
+impl Endpoint {
+    /// Our Via for a request sent on `flow` with `branch`.
+    fn via(&self, flow: &Flow, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch}",
+            transport_token(flow.transport),
+            self.config.advertise
+        )
+    }
+
+    fn record_route(&self) -> String {
+        format!("<sip:{};lr>", self.config.advertise)
+    }
+
+    fn new_branch(&mut self, call: u64) -> String {
+        self.tag_counter += 1;
+        format!(
+            "z9hG4bK-kp{:x}-{call:x}-{:x}",
+            self.tag_salt, self.tag_counter
+        )
+    }
+
+    /// Sends prebuilt response bytes within the request's server transaction.
+    fn respond_raw(&mut self, now: Now, reply: &Reply, code: u16, bytes: Bytes) {
+        self.stats.response(code);
+        self.txs
+            .on_response(&reply.key, code, bytes.clone(), now.mono);
+        self.transmits.push_back(Transmit {
+            flow: reply.flow,
+            bytes,
+        });
+    }
+
+    /// A request that names this proxy in one of its Vias has been here before.
+    fn is_loop(&self, request: &Request) -> bool {
+        request.headers.get_raw(&Name::VIA).any(|line| {
+            split_values(line)
+                .iter()
+                .any(|v| v.contains(&self.config.advertise) && v.contains("branch=z9hG4bK-kp"))
+        })
+    }
+
+    /// An INVITE without a To tag: a new call.
+    pub(super) fn handle_invite(
+        &mut self,
+        now: Now,
+        reply: &Reply,
+        request: &Request,
+        e: &Essentials,
+    ) {
+        let source = reply.source.remote;
+        if e.max_forwards == Some(0) {
+            let b = ResponseBuilder::new(request, source, 483, "Too Many Hops");
+            return self.respond(now, reply, b);
+        }
+        if self.is_loop(request) {
+            let b = ResponseBuilder::new(request, source, 482, "Loop Detected");
+            return self.respond(now, reply, b);
+        }
+        let from = &e.from.uri.uri;
+        let from_host = from.host_port.host.to_string().to_ascii_lowercase();
+        let Some(domain) = self.resolve_domain(&from_host) else {
+            let b = ResponseBuilder::new(request, source, 403, "Domain Not Served");
+            return self.respond(now, reply, b);
+        };
+        let caller = UserKey::new(domain.clone(), user_of(from));
+        let Some((auth_key, _record)) =
+            self.authenticate(now, reply, request, &domain, &caller, AuthKind::Proxy)
+        else {
+            return;
+        };
+        if auth_key != caller {
+            let b = ResponseBuilder::new(request, source, 403, "From Does Not Match Credentials");
+            return self.respond(now, reply, b);
+        }
+        let Some(uri) = &request.uri else {
+            let b = ResponseBuilder::new(request, source, 416, "Unsupported URI Scheme");
+            return self.respond(now, reply, b);
+        };
+        let target_host = uri.host_port.host.to_string().to_ascii_lowercase();
+        let callee = match self.resolve_domain(&target_host) {
+            Some(d) => UserKey::new(d, user_of(uri)),
+            None => {
+                let b = ResponseBuilder::new(request, source, 404, "Not Found");
+                return self.respond(now, reply, b);
+            }
+        };
+        match self.location.extension(&callee) {
+            None => {
+                let b = ResponseBuilder::new(request, source, 404, "Not Found");
+                return self.respond(now, reply, b);
+            }
+            Some(r) if !r.enabled => {
+                let b = ResponseBuilder::new(request, source, 480, "Temporarily Unavailable");
+                return self.respond(now, reply, b);
+            }
+            Some(_) => {}
+        }
+        let targets: Vec<(String, Flow)> = self
+            .location
+            .bindings(&callee)
+            .iter()
+            .filter(|c| c.is_live(now.wall))
+            .map(|c| {
+                let b = &c.binding;
+                let flow = Flow {
+                    transport: b.transport,
+                    id: b.flow,
+                    remote: b.source,
+                };
+                (b.contact.to_string(), flow)
+            })
+            .collect();
+        if targets.is_empty() {
+            let b = ResponseBuilder::new(request, source, 480, "Temporarily Unavailable");
+            return self.respond(now, reply, b);
+        }
+        let trying = ResponseBuilder::new(request, source, 100, "Trying");
+        self.respond(now, reply, trying);
+
+        self.calls.next_id += 1;
+        let id = self.calls.next_id;
+        let record_route = self.record_route();
+        let mut branches = Vec::with_capacity(targets.len());
+        for (contact, flow) in targets {
+            let branch = self.new_branch(id);
+            let via = self.via(&flow, &branch);
+            let bytes = forward::request(
+                request,
+                &Forward {
+                    uri: Some(&contact),
+                    via: &via,
+                    record_route: Some(&record_route),
+                    pop_route: false,
+                    body: None,
+                    strip_proxy_auth: true,
+                },
+            );
+            let Ok(Message::Request(sent)) = parse(bytes.clone()) else {
+                continue;
+            };
+            let t = self
+                .clients
+                .send(branch.clone(), true, flow, bytes, now.mono);
+            self.transmits.push_back(t);
+            self.calls
+                .branches
+                .insert(branch.clone(), (id, branches.len()));
+            branches.push(Branch {
+                id: branch,
+                invite: sent,
+                flow,
+                done: false,
+            });
+        }
+        let call = Call {
+            id,
+            sip_call_id: e.call_id.to_string(),
+            caller: caller.clone(),
+            callee: callee.clone(),
+            state: CallState::Ringing,
+            started_at: now.wall,
+            answered_at: None,
+            caller_tag: e.from.tag.as_deref().unwrap_or_default().to_owned(),
+            caller_flow: reply.flow,
+            callee_flow: None,
+            invite: request.clone(),
+            uas: reply.clone(),
+            branches,
+            best: None,
+            timer_c: now.mono + TIMER_C,
+            timed_out: false,
+        };
+        self.calls.by_call_id.insert(call.sip_call_id.clone(), id);
+        self.calls.by_uas.insert(reply.key, id);
+        self.calls.calls.insert(id, call);
+        self.events
+            .push_back(EndpointEvent::CallStarted { id, caller, callee });
+    }
+
+    /// A response from downstream.
+    pub(super) fn handle_response(&mut self, now: Now, response: Response) {
+        let Some(branch) = response
+            .header(&Name::VIA)
+            .and_then(|v| split_values(v).first().map(|s| s.to_string()))
+            .and_then(|v| {
+                v.split(';')
+                    .find_map(|p| p.trim().strip_prefix("branch=").map(str::to_owned))
+            })
+        else {
+            return self.stats.drop(super::DropReason::StrayResponse);
+        };
+        let is_cancel = response
+            .header(&Name::CSEQ)
+            .is_some_and(|c| c.ends_with("CANCEL"));
+        if is_cancel {
+            let key = format!("{branch}|CANCEL");
+            let _ = self
+                .clients
+                .on_response(&key, response.code, now.mono, || None);
+            return;
+        }
+        if let Some(relay) = self.calls.relays.get(&branch) {
+            let upstream = relay.upstream.clone();
+            let (received, _) = self
+                .clients
+                .on_response(&branch, response.code, now.mono, || None);
+            if received != Received::Deliver || response.code == 100 {
+                return;
+            }
+            if response.code >= 200 {
+                self.calls.relays.remove(&branch);
+            }
+            if let Some(bytes) = forward::response(&response, None) {
+                self.respond_raw(now, &upstream, response.code, bytes);
+            }
+            return;
+        }
+        let Some(&(call_id, index)) = self.calls.branches.get(&branch) else {
+            return self.stats.drop(super::DropReason::StrayResponse);
+        };
+        let code = response.code;
+        let (received, ack) = {
+            let Some(call) = self.calls.calls.get(&call_id) else {
+                return;
+            };
+            let invite = &call.branches[index].invite;
+            self.clients.on_response(&branch, code, now.mono, || {
+                (code >= 300).then(|| forward::ack(invite, &response))
+            })
+        };
+        if let Some(ack) = ack {
+            self.transmits.push_back(ack);
+        }
+        match received {
+            Received::Absorbed(resend) => {
+                self.transmits.extend(resend);
+                return;
+            }
+            Received::Unknown if (200..300).contains(&code) => {
+                // A 2xx retransmission: forward it upstream as is (RFC 3261 §16.7 step 10).
+                if let Some(call) = self.calls.calls.get(&call_id)
+                    && let Some(bytes) = forward::response(&response, None)
+                {
+                    self.transmits.push_back(Transmit {
+                        flow: call.uas.flow,
+                        bytes,
+                    });
+                }
+                return;
+            }
+            Received::Unknown => return,
+            Received::Deliver => {}
+        }
+        if code == 100 {
+            return;
+        }
+        self.branch_response(now, call_id, index, response);
+    }
+
+    fn branch_response(&mut self, now: Now, call_id: u64, index: usize, response: Response) {
+        let code = response.code;
+        let Some(call) = self.calls.calls.get_mut(&call_id) else {
+            return;
+        };
+        if code < 200 {
+            if call.state == CallState::Ringing
+                && let Some(bytes) = forward::response(&response, None)
+            {
+                let uas = call.uas.clone();
+                self.respond_raw(now, &uas, code, bytes);
+            }
+            return;
+        }
+        call.branches[index].done = true;
+        if code < 300 {
+            if call.state == CallState::Answered {
+                // Another branch answered too late; its dialog is not ours to keep.
+                return;
+            }
+            call.state = CallState::Answered;
+            call.answered_at = Some(now.wall);
+            call.callee_flow = Some(call.branches[index].flow);
+            let pending: Vec<usize> = (0..call.branches.len())
+                .filter(|&i| i != index && !call.branches[i].done)
+                .collect();
+            let uas = call.uas.clone();
+            if let Some(bytes) = forward::response(&response, None) {
+                self.respond_raw(now, &uas, code, bytes);
+            }
+            for i in pending {
+                self.cancel_branch(now, call_id, i);
+            }
+            if let Some(c) = self.calls.calls.get(&call_id) {
+                self.events.push_back(EndpointEvent::CallAnswered {
+                    id: call_id,
+                    caller: c.caller.clone(),
+                    callee: c.callee.clone(),
+                });
+            }
+            return;
+        }
+        let better = match &call.best {
+            None => true,
+            Some(best) => best.code < 600 && (code >= 600 || code < best.code),
+        };
+        if better {
+            call.best = Some(response);
+        }
+        self.finish_if_done(now, call_id);
+    }
+
+    /// When every branch of an unanswered call has failed, the best failure goes upstream.
+    fn finish_if_done(&mut self, now: Now, call_id: u64) {
+        let Some(call) = self.calls.calls.get(&call_id) else {
+            return;
+        };
+        if call.state != CallState::Ringing || call.branches.iter().any(|b| !b.done) {
+            return;
+        }
+        let Some(call) = self.calls.remove(call_id) else {
+            return;
+        };
+        let best = if call.timed_out {
+            None
+        } else {
+            call.best.as_ref()
+        };
+        let code = match best {
+            Some(best) => {
+                let code = best.code;
+                match forward::response(best, None) {
+                    Some(bytes) => self.respond_raw(now, &call.uas, code, bytes),
+                    None => {
+                        let b = ResponseBuilder::new(
+                            &call.invite,
+                            call.uas.source.remote,
+                            code,
+                            &best.reason,
+                        );
+                        self.respond(now, &call.uas, b.to_tag(call.uas.to_tag.clone()));
+                    }
+                }
+                code
+            }
+            None => {
+                let b = ResponseBuilder::new(
+                    &call.invite,
+                    call.uas.source.remote,
+                    408,
+                    "Request Timeout",
+                );
+                self.respond(now, &call.uas, b);
+                408
+            }
+        };
+        self.events.push_back(EndpointEvent::CallEnded {
+            id: call.id,
+            caller: call.caller,
+            callee: call.callee,
+            code,
+            answered: false,
+        });
+    }
+
+    fn cancel_branch(&mut self, now: Now, call_id: u64, index: usize) {
+        let Some(call) = self.calls.calls.get_mut(&call_id) else {
+            return;
+        };
+        let branch = &mut call.branches[index];
+        if branch.done {
+            return;
+        }
+        let bytes = forward::cancel(&branch.invite);
+        let key = format!("{}|CANCEL", branch.id);
+        let flow = branch.flow;
+        let t = self.clients.send(key, false, flow, bytes, now.mono);
+        self.transmits.push_back(t);
+    }
+
+    /// CANCEL from the caller (RFC 3261 §16.10): 200 for the CANCEL, then every pending branch
+    /// is cancelled; the 487s they answer end the call.
+    pub(super) fn handle_cancel(
+        &mut self,
+        now: Now,
+        reply: &Reply,
+        request: &Request,
+        e: &Essentials,
+    ) {
+        let source = reply.source.remote;
+        let invite_key = TxKey::for_request(&Method::Invite, e);
+        let Some(&call_id) = self.calls.by_uas.get(&invite_key) else {
+            let b = ResponseBuilder::new(request, source, 481, "Call/Transaction Does Not Exist");
+            return self.respond(now, reply, b);
+        };
+        let b = ResponseBuilder::new(request, source, 200, "OK");
+        self.respond(now, reply, b);
+        let pending: Vec<usize> = match self.calls.calls.get(&call_id) {
+            Some(call) if call.state == CallState::Ringing => (0..call.branches.len())
+                .filter(|&i| !call.branches[i].done)
+                .collect(),
+            _ => return,
+        };
+        for i in pending {
+            self.cancel_branch(now, call_id, i);
+        }
+    }
+
+    /// A request inside a dialog this proxy record-routed (To tag present).
+    pub(super) fn handle_in_dialog(
+        &mut self,
+        now: Now,
+        reply: &Reply,
+        request: &Request,
+        e: &Essentials,
+    ) {
+        let source = reply.source.remote;
+        let Some(&call_id) = self.calls.by_call_id.get(e.call_id.as_str()) else {
+            if request.method != Method::Ack {
+                let b =
+                    ResponseBuilder::new(request, source, 481, "Call/Transaction Does Not Exist");
+                self.respond(now, reply, b);
+            }
+            return;
+        };
+        let Some(call) = self.calls.calls.get(&call_id) else {
+            return;
+        };
+        let from_caller = e.from.tag.as_deref() == Some(call.caller_tag.as_str());
+        let toward = if from_caller {
+            call.callee_flow
+        } else {
+            Some(call.caller_flow)
+        };
+        let Some(flow) = toward else {
+            if request.method != Method::Ack {
+                let b = ResponseBuilder::new(request, source, 481, "Dialog Not Established");
+                self.respond(now, reply, b);
+            }
+            return;
+        };
+        let pop_route = request
+            .header(&Name::ROUTE)
+            .and_then(|r| {
+                split_values(r)
+                    .first()
+                    .map(|v| v.contains(&self.config.advertise))
+            })
+            .unwrap_or(false);
+        let branch = self.new_branch(call_id);
+        let via = self.via(&flow, &branch);
+        let bytes = forward::request(
+            request,
+            &Forward {
+                uri: None,
+                via: &via,
+                record_route: None,
+                pop_route,
+                body: None,
+                strip_proxy_auth: false,
+            },
+        );
+        if request.method == Method::Ack {
+            self.transmits.push_back(Transmit { flow, bytes });
+            return;
+        }
+        let t = self
+            .clients
+            .send(branch.clone(), false, flow, bytes, now.mono);
+        self.transmits.push_back(t);
+        self.calls.relays.insert(
+            branch,
+            Relay {
+                upstream: reply.clone(),
+            },
+        );
+        if request.method == Method::Bye
+            && let Some(call) = self.calls.remove(call_id)
+        {
+            self.events.push_back(EndpointEvent::CallEnded {
+                id: call.id,
+                caller: call.caller,
+                callee: call.callee,
+                code: 200,
+                answered: true,
+            });
+        }
+    }
+
+    /// Client transactions that timed out: a branch that never answered counts as 408.
+    pub(super) fn client_timeouts(&mut self, now: Now, branches: Vec<String>) {
+        for branch in branches {
+            if self.calls.relays.remove(&branch).is_some() {
+                continue;
+            }
+            if let Some(&(call_id, index)) = self.calls.branches.get(&branch)
+                && let Some(call) = self.calls.calls.get_mut(&call_id)
+            {
+                call.branches[index].done = true;
+                self.finish_if_done(now, call_id);
+            }
+        }
+    }
+
+    /// Timer C: unanswered calls past their time are cancelled.
+    pub(super) fn expire_calls(&mut self, now: Now) {
+        let due: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|c| c.state == CallState::Ringing && c.timer_c <= now.mono)
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let pending: Vec<usize> = match self.calls.calls.get_mut(&id) {
+                Some(call) => {
+                    call.timer_c = now.mono + TIMER_C;
+                    call.timed_out = true;
+                    (0..call.branches.len())
+                        .filter(|&i| !call.branches[i].done)
+                        .collect()
+                }
+                None => continue,
+            };
+            for i in pending {
+                self.cancel_branch(now, id, i);
+            }
+        }
+    }
+}

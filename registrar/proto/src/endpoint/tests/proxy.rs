@@ -1,0 +1,317 @@
+//! Proxy tests: two simulated phones register, one calls the other through the endpoint.
+
+use super::*;
+
+const CALLER: &str = "192.0.2.10:5060";
+const CALLEE: &str = "192.0.2.20:5062";
+const PROXY: &str = "192.0.2.1:5060";
+
+/// Every transmit, as (destination, parsed message).
+fn drain(ep: &mut Endpoint) -> Vec<(SocketAddr, Message)> {
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit() {
+        out.push((t.flow.remote, message::parse(t.bytes).expect("parsable")));
+    }
+    out
+}
+
+fn input(ep: &mut Endpoint, now: Now, from: &str, text: &str) -> Vec<(SocketAddr, Message)> {
+    ep.handle_packet(
+        now,
+        Flow::udp(from.parse().unwrap()),
+        Bytes::from(text.to_owned()),
+    );
+    drain(ep)
+}
+
+fn responses_to(out: &[(SocketAddr, Message)], to: &str) -> Vec<Response> {
+    let to: SocketAddr = to.parse().unwrap();
+    out.iter()
+        .filter(|(d, _)| *d == to)
+        .filter_map(|(_, m)| match m {
+            Message::Response(r) => Some(r.clone()),
+            Message::Request(_) => None,
+        })
+        .collect()
+}
+
+fn requests_to(out: &[(SocketAddr, Message)], to: &str) -> Vec<Request> {
+    let to: SocketAddr = to.parse().unwrap();
+    out.iter()
+        .filter(|(d, _)| *d == to)
+        .filter_map(|(_, m)| match m {
+            Message::Request(r) => Some(r.clone()),
+            Message::Response(_) => None,
+        })
+        .collect()
+}
+
+/// 1001 and 1002 exist and 1002 is registered from CALLEE; 1003 exists but is offline.
+fn pbx() -> (Endpoint, Now) {
+    let mut ep = endpoint(vec![
+        record("1001", "pw1001"),
+        record("1002", "pw1002"),
+        record("1003", "pw1003"),
+    ]);
+    let now = start();
+    let mut callee = Phone::new("1002", "pw1002");
+    callee.source = CALLEE.parse().unwrap();
+    callee.contact = format!("<sip:1002@{CALLEE}>");
+    assert_eq!(register(&mut ep, now, &mut callee, Some(600)).code, 200);
+    while ep.poll_event().is_some() {}
+    (ep, now)
+}
+
+fn invite(target: &str, branch: &str, cseq: u32, auth: Option<&str>) -> String {
+    let auth = auth.map_or(String::new(), |a| format!("Proxy-Authorization: {a}\r\n"));
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CALLER};rport;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\n\
+         To: <sip:{target}@{DOMAIN}>\r\n\
+         Call-ID: call-a\r\nCSeq: {cseq} INVITE\r\n\
+         Contact: <sip:1001@{CALLER}>\r\n{auth}\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The Proxy-Authorization answering the MD5 challenge of a 407.
+fn proxy_auth(challenge: &Response, user: &str, password: &str, uri: &str) -> String {
+    let chosen = challenge
+        .headers
+        .get_raw(&Name::PROXY_AUTHENTICATE)
+        .map(|v| v.to_string())
+        .find(|v| v.contains("algorithm=MD5"))
+        .expect("MD5 challenge");
+    let param = |name: &str| -> String {
+        let start = chosen.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+        chosen[start..].split('"').next().unwrap().to_owned()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let ha1 = crate::auth::ha1(Algorithm::Md5, user, &realm, password);
+    let qop = QopAuth {
+        qop: "auth",
+        nc: "00000001",
+        cnonce: "c0ffee",
+    };
+    let resp = response(Algorithm::Md5, &ha1, &nonce, "INVITE", uri, Some(qop));
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc=00000001",
+        resp.as_str()
+    )
+}
+
+/// Calls `target` from 1001 through the digest exchange; returns what the proxy sent.
+fn call(ep: &mut Endpoint, now: Now, target: &str) -> Vec<(SocketAddr, Message)> {
+    let out = input(ep, now, CALLER, &invite(target, "z9hG4bKc1", 1, None));
+    let challenge = responses_to(&out, CALLER).remove(0);
+    assert_eq!(challenge.code, 407, "{challenge:?}");
+    let ack = format!(
+        "ACK sip:{target}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKc1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\n{}\r\n\
+         Call-ID: call-a\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        format_args!("To: {}", challenge.header(&Name::TO).unwrap())
+    );
+    assert!(
+        input(ep, now, CALLER, &ack).is_empty(),
+        "ACK for the 407 is absorbed"
+    );
+    let uri = format!("sip:{target}@{DOMAIN}");
+    let auth = proxy_auth(&challenge, "1001", "pw1001", &uri);
+    input(
+        ep,
+        now,
+        CALLER,
+        &invite(target, "z9hG4bKc2", 2, Some(&auth)),
+    )
+}
+
+/// A response from the callee to a request the proxy forwarded to it.
+fn answer(req: &Request, code: u16, reason: &str, to_tag: &str) -> String {
+    let mut b = ResponseBuilder::new(req, CALLEE.parse().unwrap(), code, reason).to_tag(to_tag);
+    if code == 200 && req.method == Method::Invite {
+        b = b.header("Contact", format!("<sip:1002@{CALLEE}>"));
+    }
+    String::from_utf8(b.build().to_vec()).unwrap()
+}
+
+#[test]
+fn a_call_is_authenticated_forwarded_answered_and_hung_up() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let trying = responses_to(&out, CALLER);
+    assert_eq!(trying.iter().map(|r| r.code).collect::<Vec<_>>(), [100]);
+    let forwarded = requests_to(&out, CALLEE);
+    assert_eq!(forwarded.len(), 1, "{out:?}");
+    let inv = &forwarded[0];
+    assert_eq!(inv.method, Method::Invite);
+    assert_eq!(&*inv.uri_raw, format!("sip:1002@{CALLEE}"));
+    let vias: Vec<String> = inv
+        .headers
+        .get_raw(&Name::VIA)
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        vias[0].starts_with(&format!("SIP/2.0/UDP {PROXY};branch=z9hG4bK")),
+        "{vias:?}"
+    );
+    assert!(vias[1].contains(CALLER));
+    assert_eq!(
+        &**inv.header(&Name::RECORD_ROUTE).unwrap(),
+        &format!("<sip:{PROXY};lr>")
+    );
+    assert_eq!(&**inv.header(&Name::MAX_FORWARDS).unwrap(), "69");
+    assert!(
+        inv.header(&Name::PROXY_AUTHORIZATION).is_none(),
+        "our credentials stay here"
+    );
+    assert!(inv.body.starts_with(b"v=0"), "the SDP goes through");
+    assert_eq!(ep.call_count(), 1);
+
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer(inv, 180, "Ringing", "callee-tag"),
+    );
+    let ringing = responses_to(&out, CALLER);
+    assert_eq!(ringing.len(), 1);
+    assert_eq!(ringing[0].code, 180);
+    assert_eq!(
+        ringing[0].headers.get_raw(&Name::VIA).count(),
+        1,
+        "our Via removed"
+    );
+
+    let out = input(&mut ep, now, CALLEE, &answer(inv, 200, "OK", "callee-tag"));
+    let ok = responses_to(&out, CALLER);
+    assert_eq!(ok.iter().map(|r| r.code).collect::<Vec<_>>(), [200]);
+    assert_eq!(ep.calls().next().unwrap().state, CallState::Answered);
+
+    // ACK and BYE follow the Record-Route back through the proxy to the callee's flow.
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} sip:1002@{CALLEE} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch={branch}\r\n\
+             Route: <sip:{PROXY};lr>\r\nMax-Forwards: 70\r\n\
+             From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>;tag=callee-tag\r\n\
+             Call-ID: call-a\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = input(&mut ep, now, CALLER, &in_dialog("ACK", 2, "z9hG4bKc3"));
+    let acks = requests_to(&out, CALLEE);
+    assert_eq!(acks.len(), 1);
+    assert!(acks[0].header(&Name::ROUTE).is_none(), "our Route popped");
+    let out = input(&mut ep, now, CALLER, &in_dialog("BYE", 3, "z9hG4bKc4"));
+    let byes = requests_to(&out, CALLEE);
+    assert_eq!(byes.len(), 1);
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer(&byes[0], 200, "OK", "callee-tag"),
+    );
+    assert_eq!(
+        responses_to(&out, CALLER)
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        [200]
+    );
+    assert_eq!(ep.call_count(), 0);
+    let mut ended = false;
+    while let Some(e) = ep.poll_event() {
+        ended |= matches!(
+            e,
+            EndpointEvent::CallEnded {
+                answered: true,
+                code: 200,
+                ..
+            }
+        );
+    }
+    assert!(ended);
+}
+
+#[test]
+fn busy_callee_is_acked_and_the_caller_gets_486() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    let out = input(&mut ep, now, CALLEE, &answer(&inv, 486, "Busy Here", "t1"));
+    let acks = requests_to(&out, CALLEE);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].method, Method::Ack);
+    assert_eq!(
+        responses_to(&out, CALLER)
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        [486]
+    );
+    assert_eq!(ep.call_count(), 0);
+}
+
+#[test]
+fn unknown_offline_and_cancelled_calls() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "4711");
+    assert_eq!(responses_to(&out, CALLER)[0].code, 404);
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1003");
+    assert_eq!(responses_to(&out, CALLER)[0].code, 480);
+
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    let cancel = format!(
+        "CANCEL sip:1002@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKc2\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>\r\n\
+         Call-ID: call-a\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = input(&mut ep, now, CALLER, &cancel);
+    assert_eq!(
+        responses_to(&out, CALLER)
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        [200]
+    );
+    let cancels = requests_to(&out, CALLEE);
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].method, Method::Cancel);
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer(&inv, 487, "Request Terminated", "t1"),
+    );
+    assert_eq!(
+        responses_to(&out, CALLER)
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        [487]
+    );
+    assert_eq!(ep.call_count(), 0);
+}
+
+#[test]
+fn a_wrong_password_on_invite_is_classified_like_on_register() {
+    let (mut ep, now) = pbx();
+    let out = input(&mut ep, now, CALLER, &invite("1002", "z9hG4bKw1", 1, None));
+    let challenge = responses_to(&out, CALLER).remove(0);
+    let uri = format!("sip:1002@{DOMAIN}");
+    let auth = proxy_auth(&challenge, "1001", "not-it", &uri);
+    let out = input(
+        &mut ep,
+        now,
+        CALLER,
+        &invite("1002", "z9hG4bKw2", 2, Some(&auth)),
+    );
+    assert_eq!(responses_to(&out, CALLER)[0].code, 407);
+    assert!(requests_to(&out, CALLEE).is_empty());
+    assert_eq!(failures(&mut ep), [FailureReason::WrongPassword]);
+}
