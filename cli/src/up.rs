@@ -195,6 +195,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         replica: "up".to_owned(),
         default_domain: domain.clone(),
         advertise: advertise_hostport(&advertise, sip_addr.port()),
+        anchor_media: false,
         local_hosts: net::local_hosts(&advertise, sip_addr),
         registrar: RegistrarConfig {
             min_expires: args.min_expires,

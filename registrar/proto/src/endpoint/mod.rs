@@ -16,12 +16,14 @@
 
 mod auth_flow;
 mod events;
+mod media;
 mod proxy;
 mod register;
 #[cfg(test)]
 mod tests;
 
 pub use events::{BindingChange, DropReason, EndpointEvent, METHOD_LABELS, Stats, method_label};
+pub use media::{MediaCommand, MediaFailure, RecordRequest, Side};
 pub use proxy::{Call, CallState, TIMER_C};
 
 use crate::auth::{Algorithm, Authenticator, NonceConfig};
@@ -76,6 +78,9 @@ pub struct EndpointConfig {
     pub local_hosts: Vec<String>,
     /// `host:port` of this replica as phones reach it: written into `Via` and `Record-Route`.
     pub advertise: String,
+    /// Send every SDP through the media relay ([`Endpoint::poll_media`]); without it SDP
+    /// passes through untouched.
+    pub anchor_media: bool,
     /// Registration lifetimes.
     pub registrar: RegistrarConfig,
     /// Brute-force protection.
@@ -107,6 +112,9 @@ pub struct Endpoint {
     location: Location,
     bans: Bans,
     transmits: VecDeque<Transmit>,
+    media_commands: VecDeque<MediaCommand>,
+    parked: std::collections::HashMap<u64, media::Parked>,
+    next_media_op: u64,
     writes: Vec<Write>,
     events: VecDeque<EndpointEvent>,
     stats: Stats,
@@ -134,6 +142,9 @@ impl Endpoint {
             calls: proxy::Calls::default(),
             location: Location::new(),
             transmits: VecDeque::new(),
+            media_commands: VecDeque::new(),
+            parked: std::collections::HashMap::new(),
+            next_media_op: 0,
             writes: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),

@@ -10,9 +10,11 @@
 //! pending branch. Requests inside the dialog (ACK, BYE, re-INVITE, UPDATE, INFO) come back
 //! through this proxy because of its `Record-Route` and are sent on the other party's flow.
 //!
-//! Media is not anchored yet: SDP passes through untouched.
+//! With `anchor_media`, every SDP goes through the media relay first (see `media.rs`), so
+//! both phones send their audio to the relay, whatever addresses their SDP claimed.
 
 use super::auth_flow::AuthKind;
+use super::media::{MediaCommand, MediaFailure, Parked, RecordRequest, Side, sdp_of};
 use super::{Endpoint, EndpointEvent, Now, Reply};
 use crate::builder::ResponseBuilder;
 use crate::client::Received;
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use ezk_sip_types::Name;
 use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use kubepbx_api::Transport;
+use kubepbx_api::extension::RecordingPolicy;
 use kubepbx_api::records::UserKey;
 use kubepbx_api::time::UnixMillis;
 use std::collections::HashMap;
@@ -75,6 +78,10 @@ pub struct Call {
     uas: Reply,
     branches: Vec<Branch>,
     best: Option<Response>,
+    /// Where the INVITE goes once its SDP is rewritten: (contact, flow) per live binding.
+    targets: Vec<(String, Flow)>,
+    /// The media relay session of this call.
+    session: String,
     timer_c: Instant,
     /// Timer C fired: the caller gets 408 whatever the cancelled branches answer.
     timed_out: bool,
@@ -84,6 +91,9 @@ pub struct Call {
 #[derive(Debug)]
 struct Relay {
     upstream: Reply,
+    /// Set when the forwarded request carried an SDP offer: its 2xx answer goes to the relay,
+    /// from this side.
+    answer_from: Option<(String, Side)>,
 }
 
 /// The proxy's state: calls and forwarded transactions.
@@ -267,19 +277,90 @@ impl Endpoint {
 
         self.calls.next_id += 1;
         let id = self.calls.next_id;
+        let caller_tag = e.from.tag.as_deref().unwrap_or_default().to_owned();
+        let session = format!("{};{caller_tag}", e.call_id);
+        let call = Call {
+            id,
+            sip_call_id: e.call_id.to_string(),
+            caller: caller.clone(),
+            callee: callee.clone(),
+            state: CallState::Ringing,
+            started_at: now.wall,
+            answered_at: None,
+            caller_tag,
+            caller_flow: reply.flow,
+            callee_flow: None,
+            invite: request.clone(),
+            uas: reply.clone(),
+            branches: Vec::new(),
+            best: None,
+            targets,
+            session: session.clone(),
+            timer_c: now.mono + TIMER_C,
+            timed_out: false,
+        };
+        self.calls.by_call_id.insert(call.sip_call_id.clone(), id);
+        self.calls.by_uas.insert(reply.key, id);
+        self.calls.calls.insert(id, call);
+        self.events.push_back(EndpointEvent::CallStarted {
+            id,
+            caller: caller.clone(),
+            callee: callee.clone(),
+        });
+        match sdp_of(&request.headers, &request.body).filter(|_| self.config.anchor_media) {
+            Some(sdp) => {
+                let record = self.recording_of(id, &caller, &callee);
+                let source = reply.source.remote.ip();
+                self.media_request(Parked::Fork { call: id }, |op| MediaCommand::Offer {
+                    op,
+                    session,
+                    side: Side::Caller,
+                    sdp,
+                    source,
+                    record,
+                });
+            }
+            None => self.fork(now, id, None),
+        }
+    }
+
+    /// A recording request when either party's extension records every call.
+    fn recording_of(&self, id: u64, caller: &UserKey, callee: &UserKey) -> Option<RecordRequest> {
+        let always = |k: &UserKey| {
+            self.location
+                .extension(k)
+                .is_some_and(|r| r.recording == RecordingPolicy::Always)
+        };
+        (always(caller) || always(callee)).then(|| RecordRequest {
+            id: format!(
+                "{}-{id}-{}-{}",
+                self.config.replica, caller.user, callee.user
+            ),
+            caller: caller.user.clone(),
+            callee: callee.user.clone(),
+        })
+    }
+
+    /// Sends the INVITE to every target, with `sdp` (the relay's offer) as body when given.
+    pub(super) fn fork(&mut self, now: Now, id: u64, sdp: Option<String>) {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        let targets = std::mem::take(&mut call.targets);
+        let request = call.invite.clone();
         let record_route = self.record_route();
         let mut branches = Vec::with_capacity(targets.len());
         for (contact, flow) in targets {
             let branch = self.new_branch(id);
             let via = self.via(&flow, &branch);
             let bytes = forward::request(
-                request,
+                &request,
                 &Forward {
                     uri: Some(&contact),
                     via: &via,
                     record_route: Some(&record_route),
                     pop_route: false,
-                    body: None,
+                    body: sdp.as_deref().map(|s| ("application/sdp", s.as_bytes())),
                     strip_proxy_auth: true,
                 },
             );
@@ -300,29 +381,35 @@ impl Endpoint {
                 done: false,
             });
         }
-        let call = Call {
-            id,
-            sip_call_id: e.call_id.to_string(),
-            caller: caller.clone(),
-            callee: callee.clone(),
-            state: CallState::Ringing,
-            started_at: now.wall,
-            answered_at: None,
-            caller_tag: e.from.tag.as_deref().unwrap_or_default().to_owned(),
-            caller_flow: reply.flow,
-            callee_flow: None,
-            invite: request.clone(),
-            uas: reply.clone(),
-            branches,
-            best: None,
-            timer_c: now.mono + TIMER_C,
-            timed_out: false,
+        if let Some(call) = self.calls.calls.get_mut(&id) {
+            call.branches = branches;
+        }
+        self.finish_if_done(now, id);
+    }
+
+    /// The relay refused the caller's offer: the call ends before it started.
+    pub(super) fn refuse_call(&mut self, now: Now, id: u64, failure: &MediaFailure) {
+        let Some(call) = self.calls.remove(id) else {
+            return;
         };
-        self.calls.by_call_id.insert(call.sip_call_id.clone(), id);
-        self.calls.by_uas.insert(reply.key, id);
-        self.calls.calls.insert(id, call);
-        self.events
-            .push_back(EndpointEvent::CallStarted { id, caller, callee });
+        let mut b = ResponseBuilder::new(
+            &call.invite,
+            call.uas.source.remote,
+            failure.code,
+            &failure.reason,
+        );
+        if let Some(s) = failure.retry_after {
+            b = b.header("Retry-After", s.to_string());
+        }
+        self.respond(now, &call.uas, b);
+        self.media_delete(call.session);
+        self.events.push_back(EndpointEvent::CallEnded {
+            id,
+            caller: call.caller,
+            callee: call.callee,
+            code: failure.code,
+            answered: false,
+        });
     }
 
     /// A response from downstream.
@@ -349,6 +436,7 @@ impl Endpoint {
         }
         if let Some(relay) = self.calls.relays.get(&branch) {
             let upstream = relay.upstream.clone();
+            let answer_from = relay.answer_from.clone();
             let (received, _) = self
                 .clients
                 .on_response(&branch, response.code, now.mono, || None);
@@ -358,9 +446,25 @@ impl Endpoint {
             if response.code >= 200 {
                 self.calls.relays.remove(&branch);
             }
-            if let Some(bytes) = forward::response(&response, None) {
-                self.respond_raw(now, &upstream, response.code, bytes);
+            if let Some((session, side)) = answer_from
+                && (200..300).contains(&response.code)
+                && let Some(sdp) = sdp_of(&response.headers, &response.body)
+            {
+                let source = self
+                    .responder_ip(&session, side)
+                    .unwrap_or(upstream.source.remote.ip());
+                self.media_request(Parked::RelayResponse { upstream, response }, |op| {
+                    MediaCommand::Answer {
+                        op,
+                        session,
+                        side,
+                        sdp,
+                        source,
+                    }
+                });
+                return;
             }
+            self.forward_relay_response(now, &upstream, &response, None);
             return;
         }
         let Some(&(call_id, index)) = self.calls.branches.get(&branch) else {
@@ -402,17 +506,50 @@ impl Endpoint {
         if code == 100 {
             return;
         }
-        self.branch_response(now, call_id, index, response);
+        if self.config.anchor_media
+            && code < 300
+            && let Some(sdp) = sdp_of(&response.headers, &response.body)
+            && let Some(call) = self.calls.calls.get(&call_id)
+            && call.state == CallState::Ringing
+        {
+            let session = call.session.clone();
+            let source = call.branches[index].flow.remote.ip();
+            self.media_request(
+                Parked::BranchResponse {
+                    call: call_id,
+                    index,
+                    response,
+                },
+                |op| MediaCommand::Answer {
+                    op,
+                    session,
+                    side: Side::Callee,
+                    sdp,
+                    source,
+                },
+            );
+            return;
+        }
+        self.branch_response(now, call_id, index, response, None);
     }
 
-    fn branch_response(&mut self, now: Now, call_id: u64, index: usize, response: Response) {
+    /// A response of a branch of the initial INVITE, with the relay's SDP when it carried one.
+    pub(super) fn branch_response(
+        &mut self,
+        now: Now,
+        call_id: u64,
+        index: usize,
+        response: Response,
+        sdp: Option<&str>,
+    ) {
         let code = response.code;
+        let body = sdp.map(|s| ("application/sdp", s.as_bytes()));
         let Some(call) = self.calls.calls.get_mut(&call_id) else {
             return;
         };
         if code < 200 {
             if call.state == CallState::Ringing
-                && let Some(bytes) = forward::response(&response, None)
+                && let Some(bytes) = forward::response(&response, body)
             {
                 let uas = call.uas.clone();
                 self.respond_raw(now, &uas, code, bytes);
@@ -432,7 +569,7 @@ impl Endpoint {
                 .filter(|&i| i != index && !call.branches[i].done)
                 .collect();
             let uas = call.uas.clone();
-            if let Some(bytes) = forward::response(&response, None) {
+            if let Some(bytes) = forward::response(&response, body) {
                 self.respond_raw(now, &uas, code, bytes);
             }
             for i in pending {
@@ -468,6 +605,7 @@ impl Endpoint {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
+        self.media_delete(call.session.clone());
         let best = if call.timed_out {
             None
         } else {
@@ -570,15 +708,76 @@ impl Endpoint {
             }
             return;
         };
+        if self.config.anchor_media
+            && let Some(sdp) = sdp_of(&request.headers, &request.body)
+            && let Some(call) = self.calls.calls.get(&call_id)
+        {
+            let side = if e.from.tag.as_deref() == Some(call.caller_tag.as_str()) {
+                Side::Caller
+            } else {
+                Side::Callee
+            };
+            let session = call.session.clone();
+            let source = source.ip();
+            let offer = request.method != Method::Ack;
+            let parked = Parked::InDialog {
+                call: call_id,
+                reply: reply.clone(),
+                request: request.clone(),
+                offer,
+            };
+            self.media_request(parked, |op| {
+                if offer {
+                    MediaCommand::Offer {
+                        op,
+                        session,
+                        side,
+                        sdp,
+                        source,
+                        record: None,
+                    }
+                } else {
+                    MediaCommand::Answer {
+                        op,
+                        session,
+                        side,
+                        sdp,
+                        source,
+                    }
+                }
+            });
+            return;
+        }
+        self.forward_in_dialog(now, call_id, reply, request, None);
+    }
+
+    /// Sends an in-dialog request on the other party's flow, with the relay's SDP when given.
+    pub(super) fn forward_in_dialog(
+        &mut self,
+        now: Now,
+        call_id: u64,
+        reply: &Reply,
+        request: &Request,
+        sdp: Option<&str>,
+    ) {
+        let source = reply.source.remote;
         let Some(call) = self.calls.calls.get(&call_id) else {
+            if request.method != Method::Ack {
+                let b =
+                    ResponseBuilder::new(request, source, 481, "Call/Transaction Does Not Exist");
+                self.respond(now, reply, b);
+            }
             return;
         };
-        let from_caller = e.from.tag.as_deref() == Some(call.caller_tag.as_str());
+        let from_caller = request
+            .essentials()
+            .is_ok_and(|e| e.from.tag.as_deref() == Some(call.caller_tag.as_str()));
         let toward = if from_caller {
             call.callee_flow
         } else {
             Some(call.caller_flow)
         };
+        let session = call.session.clone();
         let Some(flow) = toward else {
             if request.method != Method::Ack {
                 let b = ResponseBuilder::new(request, source, 481, "Dialog Not Established");
@@ -603,7 +802,7 @@ impl Endpoint {
                 via: &via,
                 record_route: None,
                 pop_route,
-                body: None,
+                body: sdp.map(|s| ("application/sdp", s.as_bytes())),
                 strip_proxy_auth: false,
             },
         );
@@ -615,15 +814,24 @@ impl Endpoint {
             .clients
             .send(branch.clone(), false, flow, bytes, now.mono);
         self.transmits.push_back(t);
+        let responder = if from_caller {
+            Side::Callee
+        } else {
+            Side::Caller
+        };
+        let answer_from =
+            (sdp.is_some() && self.config.anchor_media).then_some((session, responder));
         self.calls.relays.insert(
             branch,
             Relay {
                 upstream: reply.clone(),
+                answer_from,
             },
         );
         if request.method == Method::Bye
             && let Some(call) = self.calls.remove(call_id)
         {
+            self.media_delete(call.session.clone());
             self.events.push_back(EndpointEvent::CallEnded {
                 id: call.id,
                 caller: call.caller,
@@ -631,6 +839,29 @@ impl Endpoint {
                 code: 200,
                 answered: true,
             });
+        }
+    }
+
+    /// A response to a request forwarded inside a dialog goes upstream.
+    pub(super) fn forward_relay_response(
+        &mut self,
+        now: Now,
+        upstream: &Reply,
+        response: &Response,
+        sdp: Option<&str>,
+    ) {
+        let body = sdp.map(|s| ("application/sdp", s.as_bytes()));
+        if let Some(bytes) = forward::response(response, body) {
+            self.respond_raw(now, upstream, response.code, bytes);
+        }
+    }
+
+    /// The signalling address of one party of the call with media `session`.
+    fn responder_ip(&self, session: &str, side: Side) -> Option<std::net::IpAddr> {
+        let call = self.calls.iter().find(|c| c.session == session)?;
+        match side {
+            Side::Caller => Some(call.caller_flow.remote.ip()),
+            Side::Callee => call.callee_flow.map(|f| f.remote.ip()),
         }
     }
 

@@ -315,3 +315,94 @@ fn a_wrong_password_on_invite_is_classified_like_on_register() {
     assert!(requests_to(&out, CALLEE).is_empty());
     assert_eq!(failures(&mut ep), [FailureReason::WrongPassword]);
 }
+
+fn media_pbx() -> (Endpoint, Now) {
+    let (mut ep, now) = pbx();
+    ep.config.anchor_media = true;
+    (ep, now)
+}
+
+fn answer_with_sdp(req: &Request, code: u16, sdp: &str) -> String {
+    let b = ResponseBuilder::new(req, CALLEE.parse().unwrap(), code, "OK")
+        .to_tag("callee-tag")
+        .header("Contact", format!("<sip:1002@{CALLEE}>"))
+        .body("application/sdp", Bytes::from(sdp.to_owned()));
+    String::from_utf8(b.build().to_vec()).unwrap()
+}
+
+#[test]
+fn with_a_media_relay_every_sdp_is_rewritten_before_it_is_forwarded() {
+    let (mut ep, now) = media_pbx();
+    let out = call(&mut ep, now, "1002");
+    assert!(requests_to(&out, CALLEE).is_empty(), "waits for the relay");
+    let Some(MediaCommand::Offer {
+        op,
+        side,
+        sdp,
+        source,
+        record,
+        ..
+    }) = ep.poll_media()
+    else {
+        panic!("an offer for the relay")
+    };
+    assert_eq!(side, Side::Caller);
+    assert!(sdp.contains("c=IN IP4 192.0.2.10"));
+    assert_eq!(source, "192.0.2.10".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(record, None);
+    ep.handle_media_result(now, op, Ok("v=0\r\nc=IN IP4 198.51.100.1\r\n".into()));
+    let out = drain(&mut ep);
+    let inv = requests_to(&out, CALLEE).remove(0);
+    assert_eq!(&inv.body[..], b"v=0\r\nc=IN IP4 198.51.100.1\r\n");
+
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer_with_sdp(&inv, 200, "v=0\r\nc=IN IP4 192.0.2.20\r\n"),
+    );
+    assert!(responses_to(&out, CALLER).is_empty(), "waits for the relay");
+    let Some(MediaCommand::Answer { op, side, .. }) = ep.poll_media() else {
+        panic!("an answer for the relay")
+    };
+    assert_eq!(side, Side::Callee);
+    ep.handle_media_result(
+        now,
+        op,
+        Ok("v=0\r\nc=IN IP4 198.51.100.1\r\nm=audio 20002\r\n".into()),
+    );
+    let out = drain(&mut ep);
+    let ok = responses_to(&out, CALLER).remove(0);
+    assert_eq!(ok.code, 200);
+    assert!(ok.body.ends_with(b"m=audio 20002\r\n"));
+
+    let bye = format!(
+        "BYE sip:1002@{CALLEE} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKb1\r\n\
+         Route: <sip:{PROXY};lr>\r\nMax-Forwards: 70\r\n\
+         From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>;tag=callee-tag\r\n\
+         Call-ID: call-a\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    input(&mut ep, now, CALLER, &bye);
+    assert!(matches!(ep.poll_media(), Some(MediaCommand::Delete { .. })));
+}
+
+#[test]
+fn a_refused_offer_ends_the_call_with_the_relays_status() {
+    let (mut ep, now) = media_pbx();
+    call(&mut ep, now, "1002");
+    let Some(MediaCommand::Offer { op, .. }) = ep.poll_media() else {
+        panic!("an offer")
+    };
+    let failure = MediaFailure {
+        code: 503,
+        reason: "No Media Ports Available".into(),
+        retry_after: Some(5),
+    };
+    ep.handle_media_result(now, op, Err(failure));
+    let out = drain(&mut ep);
+    let refused = responses_to(&out, CALLER).remove(0);
+    assert_eq!(refused.code, 503);
+    assert_eq!(&**refused.header(&Name::RETRY_AFTER).unwrap(), "5");
+    assert!(requests_to(&out, CALLEE).is_empty(), "never half set up");
+    assert_eq!(ep.call_count(), 0);
+}

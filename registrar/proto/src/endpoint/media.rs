@@ -1,0 +1,196 @@
+//! Media anchoring, sans-IO: the proxy asks a media relay to rewrite every SDP it forwards.
+//!
+//! The endpoint cannot wait for the relay, so each SDP becomes a [`MediaCommand`] with an
+//! operation number, and the message that carried it is parked. The driver performs the command
+//! (in order) and hands the result back with [`Endpoint::handle_media_result`]; the parked
+//! message then continues with the relay's SDP. A failed offer refuses the request (488 with the
+//! relay's reason, 503 with `Retry-After` when the relay has no ports); a failed answer lets the
+//! message through unchanged, so a call is never left half set up.
+
+use super::{Endpoint, Now, Reply};
+use crate::builder::ResponseBuilder;
+use crate::message::{Request, Response};
+use ezk_sip_types::Name;
+use std::net::IpAddr;
+
+/// Which party of a call an SDP comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The party that sent the initial INVITE.
+    Caller,
+    /// The party that answered it.
+    Callee,
+}
+
+/// A request to record a call, sent with the first offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRequest {
+    /// Recording id (file name).
+    pub id: String,
+    /// Caller extension.
+    pub caller: String,
+    /// Callee extension.
+    pub callee: String,
+}
+
+/// What the driver must ask the media relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// An SDP offer from `side`; answer with the SDP to forward to the other side.
+    Offer {
+        /// Operation number for [`Endpoint::handle_media_result`].
+        op: u64,
+        /// Media session (one per call).
+        session: String,
+        /// Who offers.
+        side: Side,
+        /// The offer.
+        sdp: String,
+        /// Signalling source address of the offering party.
+        source: IpAddr,
+        /// Record this call (first offer only).
+        record: Option<RecordRequest>,
+    },
+    /// An SDP answer from `side`; answer with the SDP to forward to the offering side.
+    Answer {
+        /// Operation number for [`Endpoint::handle_media_result`].
+        op: u64,
+        /// Media session.
+        session: String,
+        /// Who answers.
+        side: Side,
+        /// The answer.
+        sdp: String,
+        /// Signalling source address of the answering party.
+        source: IpAddr,
+    },
+    /// The call is over: release the session (no result expected).
+    Delete {
+        /// Media session.
+        session: String,
+    },
+}
+
+/// Why the relay could not take an SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFailure {
+    /// SIP status to refuse an offer with (488, 503, …).
+    pub code: u16,
+    /// Reason phrase (what the relay said).
+    pub reason: String,
+    /// `Retry-After` seconds for 503.
+    pub retry_after: Option<u32>,
+}
+
+/// A message waiting for the relay.
+#[derive(Debug)]
+pub(super) enum Parked {
+    /// The initial INVITE: fork once the offer is rewritten.
+    Fork { call: u64 },
+    /// A provisional or 2xx response of a branch of the initial INVITE.
+    BranchResponse {
+        call: u64,
+        index: usize,
+        response: Response,
+    },
+    /// A request inside a dialog (re-INVITE, UPDATE with an offer; ACK with an answer).
+    InDialog {
+        call: u64,
+        reply: Reply,
+        request: Request,
+        offer: bool,
+    },
+    /// A response to a request forwarded inside a dialog.
+    RelayResponse { upstream: Reply, response: Response },
+}
+
+/// The SDP body of a message, when it carries one.
+pub(super) fn sdp_of(headers: &ezk_sip_types::Headers, body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let is_sdp = headers
+        .get_raw(&Name::CONTENT_TYPE)
+        .next()
+        .is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/sdp")
+        });
+    if !is_sdp {
+        return None;
+    }
+    std::str::from_utf8(body).ok().map(str::to_owned)
+}
+
+impl Endpoint {
+    /// The next command for the media relay.
+    pub fn poll_media(&mut self) -> Option<MediaCommand> {
+        self.media_commands.pop_front()
+    }
+
+    /// Parks `parked` until the relay answers `command` (built with the returned op number).
+    pub(super) fn media_request(
+        &mut self,
+        parked: Parked,
+        command: impl FnOnce(u64) -> MediaCommand,
+    ) {
+        self.next_media_op += 1;
+        let op = self.next_media_op;
+        self.media_commands.push_back(command(op));
+        self.parked.insert(op, parked);
+    }
+
+    pub(super) fn media_delete(&mut self, session: String) {
+        if self.config.anchor_media {
+            self.media_commands
+                .push_back(MediaCommand::Delete { session });
+        }
+    }
+
+    /// The relay's result for operation `op`: the parked message continues.
+    pub fn handle_media_result(&mut self, now: Now, op: u64, result: Result<String, MediaFailure>) {
+        let Some(parked) = self.parked.remove(&op) else {
+            return;
+        };
+        match parked {
+            Parked::Fork { call } => match result {
+                Ok(sdp) => self.fork(now, call, Some(sdp)),
+                Err(failure) => self.refuse_call(now, call, &failure),
+            },
+            Parked::BranchResponse {
+                call,
+                index,
+                response,
+            } => {
+                let sdp = result.ok();
+                self.branch_response(now, call, index, response, sdp.as_deref());
+            }
+            Parked::InDialog {
+                call,
+                reply,
+                request,
+                offer,
+            } => match result {
+                Ok(sdp) => self.forward_in_dialog(now, call, &reply, &request, Some(&sdp)),
+                Err(failure) if offer => {
+                    let mut b = ResponseBuilder::new(
+                        &request,
+                        reply.source.remote,
+                        failure.code,
+                        &failure.reason,
+                    );
+                    if let Some(s) = failure.retry_after {
+                        b = b.header("Retry-After", s.to_string());
+                    }
+                    self.respond(now, &reply, b);
+                }
+                Err(_) => self.forward_in_dialog(now, call, &reply, &request, None),
+            },
+            Parked::RelayResponse { upstream, response } => {
+                let sdp = result.ok();
+                self.forward_relay_response(now, &upstream, &response, sdp.as_deref());
+            }
+        }
+    }
+}
