@@ -98,6 +98,9 @@ pub struct UpArgs {
     /// How long a banned source is ignored (e.g. 10m, 1h).
     #[arg(long, env = "KUBEPBX_BAN_DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub ban_duration: Duration,
+    /// UDP ports of the media relay (each call takes 4).
+    #[arg(long, env = "KUBEPBX_RTP_PORTS", default_value = "20000-20999", value_parser = parse_ports, value_name = "LO-HI")]
+    pub rtp_ports: std::ops::RangeInclusive<u16>,
     /// Shortest registration lifetime accepted, seconds (shorter requests get 423).
     #[arg(
         long,
@@ -195,7 +198,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         replica: "up".to_owned(),
         default_domain: domain.clone(),
         advertise: advertise_hostport(&advertise, sip_addr.port()),
-        anchor_media: false,
+        anchor_media: true,
         local_hosts: net::local_hosts(&advertise, sip_addr),
         registrar: RegistrarConfig {
             min_expires: args.min_expires,
@@ -218,10 +221,36 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let media_ip = advertise.parse::<std::net::IpAddr>().unwrap_or_else(|_| {
+        let ip = net::default_advertise();
+        tracing::warn!(
+            advertise = %advertise,
+            media = %ip,
+            "--advertise is not an IP address; SDP will name this machine's address instead"
+        );
+        ip
+    });
+    let relay_config = kubepbx_media::RelayConfig {
+        advertise: media_ip,
+        bind: args.sip.ip(),
+        ports: args.rtp_ports.clone(),
+        recordings_dir: Some(args.data_dir.join("recordings")),
+        ..kubepbx_media::RelayConfig::default()
+    };
+    let (relay, mut relay_events) =
+        kubepbx_media::LocalRelay::start(relay_config, shutdown.clone(), &tasks)
+            .map_err(|e| anyhow::anyhow!("starting the media relay: {e}"))?;
+    tasks.spawn(async move {
+        while let Some(event) = relay_events.recv().await {
+            tracing::info!(?event, "media session ended by the relay");
+        }
+    });
+    let media: Arc<dyn kubepbx_media::MediaControl> = Arc::new(relay);
     let registrar = kubepbx_registrar::start(
         config,
         listeners,
         Arc::clone(&store),
+        Some(media),
         shutdown.clone(),
         &tasks,
     )
@@ -273,6 +302,10 @@ fn advertise_hostport(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+fn parse_ports(value: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    kubepbx_media::parse_port_range(value).map_err(|e| e.to_string())
 }
 
 fn parse_algorithm(value: &str) -> Result<Algorithm, String> {

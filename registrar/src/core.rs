@@ -20,7 +20,9 @@ use kubepbx_api::Transport;
 use kubepbx_api::records::BindingKey;
 use kubepbx_api::store::{Event, Store, StoreError, Subscription, Write};
 use kubepbx_api::time::UnixMillis;
-use kubepbx_sip::endpoint::{BindingChange, Endpoint, EndpointEvent, Now};
+use kubepbx_sip::endpoint::{
+    BindingChange, Endpoint, EndpointEvent, MediaCommand, MediaFailure, Now,
+};
 use kubepbx_sip::flow::{Flow, FlowId, Transmit};
 use kubepbx_sip::message::{Message, ParseError};
 use std::collections::HashMap;
@@ -49,6 +51,11 @@ pub(crate) enum Inbound {
     Connected { id: FlowId, tx: mpsc::Sender<Bytes> },
     /// A stream connection closed.
     Closed { id: FlowId },
+    /// The media relay's result for an operation of the endpoint.
+    Media {
+        op: u64,
+        result: Result<String, MediaFailure>,
+    },
 }
 
 /// What the HTTP side asks the loop.
@@ -69,6 +76,8 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
     pub connections: HashMap<FlowId, mpsc::Sender<Bytes>>,
     pub undeliverable: u64,
+    /// Commands for the media worker (`None`: media is not anchored).
+    pub media: Option<mpsc::Sender<MediaCommand>>,
 }
 
 impl Core {
@@ -122,6 +131,7 @@ impl Core {
             Inbound::Closed { id } => {
                 self.connections.remove(&id);
             }
+            Inbound::Media { op, result } => self.endpoint.handle_media_result(now, op, result),
         }
     }
 
@@ -210,6 +220,16 @@ impl Core {
         }
         while let Some(event) = self.endpoint.poll_event() {
             log_event(event);
+        }
+        while let Some(command) = self.endpoint.poll_media() {
+            match &self.media {
+                Some(tx) => {
+                    if tx.send(command).await.is_err() {
+                        tracing::error!("the media worker stopped");
+                    }
+                }
+                None => tracing::error!("media command without a media relay: {command:?}"),
+            }
         }
     }
 
@@ -381,6 +401,81 @@ fn log_event(event: EndpointEvent) {
         ),
         EndpointEvent::BadRequest { source, reason } => {
             tracing::debug!(%source, %reason, "malformed request answered with an error")
+        }
+    }
+}
+
+/// Performs the endpoint's media commands in order and hands the results back.
+pub(crate) async fn media_worker(
+    relay: std::sync::Arc<dyn kubepbx_media::MediaControl>,
+    mut commands: mpsc::Receiver<MediaCommand>,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    use kubepbx_media::{AnswerRequest, OfferRequest, RecordingRequest, SessionId};
+    let side_of = |s: kubepbx_sip::endpoint::Side| match s {
+        kubepbx_sip::endpoint::Side::Caller => kubepbx_media::Side::Caller,
+        kubepbx_sip::endpoint::Side::Callee => kubepbx_media::Side::Callee,
+    };
+    while let Some(command) = commands.recv().await {
+        let (op, result) = match command {
+            MediaCommand::Offer {
+                op,
+                session,
+                side,
+                sdp,
+                source,
+                record,
+            } => {
+                let request = OfferRequest {
+                    session: SessionId(session),
+                    side: side_of(side),
+                    sdp,
+                    signalling_source: source,
+                    recording: record.map(|r| RecordingRequest {
+                        id: r.id,
+                        caller: r.caller,
+                        callee: r.callee,
+                    }),
+                };
+                (op, relay.offer(request).await)
+            }
+            MediaCommand::Answer {
+                op,
+                session,
+                side,
+                sdp,
+                source,
+            } => {
+                let request = AnswerRequest {
+                    session: SessionId(session),
+                    side: side_of(side),
+                    sdp,
+                    signalling_source: source,
+                };
+                (op, relay.answer(request).await)
+            }
+            MediaCommand::Delete { session } => {
+                if let Err(e) = relay.delete(&SessionId(session)).await {
+                    tracing::warn!(error = %e, "releasing a media session failed");
+                }
+                continue;
+            }
+        };
+        let result = result.map(|r| r.sdp).map_err(|e| {
+            let (code, phrase) = e.sip_status();
+            tracing::info!(error = %e, code, "the media relay refused an SDP");
+            MediaFailure {
+                code,
+                reason: if code == 488 {
+                    e.to_string()
+                } else {
+                    phrase.to_owned()
+                },
+                retry_after: (code == 503).then_some(5),
+            }
+        });
+        if inbound.send(Inbound::Media { op, result }).await.is_err() {
+            return;
         }
     }
 }

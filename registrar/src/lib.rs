@@ -34,6 +34,8 @@ use tokio_util::task::TaskTracker;
 
 /// Packets queued between the transport drivers and the drive loop.
 const INBOUND_QUEUE: usize = 8192;
+/// Media commands queued for the media worker.
+const MEDIA_QUEUE: usize = 1024;
 /// Socket buffer asked for on the UDP socket (the kernel may grant less).
 const UDP_BUFFER: usize = 4 << 20;
 
@@ -106,10 +108,13 @@ impl RegistrarHandle {
 }
 
 /// Loads the store's view and starts serving SIP on `listeners` (see the module docs).
+/// With `media`, every SDP of a call is rewritten by that relay (the endpoint config's
+/// `anchor_media` must then be set).
 pub async fn start(
     config: EndpointConfig,
     listeners: SipListeners,
     store: Arc<dyn Store>,
+    media: Option<Arc<dyn kubepbx_media::MediaControl>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<RegistrarHandle, StoreError> {
@@ -119,6 +124,11 @@ pub async fn start(
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (queries_tx, queries_rx) = mpsc::channel(64);
     let udp = Arc::new(listeners.udp);
+    let media = media.map(|relay| {
+        let (tx, rx) = mpsc::channel(MEDIA_QUEUE);
+        tasks.spawn(core::media_worker(relay, rx, inbound_tx.clone()));
+        tx
+    });
     let core = Core {
         endpoint,
         store,
@@ -129,6 +139,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         connections: HashMap::new(),
         undeliverable: 0,
+        media,
     };
     tasks.spawn(core.run());
     tasks.spawn(udp::run(udp, inbound_tx.clone(), shutdown.clone()));
