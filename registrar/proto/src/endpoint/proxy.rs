@@ -91,6 +91,8 @@ pub struct Call {
 #[derive(Debug)]
 struct Relay {
     upstream: Reply,
+    /// The forwarded request when it is a re-INVITE (a non-2xx answer is ACKed here).
+    invite: Option<Request>,
     /// Set when the forwarded request carried an SDP offer: its 2xx answer goes to the relay,
     /// from this side.
     answer_from: Option<(String, Side)>,
@@ -437,9 +439,19 @@ impl Endpoint {
         if let Some(relay) = self.calls.relays.get(&branch) {
             let upstream = relay.upstream.clone();
             let answer_from = relay.answer_from.clone();
-            let (received, _) = self
-                .clients
-                .on_response(&branch, response.code, now.mono, || None);
+            let code = response.code;
+            let (received, ack) = self.clients.on_response(&branch, code, now.mono, || {
+                relay
+                    .invite
+                    .as_ref()
+                    .filter(|_| code >= 300)
+                    .map(|invite| forward::ack(invite, &response))
+            });
+            self.transmits.extend(ack);
+            if let Received::Absorbed(resend) = received {
+                self.transmits.extend(resend);
+                return;
+            }
             if received != Received::Deliver || response.code == 100 {
                 return;
             }
@@ -810,9 +822,14 @@ impl Endpoint {
             self.transmits.push_back(Transmit { flow, bytes });
             return;
         }
+        let is_invite = request.method == Method::Invite;
+        let sent = match parse(bytes.clone()) {
+            Ok(Message::Request(r)) if is_invite => Some(r),
+            _ => None,
+        };
         let t = self
             .clients
-            .send(branch.clone(), false, flow, bytes, now.mono);
+            .send(branch.clone(), is_invite, flow, bytes, now.mono);
         self.transmits.push_back(t);
         let responder = if from_caller {
             Side::Callee
@@ -825,6 +842,7 @@ impl Endpoint {
             branch,
             Relay {
                 upstream: reply.clone(),
+                invite: sent,
                 answer_from,
             },
         );

@@ -406,3 +406,37 @@ fn a_refused_offer_ends_the_call_with_the_relays_status() {
     assert!(requests_to(&out, CALLEE).is_empty(), "never half set up");
     assert_eq!(ep.call_count(), 0);
 }
+
+#[test]
+fn a_refused_re_invite_is_acked_hop_by_hop_and_forwarded() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    input(&mut ep, now, CALLEE, &answer(&inv, 200, "OK", "callee-tag"));
+    let reinvite = format!(
+        "INVITE sip:1002@{CALLEE} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKr1\r\n\
+         Route: <sip:{PROXY};lr>\r\nMax-Forwards: 70\r\n\
+         From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>;tag=callee-tag\r\n\
+         Call-ID: call-a\r\nCSeq: 5 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = input(&mut ep, now, CALLER, &reinvite);
+    let fwd = requests_to(&out, CALLEE).remove(0);
+    assert_eq!(fwd.method, Method::Invite);
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer(&fwd, 491, "Request Pending", "callee-tag"),
+    );
+    let acks = requests_to(&out, CALLEE);
+    assert_eq!(acks.len(), 1, "{out:?}");
+    assert_eq!(acks[0].method, Method::Ack);
+    assert_eq!(
+        responses_to(&out, CALLER)
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        [491]
+    );
+    assert_eq!(ep.call_count(), 1, "the call goes on");
+}
