@@ -190,6 +190,19 @@ impl Endpoint {
         });
     }
 
+    /// Whether the topmost `Route` names this proxy (RFC 3261 §16.4: it is removed before
+    /// forwarding; phones with an outbound proxy preload it).
+    fn route_is_ours(&self, request: &Request) -> bool {
+        request
+            .header(&Name::ROUTE)
+            .and_then(|r| {
+                split_values(r)
+                    .first()
+                    .map(|v| v.contains(&self.config.advertise))
+            })
+            .unwrap_or(false)
+    }
+
     /// A request that names this proxy in one of its Vias has been here before.
     fn is_loop(&self, request: &Request) -> bool {
         request.headers.get_raw(&Name::VIA).any(|line| {
@@ -351,6 +364,7 @@ impl Endpoint {
         let targets = std::mem::take(&mut call.targets);
         let request = call.invite.clone();
         let record_route = self.record_route();
+        let pop_route = self.route_is_ours(&request);
         let mut branches = Vec::with_capacity(targets.len());
         for (contact, flow) in targets {
             let branch = self.new_branch(id);
@@ -361,7 +375,7 @@ impl Endpoint {
                     uri: Some(&contact),
                     via: &via,
                     record_route: Some(&record_route),
-                    pop_route: false,
+                    pop_route,
                     body: sdp.as_deref().map(|s| ("application/sdp", s.as_bytes())),
                     strip_proxy_auth: true,
                 },
@@ -797,14 +811,7 @@ impl Endpoint {
             }
             return;
         };
-        let pop_route = request
-            .header(&Name::ROUTE)
-            .and_then(|r| {
-                split_values(r)
-                    .first()
-                    .map(|v| v.contains(&self.config.advertise))
-            })
-            .unwrap_or(false);
+        let pop_route = self.route_is_ours(request);
         let branch = self.new_branch(call_id);
         let via = self.via(&flow, &branch);
         let bytes = forward::request(

@@ -69,6 +69,7 @@ fn invite(target: &str, branch: &str, cseq: u32, auth: Option<&str>) -> String {
         "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {CALLER};rport;branch={branch}\r\n\
          Max-Forwards: 70\r\n\
+         Route: <sip:{PROXY};transport=udp;lr>\r\n\
          From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\n\
          To: <sip:{target}@{DOMAIN}>\r\n\
          Call-ID: call-a\r\nCSeq: {cseq} INVITE\r\n\

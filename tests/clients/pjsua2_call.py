@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""A pjsua2 phone (pip package pjsua2-python, the pjsip stack MicroSIP is built on) that registers
+and then makes or takes one call with audio, or analyses a recording.
+
+    pjsua2_call.py --registrar 127.0.0.1:5060 --user 1001 --password change-me-1001 \
+        --call 1002 [--duration 3] [--tone 440] [--record caller.wav]
+    pjsua2_call.py --registrar 127.0.0.1:5060 --user 1002 --password change-me-1002 \
+        --answer [--ring 0.3] [--tone 880] [--record callee.wav]
+    pjsua2_call.py --analyse callee.wav [--min-rms 300] [--expect-hz 440]
+
+Calling: registers, calls sip:NUMBER@DOMAIN, keeps the call up for --duration seconds once it
+is confirmed, hangs up (BYE) and waits for the end. Answering: registers, waits for one call,
+rings (180) for --ring seconds, answers 200 and keeps the call until the other side hangs up.
+Both sides play a sine tone of --tone Hz (a WAV generated into a temp file, looped with
+AudioMediaPlayer) into the call and record what they receive from it with AudioMediaRecorder
+into --record. No sound device is opened (null device); the conference bridge still runs on its
+own clock, so the tone flows and the recording fills.
+
+The PBX's address is the outbound proxy, pjsip's resolver points at 127.0.0.1 and media binds
+to 127.0.0.1, so no packet leaves loopback. The default digest handling answers SHA-256 and MD5
+challenges (401 for REGISTER, 407 for INVITE) with the one credential.
+
+Status lines on stdout, one per event, for a test to parse:
+    pjsua2: pjsip VERSION
+    pjsua2: registration state CODE REASON
+    pjsua2: registered
+    pjsua2: incoming call from URI
+    pjsua2: call state STATE CODE REASON       (CALLING, INCOMING, EARLY, CONNECTING,
+                                                CONFIRMED, DISCONNECTED)
+    pjsua2: remote media IP:PORT               (where the remote SDP says to send RTP)
+    pjsua2: BYE sent, answered CODE            (we hung up)
+    pjsua2: BYE received                       (the other side hung up)
+    pjsua2: call disconnected CODE REASON
+    pjsua2: recorded PATH BYTES
+    pjsua2: error TEXT
+Exit 0 when the call was confirmed and ended with a BYE answered 200 (caller) or received
+(callee); 1 otherwise (the error line says why), after at most --timeout seconds.
+
+--analyse prints `pjsua2: analysis rms=R seconds=S rate=HZ tone=F power440=P power880=P` for a
+16-bit mono PCM WAV (pjmedia's recorder; also read when its header was not finalised): the RMS
+of the samples after the first half second (out of 32767), and the strength of each probed
+tone (Goertzel, summed over 0.1 s windows; only their ratio means something), the stronger one
+as `tone`. Exits 0 when the RMS is at least --min-rms and, with --expect-hz, `tone` is that
+one; 1 otherwise (with an error line).
+"""
+
+import argparse
+import math
+import os
+import re
+import struct
+import sys
+import tempfile
+import time
+import wave
+
+PROBE_HZ = (440, 880)
+
+
+def say(text):
+    print("pjsua2: %s" % text, flush=True)
+
+
+def write_tone(path, hz, seconds=2.0, rate=16000, amplitude=0.4):
+    """A mono 16-bit sine of a whole number of periods, so that looping it does not click."""
+    frames = int(rate * seconds)
+    period = rate / hz
+    frames = int(round(frames / period) * period) or frames
+    data = bytearray()
+    for n in range(frames):
+        v = int(amplitude * 32767 * math.sin(2 * math.pi * hz * n / rate))
+        data += struct.pack("<h", v)
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(data))
+
+
+def read_pcm16(path):
+    """(rate, samples) of a mono 16-bit WAV. Reads the data chunk to the end of the file when its
+    size is missing (a recorder that was not closed leaves 0 there)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        raise ValueError("%s is not a RIFF/WAVE file" % path)
+    pos, rate, channels, bits, data = 12, None, 1, 16, None
+    while pos + 8 <= len(raw):
+        cid, size = raw[pos:pos + 4], struct.unpack("<I", raw[pos + 4:pos + 8])[0]
+        body = pos + 8
+        if cid == b"fmt ":
+            _fmt, channels, rate = struct.unpack("<HHI", raw[body:body + 8])
+            bits = struct.unpack("<H", raw[body + 14:body + 16])[0]
+        elif cid == b"data":
+            end = body + size if 0 < size <= len(raw) - body else len(raw)
+            data = raw[body:end]
+            break
+        pos = body + size + (size & 1)
+    if rate is None or data is None:
+        raise ValueError("%s has no fmt or data chunk" % path)
+    if bits != 16 or channels != 1:
+        raise ValueError("%s: %d bits, %d channels; want 16-bit mono" % (path, bits, channels))
+    count = len(data) // 2
+    return rate, struct.unpack("<%dh" % count, data[:count * 2])
+
+
+def goertzel_power(samples, rate, hz):
+    """Mean power of `samples` at `hz` (normalised to the RMS scale of a sine)."""
+    if not samples:
+        return 0.0
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s0 = x + k * s1 - s2
+        s2, s1 = s1, s0
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    return math.sqrt(max(power, 0.0)) * math.sqrt(2) / len(samples)
+
+
+def analyse(path, min_rms, expect_hz):
+    try:
+        rate, samples = read_pcm16(path)
+    except (OSError, ValueError, struct.error) as err:
+        say("error cannot read %s: %s" % (path, err))
+        return 1
+    # The first half second may hold the silence before media started flowing.
+    skip = min(len(samples) // 4, rate // 2)
+    body = samples[skip:]
+    rms = math.sqrt(sum(x * x for x in body) / len(body)) if body else 0.0
+    # Probe in 0.1 s windows (stable against slow drift) and sum.
+    window = max(rate // 10, 1)
+    powers = {}
+    for hz in PROBE_HZ:
+        total = 0.0
+        for start in range(0, len(body) - window + 1, window):
+            total += goertzel_power(body[start:start + window], rate, hz)
+        powers[hz] = total
+    tone = max(powers, key=powers.get) if any(powers.values()) else 0
+    say(
+        "analysis rms=%.1f seconds=%.2f rate=%d tone=%d %s"
+        % (
+            rms,
+            len(samples) / rate,
+            rate,
+            tone,
+            " ".join("power%d=%.1f" % (hz, p) for hz, p in sorted(powers.items())),
+        )
+    )
+    ok = rms >= min_rms
+    if not ok:
+        say("error silent: rms %.1f below %.1f" % (rms, min_rms))
+    if expect_hz is not None and tone != expect_hz:
+        say("error tone %d Hz, expected %d Hz" % (tone, expect_hz))
+        ok = False
+    return 0 if ok else 1
+
+
+def run_phone(a):
+    import pjsua2 as pj
+
+    state_names = {
+        pj.PJSIP_INV_STATE_NULL: "NULL",
+        pj.PJSIP_INV_STATE_CALLING: "CALLING",
+        pj.PJSIP_INV_STATE_INCOMING: "INCOMING",
+        pj.PJSIP_INV_STATE_EARLY: "EARLY",
+        pj.PJSIP_INV_STATE_CONNECTING: "CONNECTING",
+        pj.PJSIP_INV_STATE_CONFIRMED: "CONFIRMED",
+        pj.PJSIP_INV_STATE_DISCONNECTED: "DISCONNECTED",
+    }
+
+    class Call(pj.Call):
+        def __init__(self, acc, call_id=pj.PJSUA_INVALID_ID):
+            super().__init__(acc, call_id)
+            self.confirmed = False
+            self.disconnected = False
+            self.player = None
+            self.recorder = None
+            self.confirmed_at = None
+
+        def onCallState(self, prm):
+            ci = self.getInfo()
+            name = state_names.get(ci.state, str(ci.state))
+            say("call state %s %d %s" % (name, ci.lastStatusCode, ci.lastReason))
+            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.confirmed:
+                self.confirmed = True
+                self.confirmed_at = time.time()
+            if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.disconnected = True
+                say("call disconnected %d %s" % (ci.lastStatusCode, ci.lastReason))
+
+        def onCallMediaState(self, prm):
+            ci = self.getInfo()
+            for i, mi in enumerate(ci.media):
+                if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                    continue
+                if mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                    continue
+                try:
+                    si = self.getStreamInfo(i)
+                    say("remote media %s" % si.remoteRtpAddress)
+                except pj.Error as err:
+                    say("error no stream info: %s" % err.info())
+                am = self.getAudioMedia(i)
+                if self.player is None:
+                    self.player = pj.AudioMediaPlayer()
+                    self.player.createPlayer(a.tone_file)
+                self.player.startTransmit(am)
+                if a.record:
+                    if self.recorder is None:
+                        self.recorder = pj.AudioMediaRecorder()
+                        self.recorder.createRecorder(a.record)
+                    am.startTransmit(self.recorder)
+
+    class Log(pj.LogWriter):
+        """pjsip's log, from which the BYE's fate is read: once a call is DISCONNECTED pjsua no
+        longer reports its transactions, and the state says 200 for a BYE answered 403. pjsua
+        logs every message it sends and receives at level 4 ("RX 345 bytes Response msg
+        200/BYE/cseq=..."). Lines up to --log-level are echoed to stderr."""
+
+        def __init__(self, echo):
+            super().__init__()
+            self.echo = echo
+            self.bye_answer = None
+            self.bye_received = False
+
+        def write(self, entry):
+            text = entry.msg
+            m = re.search(r"RX \d+ bytes Response msg (\d+)/BYE/", text)
+            if m and self.bye_answer is None and int(m.group(1)) >= 200:
+                self.bye_answer = int(m.group(1))
+                say("BYE sent, answered %d" % self.bye_answer)
+            if re.search(r"RX \d+ bytes Request msg BYE/", text) and not self.bye_received:
+                self.bye_received = True
+                say("BYE received")
+            if entry.level <= self.echo:
+                sys.stderr.write(text.rstrip("\n") + "\n")
+
+    class Account(pj.Account):
+        def __init__(self):
+            super().__init__()
+            self.code = None
+            self.incoming = []
+
+        def onRegState(self, prm):
+            self.code = prm.code
+            say("registration state %d %s" % (prm.code, prm.reason))
+
+        def onIncomingCall(self, prm):
+            call = Call(self, prm.callId)
+            say("incoming call from %s" % call.getInfo().remoteUri)
+            self.incoming.append(call)
+
+    ep = pj.Endpoint()
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.nameserver.append("127.0.0.1")
+    log = Log(a.log_level)
+    cfg.logConfig.writer = log
+    # The writer sees what passes both levels; it needs level 4 (messages) whatever it echoes.
+    cfg.logConfig.level = max(4, a.log_level)
+    cfg.logConfig.consoleLevel = max(4, a.log_level)
+    cfg.logConfig.msgLogging = True
+    cfg.medConfig.noVad = True
+    ep.libInit(cfg)
+    tcfg = pj.TransportConfig()
+    tcfg.port = 0
+    tcfg.boundAddress = "127.0.0.1"
+    tcfg.publicAddress = "127.0.0.1"
+    ttype = pj.PJSIP_TRANSPORT_UDP if a.transport == "udp" else pj.PJSIP_TRANSPORT_TCP
+    ep.transportCreate(ttype, tcfg)
+    ep.libStart()
+    ep.audDevManager().setNullDev()
+    say("pjsip %s" % ep.libVersion().full)
+
+    acfg = pj.AccountConfig()
+    acfg.idUri = "sip:%s@%s" % (a.user, a.domain)
+    acfg.regConfig.registrarUri = "sip:%s" % a.domain
+    acfg.sipConfig.proxies.append("sip:%s;transport=%s;lr" % (a.registrar, a.transport))
+    acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", a.user, 0, a.password))
+    acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+    acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+    acc = Account()
+    acc.create(acfg)
+
+    deadline = time.time() + a.timeout
+    outcome = {"ok": False, "why": "no registration within the timeout"}
+
+    def pump(until):
+        while time.time() < until:
+            ep.libHandleEvents(20)
+
+    while time.time() < deadline:
+        ep.libHandleEvents(20)
+        if acc.code is not None and acc.code not in (100, 401, 407):
+            break
+    call = None
+    if acc.code == 200:
+        say("registered")
+        if a.call:
+            call = Call(acc)
+            prm = pj.CallOpParam(True)
+            try:
+                call.makeCall("sip:%s@%s" % (a.call, a.domain), prm)
+            except pj.Error as err:
+                outcome["why"] = "makeCall failed: %s" % err.info()
+                call = None
+        hung_up = False
+        answered_at = None
+        while call is not None or a.answer:
+            if time.time() >= deadline:
+                outcome["why"] = "timed out"
+                break
+            ep.libHandleEvents(20)
+            if call is None and acc.incoming:
+                call = acc.incoming[0]
+                ringing = pj.CallOpParam()
+                ringing.statusCode = 180
+                call.answer(ringing)
+                answered_at = time.time() + a.ring
+            if call is None:
+                continue
+            if answered_at is not None and time.time() >= answered_at:
+                answered_at = None
+                ok = pj.CallOpParam()
+                ok.statusCode = 200
+                call.answer(ok)
+            if (
+                a.call
+                and call.confirmed
+                and not hung_up
+                and time.time() >= call.confirmed_at + a.duration
+            ):
+                hung_up = True
+                call.hangup(pj.CallOpParam())
+            if call.disconnected:
+                # pjsua reports DISCONNECTED as soon as our BYE is sent: wait for its answer.
+                until = time.time() + 5
+                while a.call and log.bye_answer is None and time.time() < until:
+                    ep.libHandleEvents(20)
+                if not call.confirmed:
+                    outcome["why"] = "the call was never confirmed"
+                elif a.call and log.bye_answer != 200:
+                    outcome["why"] = "our BYE was answered %s" % log.bye_answer
+                elif a.answer and not log.bye_received:
+                    outcome["why"] = "the call ended without a BYE from the caller"
+                else:
+                    outcome = {"ok": True, "why": ""}
+                break
+    elif acc.code is not None:
+        outcome["why"] = "registration failed with %d" % acc.code
+
+    if call is not None and not call.disconnected:
+        try:
+            call.hangup(pj.CallOpParam())
+            pump(time.time() + 1)
+        except pj.Error:
+            pass
+    # Close the recording (writes the WAV header) before the library goes.
+    if call is not None:
+        call.recorder = None
+        call.player = None
+    if a.record and os.path.exists(a.record):
+        say("recorded %s %d" % (a.record, os.path.getsize(a.record)))
+    try:
+        acc.setRegistration(False)
+        pump(time.time() + 0.5)
+    except pj.Error:
+        pass
+    del call
+    acc.incoming = []
+    acc.shutdown()
+    ep.libDestroy()
+    del log
+    if not outcome["ok"]:
+        say("error %s" % outcome["why"])
+    return 0 if outcome["ok"] else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--registrar", help="host:port of the PBX (outbound proxy)")
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    ap.add_argument("--domain", default="pbx.example.com")
+    ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--call", metavar="NUMBER", help="call this extension")
+    mode.add_argument("--answer", action="store_true", help="wait for one call and answer it")
+    mode.add_argument("--analyse", metavar="WAV", help="say whether a recording holds audio")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds to talk (caller)")
+    ap.add_argument("--ring", type=float, default=0.3, help="seconds to ring (callee)")
+    ap.add_argument("--tone", type=float, default=440.0, help="Hz of the tone we send")
+    ap.add_argument("--record", metavar="WAV", help="record what we receive here")
+    ap.add_argument("--timeout", type=float, default=30.0, help="give up after this long")
+    ap.add_argument("--log-level", type=int, default=1, help="pjsip log level (0-6)")
+    ap.add_argument("--min-rms", type=float, default=300.0, help="--analyse: silence below")
+    ap.add_argument("--expect-hz", type=int, choices=PROBE_HZ, help="--analyse: the tone")
+    a = ap.parse_args()
+
+    if a.analyse:
+        return analyse(a.analyse, a.min_rms, a.expect_hz)
+    for need in ("registrar", "user", "password"):
+        if not getattr(a, need):
+            ap.error("--%s is required to make or take a call" % need)
+    with tempfile.TemporaryDirectory(prefix="pjsua2-call-") as tmp:
+        a.tone_file = os.path.join(tmp, "tone-%d.wav" % a.tone)
+        write_tone(a.tone_file, a.tone)
+        return run_phone(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
