@@ -706,6 +706,31 @@ impl Endpoint {
         };
         let b = ResponseBuilder::new(request, source, 200, "OK");
         self.respond(now, reply, b);
+        let waiting_for_relay = self
+            .calls
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.state == CallState::Ringing && c.branches.is_empty());
+        if waiting_for_relay && let Some(call) = self.calls.remove(call_id) {
+            // Nothing was sent downstream yet: the INVITE ends here. The relay's pending
+            // result finds no call and is dropped; the session is released after it.
+            let b = ResponseBuilder::new(
+                &call.invite,
+                call.uas.source.remote,
+                487,
+                "Request Terminated",
+            );
+            self.respond(now, &call.uas, b);
+            self.media_delete(call.session);
+            self.events.push_back(EndpointEvent::CallEnded {
+                id: call.id,
+                caller: call.caller,
+                callee: call.callee,
+                code: 487,
+                answered: false,
+            });
+            return;
+        }
         let pending: Vec<usize> = match self.calls.calls.get(&call_id) {
             Some(call) if call.state == CallState::Ringing => (0..call.branches.len())
                 .filter(|&i| !call.branches[i].done)

@@ -441,3 +441,27 @@ fn a_refused_re_invite_is_acked_hop_by_hop_and_forwarded() {
     );
     assert_eq!(ep.call_count(), 1, "the call goes on");
 }
+
+#[test]
+fn a_cancel_while_the_relay_works_on_the_offer_ends_the_call_and_sends_nothing() {
+    let (mut ep, now) = media_pbx();
+    call(&mut ep, now, "1002");
+    let Some(MediaCommand::Offer { op, .. }) = ep.poll_media() else {
+        panic!("an offer")
+    };
+    let cancel = format!(
+        "CANCEL sip:1002@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKc2\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>\r\n\
+         Call-ID: call-a\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = input(&mut ep, now, CALLER, &cancel);
+    let codes: Vec<u16> = responses_to(&out, CALLER).iter().map(|r| r.code).collect();
+    assert_eq!(codes, [200, 487]);
+    assert!(matches!(ep.poll_media(), Some(MediaCommand::Delete { .. })));
+    ep.handle_media_result(now, op, Ok("v=0\r\n".into()));
+    assert!(
+        requests_to(&drain(&mut ep), CALLEE).is_empty(),
+        "no INVITE after the CANCEL"
+    );
+    assert_eq!(ep.call_count(), 0);
+}
