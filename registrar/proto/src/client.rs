@@ -9,7 +9,7 @@
 //!
 //! | transaction | retransmit (UDP) | gives up | after a final response |
 //! |---|---|---|---|
-//! | INVITE | A: T1, doubling, until a provisional | B: 64·T1 | 2xx: done (ACK is end-to-end); 3xx–6xx: ACK sent here, D: 32 s on UDP |
+//! | INVITE | A: T1, doubling, until a provisional | B: 64·T1, until a provisional | 2xx: done (ACK is end-to-end); 3xx–6xx: ACK sent here, D: 32 s on UDP |
 //! | non-INVITE | E: T1, doubling to T2, T2 once proceeding | F: 64·T1 | K: T4 on UDP |
 
 use crate::flow::{Flow, Transmit};
@@ -163,14 +163,9 @@ impl ClientTransactions {
             if tx.state == State::Sent {
                 tx.state = State::Proceeding;
                 if tx.invite {
-                    // Timer A stops at the first provisional response; B keeps running.
+                    // Proceeding: Timers A and B stop (RFC 3261 §17.1.1.2); how long a call
+                    // may ring is the proxy's Timer C.
                     tx.generation = generation;
-                    self.timers.push(Reverse((
-                        now + 64 * T1,
-                        generation,
-                        Timer::GiveUp,
-                        branch.into(),
-                    )));
                 } else if !tx.flow.is_reliable() {
                     tx.interval = T2;
                 }
@@ -294,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn invite_over_udp_retransmits_until_provisional_then_times_out_with_b() {
+    fn invite_over_udp_retransmits_until_provisional_and_then_waits_without_timeout() {
         let t0 = Instant::now();
         let mut c = ClientTransactions::new();
         c.send("b1".into(), true, udp(), Bytes::from_static(b"INVITE"), t0);
@@ -309,10 +304,17 @@ mod tests {
             0,
             "A stops when proceeding"
         );
-        // B restarted at the provisional: 2 s + 32 s.
-        assert!(fire(&mut c, t0 + Duration::from_secs(33)).1.is_empty());
-        assert_eq!(fire(&mut c, t0 + Duration::from_secs(34)).1, ["b1"]);
-        assert!(c.is_empty());
+        // Proceeding: Timer B no longer applies (the proxy's Timer C does).
+        assert!(fire(&mut c, t0 + Duration::from_secs(300)).1.is_empty());
+        assert!(c.contains("b1"));
+        let (r, _) = c.on_response("b1", 487, t0 + Duration::from_secs(301), || None);
+        assert_eq!(r, Received::Deliver);
+
+        // Without any response, Timer B gives up 32 s after the start.
+        let mut silent = ClientTransactions::new();
+        silent.send("b0".into(), true, udp(), Bytes::from_static(b"INVITE"), t0);
+        assert!(fire(&mut silent, t0 + Duration::from_secs(31)).1.is_empty());
+        assert_eq!(fire(&mut silent, t0 + Duration::from_secs(32)).1, ["b0"]);
     }
 
     #[test]

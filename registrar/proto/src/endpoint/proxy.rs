@@ -29,7 +29,8 @@ use kubepbx_api::Transport;
 use kubepbx_api::extension::RecordingPolicy;
 use kubepbx_api::records::UserKey;
 use kubepbx_api::time::UnixMillis;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Timer C (RFC 3261 §16.6 step 11): a call nobody answers is given up after this long.
@@ -109,6 +110,9 @@ pub(super) struct Calls {
     branches: HashMap<String, (u64, usize)>,
     /// Our branch → upstream transaction for in-dialog requests.
     relays: HashMap<String, Relay>,
+    /// Timer C deadlines, earliest first. Entries of calls answered or gone are skipped when
+    /// they come up (at most one needless wake-up each), so nothing scans every call.
+    timer_c: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl Calls {
@@ -121,11 +125,26 @@ impl Calls {
     }
 
     pub(super) fn next_timer_c(&self) -> Option<Instant> {
-        self.calls
-            .values()
-            .filter(|c| c.state == CallState::Ringing)
-            .map(|c| c.timer_c)
-            .min()
+        self.timer_c.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Calls whose Timer C is due at `now` and still ringing.
+    fn due_timer_c(&mut self, now: Instant) -> Vec<u64> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = self.timer_c.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timer_c.pop();
+            if self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.state == CallState::Ringing && c.timer_c == at)
+            {
+                due.push(id);
+            }
+        }
+        due
     }
 
     fn remove(&mut self, id: u64) -> Option<Call> {
@@ -316,6 +335,7 @@ impl Endpoint {
         };
         self.calls.by_call_id.insert(call.sip_call_id.clone(), id);
         self.calls.by_uas.insert(reply.key, id);
+        self.calls.timer_c.push(Reverse((call.timer_c, id)));
         self.calls.calls.insert(id, call);
         self.events.push_back(EndpointEvent::CallStarted {
             id,
@@ -932,17 +952,12 @@ impl Endpoint {
 
     /// Timer C: unanswered calls past their time are cancelled.
     pub(super) fn expire_calls(&mut self, now: Now) {
-        let due: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|c| c.state == CallState::Ringing && c.timer_c <= now.mono)
-            .map(|c| c.id)
-            .collect();
-        for id in due {
+        for id in self.calls.due_timer_c(now.mono) {
             let pending: Vec<usize> = match self.calls.calls.get_mut(&id) {
                 Some(call) => {
                     call.timer_c = now.mono + TIMER_C;
                     call.timed_out = true;
+                    self.calls.timer_c.push(Reverse((call.timer_c, id)));
                     (0..call.branches.len())
                         .filter(|&i| !call.branches[i].done)
                         .collect()

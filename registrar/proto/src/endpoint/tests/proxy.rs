@@ -465,3 +465,36 @@ fn a_cancel_while_the_relay_works_on_the_offer_ends_the_call_and_sends_nothing()
     );
     assert_eq!(ep.call_count(), 0);
 }
+
+#[test]
+fn timer_c_cancels_a_ringing_call_and_the_caller_gets_408() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    input(&mut ep, now, CALLEE, &answer(&inv, 180, "Ringing", "t1"));
+    // Ringing for a minute is fine: no timeout of the branch.
+    let later = now.plus(Duration::from_secs(60));
+    ep.handle_timeout(later);
+    assert!(requests_to(&drain(&mut ep), CALLEE).is_empty());
+    let late = now.plus(TIMER_C);
+    ep.handle_timeout(late);
+    let cancels = requests_to(&drain(&mut ep), CALLEE);
+    assert_eq!(
+        cancels.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        [Method::Cancel]
+    );
+    let out = input(
+        &mut ep,
+        late,
+        CALLEE,
+        &answer(&inv, 487, "Request Terminated", "t1"),
+    );
+    assert_eq!(
+        responses_to(&out, CALLER)
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        [408]
+    );
+    assert_eq!(ep.call_count(), 0);
+}
