@@ -96,7 +96,8 @@ struct Relay {
     invite: Option<Request>,
     /// Set when the forwarded request carried an SDP offer: its 2xx answer goes to the relay,
     /// from this side.
-    answer_from: Option<(String, Side)>,
+    /// (session, responding side, its address: where the request was sent).
+    answer_from: Option<(String, Side, std::net::IpAddr)>,
 }
 
 /// The proxy's state: calls and forwarded transactions.
@@ -492,13 +493,10 @@ impl Endpoint {
             if response.code >= 200 {
                 self.calls.relays.remove(&branch);
             }
-            if let Some((session, side)) = answer_from
+            if let Some((session, side, source)) = answer_from
                 && (200..300).contains(&response.code)
                 && let Some(sdp) = sdp_of(&response.headers, &response.body)
             {
-                let source = self
-                    .responder_ip(&session, side)
-                    .unwrap_or(upstream.source.remote.ip());
                 self.media_request(Parked::RelayResponse { upstream, response }, |op| {
                     MediaCommand::Answer {
                         op,
@@ -888,8 +886,11 @@ impl Endpoint {
         } else {
             Side::Caller
         };
-        let answer_from =
-            (sdp.is_some() && self.config.anchor_media).then_some((session, responder));
+        let answer_from = (sdp.is_some() && self.config.anchor_media).then_some((
+            session,
+            responder,
+            flow.remote.ip(),
+        ));
         self.calls.relays.insert(
             branch,
             Relay {
@@ -923,15 +924,6 @@ impl Endpoint {
         let body = sdp.map(|s| ("application/sdp", s.as_bytes()));
         if let Some(bytes) = forward::response(response, body) {
             self.respond_raw(now, upstream, response.code, bytes);
-        }
-    }
-
-    /// The signalling address of one party of the call with media `session`.
-    fn responder_ip(&self, session: &str, side: Side) -> Option<std::net::IpAddr> {
-        let call = self.calls.iter().find(|c| c.session == session)?;
-        match side {
-            Side::Caller => Some(call.caller_flow.remote.ip()),
-            Side::Callee => call.callee_flow.map(|f| f.remote.ip()),
         }
     }
 
