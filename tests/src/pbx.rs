@@ -138,6 +138,12 @@ impl PbxBuilder {
         self
     }
 
+    /// Offer MD5 alone in digest challenges (`--digest-challenge md5`): sipp 3.6 and
+    /// baresip 1.0 answer only the first challenge and know only MD5.
+    pub fn md5_only(self) -> Self {
+        self.args(["--digest-challenge", "md5"])
+    }
+
     /// How long to wait for `/readyz` (default [`DEFAULT_READY_TIMEOUT`]).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -295,6 +301,49 @@ impl Pbx {
     /// For checking that the API refuses a missing or wrong token.
     pub fn api_get_status(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         http_get(&self.url(path), token)
+    }
+
+    /// The object `GET /api/v1/extensions` lists for `ext`, if any.
+    pub fn extension(&self, ext: &str) -> Result<Option<serde_json::Value>> {
+        let list = self.api_get("/api/v1/extensions")?;
+        Ok(list
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["extension"] == ext))
+            .cloned())
+    }
+
+    /// Waits until the API lists `ext` (the manifest folder is polled every second) and
+    /// returns it.
+    pub fn wait_for_extension(&self, ext: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.extension(ext)? {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    program: "kubepbx",
+                    what: format!("extension {ext} in GET /api/v1/extensions"),
+                    timeout,
+                    log: crate::process::tail(&self.log(), 40),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Writes `ext-<n>.yaml` with the default password for each extension into the manifest
+    /// folder.
+    pub fn add_extensions(&self, extensions: &[&str]) -> Result<()> {
+        for ext in extensions {
+            crate::manifests::write_extension(
+                &self.manifest_dir,
+                ext,
+                &crate::manifests::default_password(ext),
+                &crate::manifests::ExtensionOpts::default(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Whether `GET /readyz` answers 200 right now.

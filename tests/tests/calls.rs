@@ -57,39 +57,12 @@ const SIPP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// sipp answers only the first challenge and only knows MD5, so its PBX offers MD5 alone.
 fn pbx_for_sipp(extensions: &[&str]) -> Pbx {
-    let pbx = Pbx::builder()
-        .args(["--digest-challenge", "md5"])
-        .start()
-        .unwrap();
-    add(pbx.manifest_dir(), extensions);
+    let pbx = Pbx::builder().md5_only().start().unwrap();
+    pbx.add_extensions(extensions).unwrap();
     for ext in extensions {
-        wait_for_extension(&pbx, ext);
+        pbx.wait_for_extension(ext, FOLDER_WAIT).unwrap();
     }
     pbx
-}
-
-fn add(dir: &Path, extensions: &[&str]) {
-    for ext in extensions {
-        write_extension(dir, ext, &default_password(ext), &ExtensionOpts::default()).unwrap();
-    }
-}
-
-fn extension(pbx: &Pbx, ext: &str) -> Option<Value> {
-    let list = pbx.api_get("/api/v1/extensions").unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["extension"] == ext)
-        .cloned()
-}
-
-fn wait_for_extension(pbx: &Pbx, ext: &str) -> Value {
-    assert!(
-        wait_until(FOLDER_WAIT, || extension(pbx, ext).is_some()),
-        "extension {ext} never appeared\n{}",
-        pbx.log()
-    );
-    extension(pbx, ext).unwrap()
 }
 
 /// Whether `/api/v1/registrations` lists a binding of `ext` registered from `source`.
@@ -389,7 +362,7 @@ fn unknown_numbers_get_404_and_extensions_without_a_registration_480() {
         &disabled,
     )
     .unwrap();
-    wait_for_extension(&pbx, "1004");
+    pbx.wait_for_extension("1004", FOLDER_WAIT).unwrap();
 
     let unknown = call(&pbx, UAC_NOT_FOUND, "1001", "4711");
     assert!(
@@ -563,7 +536,7 @@ fn a_wrong_password_on_invite_is_challenged_again_and_recorded() {
         );
     }
 
-    let e = extension(&pbx, "1001").unwrap();
+    let e = pbx.extension("1001").unwrap().unwrap();
     let failure = &e["lastFailure"];
     assert_eq!(failure["reason"], "WrongPassword", "{e}");
     assert!(
@@ -573,7 +546,10 @@ fn a_wrong_password_on_invite_is_challenged_again_and_recorded() {
             .starts_with("127.0.0.1:"),
         "{e}"
     );
-    assert_eq!(extension(&pbx, "1002").unwrap()["lastFailure"], Value::Null);
+    assert_eq!(
+        pbx.extension("1002").unwrap().unwrap()["lastFailure"],
+        Value::Null
+    );
     assert!(
         !pbx.log().contains("not-the-password"),
         "passwords are never logged"
@@ -678,9 +654,9 @@ fn analyse(wav: &Path, hz: u32) -> (bool, String) {
 #[test]
 fn two_pjsua2_phones_talk_with_audio_both_ways() {
     let pbx = Pbx::start().unwrap();
-    add(pbx.manifest_dir(), &["1001", "1002"]);
-    wait_for_extension(&pbx, "1001");
-    wait_for_extension(&pbx, "1002");
+    pbx.add_extensions(&["1001", "1002"]).unwrap();
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
+    pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let caller_wav = dir.path().join("caller.wav");
     let callee_wav = dir.path().join("callee.wav");
@@ -700,7 +676,7 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
     );
     assert!(
         wait_until(Duration::from_secs(15), || {
-            extension(&pbx, "1002").unwrap()["registered"] == true
+            pbx.extension("1002").unwrap().unwrap()["registered"] == true
         }),
         "1002 never registered\n{}\n{}",
         callee.output(),

@@ -23,36 +23,9 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// sipp answers only the first challenge and only knows MD5, so its PBX offers MD5 alone.
 fn pbx_for_sipp(extensions: &[&str]) -> Pbx {
-    let pbx = Pbx::builder()
-        .args(["--digest-challenge", "md5"])
-        .start()
-        .unwrap();
-    add(pbx.manifest_dir(), extensions);
+    let pbx = Pbx::builder().md5_only().start().unwrap();
+    pbx.add_extensions(extensions).unwrap();
     pbx
-}
-
-fn add(dir: &Path, extensions: &[&str]) {
-    for ext in extensions {
-        write_extension(dir, ext, &default_password(ext), &ExtensionOpts::default()).unwrap();
-    }
-}
-
-fn extension(pbx: &Pbx, ext: &str) -> Option<Value> {
-    let list = pbx.api_get("/api/v1/extensions").unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["extension"] == ext)
-        .cloned()
-}
-
-fn wait_for_extension(pbx: &Pbx, ext: &str) -> Value {
-    assert!(
-        wait_until(FOLDER_WAIT, || extension(pbx, ext).is_some()),
-        "extension {ext} never appeared\n{}",
-        pbx.log()
-    );
-    extension(pbx, ext).unwrap()
 }
 
 fn register(pbx: &Pbx, users: Vec<User>, transport: Transport) -> kubepbx_tests::SippOutcome {
@@ -76,7 +49,7 @@ fn sipp_registers_with_digest_over_udp_and_tcp() {
     let exts: Vec<String> = (2001..2011).map(|n| n.to_string()).collect();
     let names: Vec<&str> = exts.iter().map(String::as_str).collect();
     let pbx = pbx_for_sipp(&names);
-    wait_for_extension(&pbx, "2010");
+    pbx.wait_for_extension("2010", FOLDER_WAIT).unwrap();
 
     let udp = register(&pbx, numbered_users(2001, 5), Transport::Udp);
     assert!(udp.all_succeeded(), "{}\n{}", udp.diagnostics(), pbx.log());
@@ -95,7 +68,7 @@ fn sipp_registers_with_digest_over_udp_and_tcp() {
         let expires = r["expiresIn"].as_u64().unwrap();
         assert!((3000..=3600).contains(&expires), "{r}");
     }
-    let e = extension(&pbx, "2003").unwrap();
+    let e = pbx.extension("2003").unwrap().unwrap();
     assert_eq!(e["registered"], true);
     assert_eq!(e["contacts"].as_array().unwrap().len(), 1);
     assert_eq!(e["lastFailure"], Value::Null);
@@ -113,11 +86,11 @@ fn pbx_for_baresip(extensions: &[&str]) -> Pbx {
 #[test]
 fn baresip_registers_and_unregisters_when_it_quits() {
     let pbx = pbx_for_baresip(&["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let account = Account::new("1001", default_password("1001"), pbx.sip_addr());
     let mut phone = Baresip::start(&account).unwrap();
     phone.wait_registered(WAIT).unwrap();
-    let e = extension(&pbx, "1001").unwrap();
+    let e = pbx.extension("1001").unwrap().unwrap();
     assert_eq!(e["registered"], true, "{e}\n{}", pbx.log());
     let contact = &e["contacts"][0];
     assert!(
@@ -131,8 +104,10 @@ fn baresip_registers_and_unregisters_when_it_quits() {
     assert_eq!(contact["transport"], "udp");
     phone.quit(WAIT).unwrap();
     assert!(
-        wait_until(WAIT, || extension(&pbx, "1001").unwrap()["registered"]
-            == false),
+        wait_until(
+            WAIT,
+            || pbx.extension("1001").unwrap().unwrap()["registered"] == false
+        ),
         "{}",
         pbx.log()
     );
@@ -141,18 +116,18 @@ fn baresip_registers_and_unregisters_when_it_quits() {
 #[test]
 fn baresip_over_tcp_and_a_wrong_password_in_baresip_is_named() {
     let pbx = pbx_for_baresip(&["1001", "1002"]);
-    wait_for_extension(&pbx, "1002");
+    pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
     let tcp =
         Account::new("1001", default_password("1001"), pbx.sip_addr()).transport(Transport::Tcp);
     let mut phone = Baresip::start(&tcp).unwrap();
     phone.wait_registered(WAIT).unwrap();
-    let e = extension(&pbx, "1001").unwrap();
+    let e = pbx.extension("1001").unwrap().unwrap();
     assert_eq!(e["contacts"][0]["transport"], "tcp", "{e}");
 
     let wrong = Account::new("1002", "not-the-password", pbx.sip_addr());
     let mut bad = Baresip::start(&wrong).unwrap();
     assert!(bad.wait_registered(WAIT).is_err());
-    let e = extension(&pbx, "1002").unwrap();
+    let e = pbx.extension("1002").unwrap().unwrap();
     assert_eq!(e["registered"], false);
     assert_eq!(e["lastFailure"]["reason"], "WrongPassword", "{e}");
 }
@@ -201,8 +176,8 @@ fn wait_line(child: &mut std::process::Child, needle: &str) -> bool {
 #[test]
 fn pjsua2_registers_over_udp_and_tcp_with_the_default_challenges() {
     let pbx = Pbx::start().unwrap();
-    add(pbx.manifest_dir(), &["1001", "1002"]);
-    wait_for_extension(&pbx, "1002");
+    pbx.add_extensions(&["1001", "1002"]).unwrap();
+    pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
     let mut udp = pjsua2(&pbx, "1001", &default_password("1001"), "udp");
     let mut tcp = pjsua2(&pbx, "1002", &default_password("1002"), "tcp");
     let ok = wait_line(&mut udp, "pjsua2: registered") && wait_line(&mut tcp, "pjsua2: registered");
@@ -228,7 +203,7 @@ fn pjsua2_registers_over_udp_and_tcp_with_the_default_challenges() {
 #[test]
 fn wrong_password_and_unknown_user_are_told_apart_in_the_api_and_metrics() {
     let pbx = pbx_for_sipp(&["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let wrong = Sipp::new(REGISTER_WRONG_PASSWORD, pbx.sip_addr())
         .users(vec![User::new("1001", "not-the-password")])
         .run()
@@ -245,7 +220,7 @@ fn wrong_password_and_unknown_user_are_told_apart_in_the_api_and_metrics() {
         unknown.diagnostics()
     );
 
-    let e = extension(&pbx, "1001").unwrap();
+    let e = pbx.extension("1001").unwrap().unwrap();
     assert_eq!(e["registered"], false);
     let failure = &e["lastFailure"];
     assert_eq!(failure["reason"], "WrongPassword", "{e}");
@@ -285,18 +260,12 @@ fn wrong_password_and_unknown_user_are_told_apart_in_the_api_and_metrics() {
 #[test]
 fn repeated_failures_ban_the_source() {
     let pbx = Pbx::builder()
-        .args([
-            "--digest-challenge",
-            "md5",
-            "--ban-threshold",
-            "3",
-            "--ban-window",
-            "60s",
-        ])
+        .md5_only()
+        .args(["--ban-threshold", "3", "--ban-window", "60s"])
         .start()
         .unwrap();
-    add(pbx.manifest_dir(), &["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.add_extensions(&["1001"]).unwrap();
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let wrong: Vec<User> = (0..4)
         .map(|_| User::new("1001", "not-the-password"))
         .collect();
@@ -320,7 +289,7 @@ fn repeated_failures_ban_the_source() {
 #[test]
 fn registrations_survive_a_restart_and_a_crash() {
     let mut pbx = pbx_for_sipp(&["1001", "1002"]);
-    wait_for_extension(&pbx, "1002");
+    pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
     let run = register(&pbx, numbered_users(1001, 2), Transport::Udp);
     assert!(run.all_succeeded(), "{}", run.diagnostics());
 
@@ -354,11 +323,12 @@ fn registrations_survive_a_restart_and_a_crash() {
 #[test]
 fn expired_registrations_are_gone_after_a_restart() {
     let mut pbx = Pbx::builder()
-        .args(["--digest-challenge", "md5", "--min-expires", "1"])
+        .md5_only()
+        .args(["--min-expires", "1"])
         .start()
         .unwrap();
-    add(pbx.manifest_dir(), &["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.add_extensions(&["1001"]).unwrap();
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let run = Sipp::new(REGISTER_DIGEST, pbx.sip_addr())
         .users(numbered_users(1001, 1))
         .expires(2)
@@ -375,7 +345,7 @@ fn expired_registrations_are_gone_after_a_restart() {
 #[test]
 fn a_password_change_in_the_folder_rejects_the_old_password() {
     let pbx = pbx_for_sipp(&["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let old = register(&pbx, numbered_users(1001, 1), Transport::Udp);
     assert!(old.all_succeeded(), "{}", old.diagnostics());
 
@@ -404,7 +374,7 @@ fn a_password_change_in_the_folder_rejects_the_old_password() {
         "old password still accepted: {}",
         refused.diagnostics()
     );
-    let e = extension(&pbx, "1001").unwrap();
+    let e = pbx.extension("1001").unwrap().unwrap();
     assert_eq!(e["lastFailure"]["reason"], "WrongPassword");
     assert!(pbx.log().contains("extension updated"));
 }
@@ -418,7 +388,7 @@ fn base64_secrets_and_added_extensions_are_picked_up_without_restart() {
         ..ExtensionOpts::default()
     };
     write_extension(pbx.manifest_dir(), "3001", &default_password("3001"), &opts).unwrap();
-    let e = wait_for_extension(&pbx, "3001");
+    let e = pbx.wait_for_extension("3001", FOLDER_WAIT).unwrap();
     assert_eq!(e["displayName"], "Front desk");
     assert_eq!(e["domain"], pbx.domain());
     assert_eq!(e["enabled"], true);
@@ -429,12 +399,12 @@ fn base64_secrets_and_added_extensions_are_picked_up_without_restart() {
 #[test]
 fn a_deleted_extension_loses_its_registrations() {
     let pbx = pbx_for_sipp(&["1001", "1002"]);
-    wait_for_extension(&pbx, "1002");
+    pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
     let run = register(&pbx, numbered_users(1001, 2), Transport::Udp);
     assert!(run.all_succeeded(), "{}", run.diagnostics());
     remove_extension(pbx.manifest_dir(), "1001").unwrap();
     assert!(
-        wait_until(FOLDER_WAIT, || extension(&pbx, "1001").is_none()),
+        wait_until(FOLDER_WAIT, || pbx.extension("1001").unwrap().is_none()),
         "{}",
         pbx.log()
     );
@@ -448,13 +418,13 @@ fn a_deleted_extension_loses_its_registrations() {
         .run()
         .unwrap();
     assert!(again.all_succeeded(), "{}", again.diagnostics());
-    assert_eq!(extension(&pbx, "1002").unwrap()["registered"], true);
+    assert_eq!(pbx.extension("1002").unwrap().unwrap()["registered"], true);
 }
 
 #[test]
 fn an_invalid_manifest_is_named_and_the_rest_keeps_working() {
     let pbx = pbx_for_sipp(&["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let bad = "apiVersion: kubepbx.io/v1alpha1\nkind: Extension\n\
                metadata: {name: ext-1003, namespace: default}\n\
                spec:\n  extension: \"1003\"\n  maxContacts: lots\n  \
@@ -465,7 +435,7 @@ fn an_invalid_manifest_is_named_and_the_rest_keeps_working() {
     let without_secret = yaml.split("\n---\n").next().unwrap().to_owned() + "\n";
     std::fs::write(pbx.manifest_dir().join("no-secret.yaml"), without_secret).unwrap();
 
-    let e = wait_for_extension(&pbx, "1004");
+    let e = pbx.wait_for_extension("1004", FOLDER_WAIT).unwrap();
     assert_eq!(e["enabled"], false, "{e}");
     assert!(
         e["disabledReason"].as_str().unwrap().contains("ext-1004"),
@@ -480,7 +450,7 @@ fn an_invalid_manifest_is_named_and_the_rest_keeps_working() {
         log.contains("no-secret.yaml") && log.contains("disabled"),
         "{log}"
     );
-    assert!(extension(&pbx, "1003").is_none());
+    assert!(pbx.extension("1003").unwrap().is_none());
     let run = register(&pbx, numbered_users(1001, 1), Transport::Udp);
     assert!(run.all_succeeded(), "{}", run.diagnostics());
 }
@@ -488,7 +458,7 @@ fn an_invalid_manifest_is_named_and_the_rest_keeps_working() {
 #[test]
 fn garbage_does_not_stop_the_service() {
     let pbx = pbx_for_sipp(&["1001"]);
-    wait_for_extension(&pbx, "1001");
+    pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     for (name, bytes) in kubepbx_tests::fixtures::malformed_fixtures().unwrap() {
@@ -604,7 +574,7 @@ fn a_graceful_stop_exits_zero() {
 #[test]
 fn expires_zero_and_wildcard_remove_bindings() {
     let pbx = pbx_for_sipp(&["1001", "1002"]);
-    wait_for_extension(&pbx, "1002");
+    pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
     let port = kubepbx_tests::free_udp_port().unwrap();
     let run = Sipp::new(REGISTER_DIGEST, pbx.sip_addr())
         .users(numbered_users(1001, 2))
