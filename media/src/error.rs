@@ -46,8 +46,8 @@ pub enum MediaError {
 impl MediaError {
     /// The SIP status code and reason phrase the proxy answers with for this error.
     ///
-    /// 488 for SDPs the relay cannot use (the proxy should add this error's text as a `Warning`),
-    /// 503 when the relay is out of ports or unavailable (the proxy adds `Retry-After`), 481 for
+    /// 488 for SDPs the relay cannot use (with the reason in [`Self::sip_reason`]),
+    /// 503 when the relay is out of ports or unavailable (with [`Self::retry_after`]), 481 for
     /// an unknown session, 500 for a broken configuration.
     pub fn sip_status(&self) -> (u16, &'static str) {
         match self {
@@ -58,6 +58,20 @@ impl MediaError {
             MediaError::UnknownSession => (481, "Call/Transaction Does Not Exist"),
             MediaError::InvalidConfig(_) => (500, "Server Internal Error"),
         }
+    }
+
+    /// The reason phrase for [`Self::sip_status`]: what is wrong with the SDP for 488 (the
+    /// caller's phone shows it), the status's phrase otherwise.
+    pub fn sip_reason(&self) -> String {
+        match self.sip_status() {
+            (488, _) => self.to_string(),
+            (_, phrase) => phrase.to_owned(),
+        }
+    }
+
+    /// `Retry-After` seconds to send with a 503: ports free up as calls end.
+    pub fn retry_after(&self) -> Option<u32> {
+        (self.sip_status().0 == 503).then_some(5)
     }
 
     /// A short, bounded label for metrics and structured logs.

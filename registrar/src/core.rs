@@ -462,16 +462,12 @@ pub(crate) async fn media_worker(
             }
         };
         let result = result.map(|r| r.sdp).map_err(|e| {
-            let (code, phrase) = e.sip_status();
+            let (code, _) = e.sip_status();
             tracing::info!(error = %e, code, "the media relay refused an SDP");
             MediaFailure {
                 code,
-                reason: if code == 488 {
-                    e.to_string()
-                } else {
-                    phrase.to_owned()
-                },
-                retry_after: (code == 503).then_some(5),
+                reason: e.sip_reason(),
+                retry_after: e.retry_after(),
             }
         });
         if inbound.send(Inbound::Media { op, result }).await.is_err() {

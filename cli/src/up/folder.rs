@@ -82,11 +82,7 @@ impl Watcher {
 
     async fn poll(&mut self, store: &dyn Store) -> Result<()> {
         let dir = self.dir.clone();
-        let read = tokio::task::spawn_blocking(move || -> Result<_> {
-            let listing = listing(&dir)?;
-            Ok(listing)
-        })
-        .await?;
+        let read = tokio::task::spawn_blocking(move || listing(&dir)).await?;
         let listing = match read {
             Ok(l) => l,
             Err(e) => {
