@@ -130,6 +130,15 @@ fn call(ep: &mut Endpoint, now: Now, target: &str) -> Vec<(SocketAddr, Message)>
     )
 }
 
+/// The caller's CANCEL of the INVITE `call` sent with credentials.
+fn cancel_of_call() -> String {
+    format!(
+        "CANCEL sip:1002@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKc2\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>\r\n\
+         Call-ID: call-a\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// A response from the callee to a request the proxy forwarded to it.
 fn answer(req: &Request, code: u16, reason: &str, to_tag: &str) -> String {
     let mut b = ResponseBuilder::new(req, CALLEE.parse().unwrap(), code, reason).to_tag(to_tag);
@@ -267,12 +276,7 @@ fn unknown_offline_and_cancelled_calls() {
     let (mut ep, now) = pbx();
     let out = call(&mut ep, now, "1002");
     let inv = requests_to(&out, CALLEE).remove(0);
-    let cancel = format!(
-        "CANCEL sip:1002@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKc2\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>\r\n\
-         Call-ID: call-a\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
-    );
-    let out = input(&mut ep, now, CALLER, &cancel);
+    let out = input(&mut ep, now, CALLER, &cancel_of_call());
     assert_eq!(
         responses_to(&out, CALLER)
             .iter()
@@ -449,12 +453,7 @@ fn a_cancel_while_the_relay_works_on_the_offer_ends_the_call_and_sends_nothing()
     let Some(MediaCommand::Offer { op, .. }) = ep.poll_media() else {
         panic!("an offer")
     };
-    let cancel = format!(
-        "CANCEL sip:1002@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKc2\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>\r\n\
-         Call-ID: call-a\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
-    );
-    let out = input(&mut ep, now, CALLER, &cancel);
+    let out = input(&mut ep, now, CALLER, &cancel_of_call());
     let codes: Vec<u16> = responses_to(&out, CALLER).iter().map(|r| r.code).collect();
     assert_eq!(codes, [200, 487]);
     assert!(matches!(ep.poll_media(), Some(MediaCommand::Delete { .. })));
