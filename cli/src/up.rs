@@ -12,8 +12,8 @@ use crate::{net, token};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kubepbx_api::store::{EmbeddedOptions, EmbeddedStore, Store};
-use kubepbx_registrar::SipListeners;
 use kubepbx_registrar::http::{AppState, router};
+use kubepbx_registrar::{MediaLink, Setup, SipListeners};
 use kubepbx_sip::auth::{Algorithm, NonceConfig};
 use kubepbx_sip::ban::BanConfig;
 use kubepbx_sip::endpoint::EndpointConfig;
@@ -101,6 +101,9 @@ pub struct UpArgs {
     /// UDP ports of the media relay (each call takes 4).
     #[arg(long, env = "KUBEPBX_RTP_PORTS", default_value = "20000-20999", value_parser = parse_ports, value_name = "LO-HI")]
     pub rtp_ports: std::ops::RangeInclusive<u16>,
+    /// A call with no RTP/RTCP on either leg for this long is hung up (BYE to both phones).
+    #[arg(long, env = "KUBEPBX_MEDIA_TIMEOUT", default_value = "60s", value_parser = parse_media_timeout)]
+    pub media_timeout: Duration,
     /// Shortest registration lifetime accepted, seconds (shorter requests get 423).
     #[arg(
         long,
@@ -230,36 +233,38 @@ pub async fn run(args: UpArgs) -> Result<()> {
         );
         ip
     });
+    let recordings_dir = args.data_dir.join("recordings");
     let relay_config = kubepbx_media::RelayConfig {
         advertise: media_ip,
         bind: args.sip.ip(),
         ports: args.rtp_ports.clone(),
-        recordings_dir: Some(args.data_dir.join("recordings")),
+        recordings_dir: Some(recordings_dir.clone()),
+        media_timeout: args.media_timeout,
         ..kubepbx_media::RelayConfig::default()
     };
-    let (relay, mut relay_events) =
+    let (relay, relay_events) =
         kubepbx_media::LocalRelay::start(relay_config, shutdown.clone(), &tasks)
             .map_err(|e| anyhow::anyhow!("starting the media relay: {e}"))?;
-    tasks.spawn(async move {
-        while let Some(event) = relay_events.recv().await {
-            tracing::info!(?event, "media session ended by the relay");
-        }
-    });
     let media: Arc<dyn kubepbx_media::MediaControl> = Arc::new(relay);
-    let registrar = kubepbx_registrar::start(
+    let setup = Setup {
         config,
         listeners,
-        Arc::clone(&store),
-        Some(media),
-        shutdown.clone(),
-        &tasks,
-    )
-    .await
-    .context("starting the registrar")?;
+        store: Arc::clone(&store),
+        media: Some(MediaLink {
+            control: Arc::clone(&media),
+            events: relay_events,
+        }),
+        cdr_file: Some(args.data_dir.join("cdrs.jsonl")),
+    };
+    let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)
+        .await
+        .context("starting the registrar")?;
     tasks.spawn(watcher.run(Arc::clone(&store), shutdown.clone()));
     let app = router(AppState {
         registrar,
         admin_token: admin_token.into(),
+        media: Some(media),
+        recordings_dir: Some(recordings_dir),
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -302,6 +307,16 @@ fn advertise_hostport(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+fn parse_media_timeout(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(5) {
+        return Err(format!(
+            "{value} is too short: phones on hold may send no RTP for a while; use at least 5s (default 60s)"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_ports(value: &str) -> Result<std::ops::RangeInclusive<u16>, String> {

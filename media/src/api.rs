@@ -28,6 +28,8 @@ pub trait MediaControl: Send + Sync + std::fmt::Debug + 'static {
     async fn stats(&self, session: &SessionId) -> Result<Option<SessionStats>, MediaError>;
     /// Live stats of every session.
     async fn list(&self) -> Result<Vec<SessionStats>, MediaError>;
+    /// Relay-wide counters (packets relayed, loss, ports) for `/metrics`.
+    async fn metrics(&self) -> Result<crate::MetricsSnapshot, MediaError>;
 }
 
 /// Names a session. The proxy uses the Call-ID (plus tags); the relay treats it as opaque.

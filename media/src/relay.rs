@@ -310,6 +310,10 @@ impl MediaControl for LocalRelay {
         all.sort_by(|a, b| a.session.cmp(&b.session));
         Ok(all)
     }
+
+    async fn metrics(&self) -> Result<MetricsSnapshot, MediaError> {
+        Ok(LocalRelay::metrics(self))
+    }
 }
 
 async fn query(entry: &Entry) -> Option<SessionStats> {

@@ -13,6 +13,7 @@
 //! When the store reports that this loop fell behind ([`Event::Resync`]), the loop reloads a
 //! fresh snapshot.
 
+use crate::calls::{self, CallView, CdrLog, CdrView};
 use crate::metrics::MetricsSnapshot;
 use crate::views::{self, ExtensionView, RegistrationView};
 use bytes::Bytes;
@@ -20,8 +21,9 @@ use kubepbx_api::Transport;
 use kubepbx_api::records::BindingKey;
 use kubepbx_api::store::{Event, Store, StoreError, Subscription, Write};
 use kubepbx_api::time::UnixMillis;
+use kubepbx_media::SessionStats;
 use kubepbx_sip::endpoint::{
-    BindingChange, Endpoint, EndpointEvent, MediaCommand, MediaFailure, Now,
+    BindingChange, CallSummary, EndReason, Endpoint, EndpointEvent, MediaCommand, MediaFailure, Now,
 };
 use kubepbx_sip::flow::{Flow, FlowId, Transmit};
 use kubepbx_sip::message::{Message, ParseError};
@@ -56,6 +58,16 @@ pub(crate) enum Inbound {
         op: u64,
         result: Result<String, MediaFailure>,
     },
+    /// The relay released a session the endpoint deleted; its final counters, if it had one.
+    MediaClosed {
+        session: String,
+        stats: Option<Box<SessionStats>>,
+    },
+    /// The relay closed a session on its own: no media for its timeout.
+    MediaTimeout {
+        session: String,
+        stats: Box<SessionStats>,
+    },
 }
 
 /// What the HTTP side asks the loop.
@@ -64,6 +76,10 @@ pub(crate) enum Query {
     Extensions(oneshot::Sender<Vec<ExtensionView>>),
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
     Metrics(oneshot::Sender<MetricsSnapshot>),
+    Calls(oneshot::Sender<Vec<CallView>>),
+    Cdrs(oneshot::Sender<Vec<CdrView>>),
+    /// Hang up the call with this id; answers whether it existed.
+    Hangup(String, oneshot::Sender<bool>),
 }
 
 pub(crate) struct Core {
@@ -78,6 +94,12 @@ pub(crate) struct Core {
     pub undeliverable: u64,
     /// Commands for the media worker (`None`: media is not anchored).
     pub media: Option<mpsc::Sender<MediaCommand>>,
+    /// Finished calls.
+    pub cdrs: CdrLog,
+    /// Finished calls waiting for the relay's final counters, by media session.
+    pub pending_cdrs: HashMap<String, CallSummary>,
+    /// Final counters of sessions the relay closed on its own, until their call is recorded.
+    pub media_final: HashMap<String, SessionStats>,
 }
 
 impl Core {
@@ -132,6 +154,35 @@ impl Core {
                 self.connections.remove(&id);
             }
             Inbound::Media { op, result } => self.endpoint.handle_media_result(now, op, result),
+            Inbound::MediaClosed { session, stats } => {
+                let stats = stats
+                    .map(|s| *s)
+                    .or_else(|| self.media_final.remove(&session));
+                if let Some(summary) = self.pending_cdrs.remove(&session) {
+                    self.cdrs.push(calls::cdr(&summary, stats.as_ref()));
+                }
+            }
+            Inbound::MediaTimeout { session, stats } => {
+                tracing::info!(%session, "no media for the media timeout; ending the call");
+                self.media_final.insert(session.clone(), *stats);
+                if !self
+                    .endpoint
+                    .hangup_session(now, &session, EndReason::MediaTimeout)
+                {
+                    self.media_final.remove(&session);
+                }
+            }
+        }
+    }
+
+    /// A finished call becomes a record: at once without media, else once the relay has
+    /// handed over its final counters.
+    fn call_ended(&mut self, summary: CallSummary) {
+        match (&self.media, &summary.session) {
+            (Some(_), Some(session)) => {
+                self.pending_cdrs.insert(session.clone(), summary);
+            }
+            _ => self.cdrs.push(calls::cdr(&summary, None)),
         }
     }
 
@@ -204,7 +255,27 @@ impl Core {
                     banned: self.endpoint.banned_count(Instant::now()) as u64,
                     connections: self.connections.len() as u64,
                     heap: None,
+                    active_calls: self.endpoint.call_count() as u64,
+                    relay: None,
                 });
+            }
+            Query::Calls(reply) => {
+                let list = self
+                    .endpoint
+                    .calls()
+                    .map(|c| calls::call_view(c, wall))
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Query::Cdrs(reply) => {
+                let _ = reply.send(self.cdrs.newest_first());
+            }
+            Query::Hangup(id, reply) => {
+                let found = self.endpoint.hangup(now(), &id, EndReason::AdminHangup);
+                if found {
+                    tracing::info!(call = %id, "hanging up on the administrator's request");
+                }
+                let _ = reply.send(found);
             }
         }
     }
@@ -219,7 +290,10 @@ impl Core {
             tracing::error!("the store writer stopped; changes are not being saved");
         }
         while let Some(event) = self.endpoint.poll_event() {
-            log_event(event);
+            log_event(&event);
+            if let EndpointEvent::CallEnded(summary) = event {
+                self.call_ended(*summary);
+            }
         }
         while let Some(command) = self.endpoint.poll_media() {
             match &self.media {
@@ -298,7 +372,7 @@ fn log_sip(direction: &str, flow: &Flow, bytes: &Bytes) {
     }
 }
 
-fn log_event(event: EndpointEvent) {
+fn log_event(event: &EndpointEvent) {
     match event {
         EndpointEvent::Registered {
             binding: b,
@@ -373,30 +447,25 @@ fn log_event(event: EndpointEvent) {
             "source banned after repeated failed attempts",
         ),
         EndpointEvent::CallStarted { id, caller, callee } => tracing::info!(
-            call = id,
+            call = %id,
             from = %caller.user,
             to = %callee.user,
             domain = %caller.domain,
             "call started",
         ),
         EndpointEvent::CallAnswered { id, caller, callee } => tracing::info!(
-            call = id,
+            call = %id,
             from = %caller.user,
             to = %callee.user,
             "call answered",
         ),
-        EndpointEvent::CallEnded {
-            id,
-            caller,
-            callee,
-            code,
-            answered,
-        } => tracing::info!(
-            call = id,
-            from = %caller.user,
-            to = %callee.user,
-            code,
-            answered,
+        EndpointEvent::CallEnded(c) => tracing::info!(
+            call = %c.id,
+            from = %c.caller.user,
+            to = %c.callee.user,
+            code = c.code,
+            reason = %c.reason,
+            answered = c.answered_at.is_some(),
             "call ended",
         ),
         EndpointEvent::BadRequest { source, reason } => {
@@ -455,8 +524,20 @@ pub(crate) async fn media_worker(
                 (op, relay.answer(request).await)
             }
             MediaCommand::Delete { session } => {
-                if let Err(e) = relay.delete(&SessionId(session)).await {
-                    tracing::warn!(error = %e, "releasing a media session failed");
+                let id = SessionId(session);
+                let stats = match relay.delete(&id).await {
+                    Ok(stats) => stats.map(Box::new),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "releasing a media session failed");
+                        None
+                    }
+                };
+                let closed = Inbound::MediaClosed {
+                    session: id.0,
+                    stats,
+                };
+                if inbound.send(closed).await.is_err() {
+                    return;
                 }
                 continue;
             }
@@ -471,6 +552,24 @@ pub(crate) async fn media_worker(
             }
         });
         if inbound.send(Inbound::Media { op, result }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands what the relay reports on its own to the loop.
+pub(crate) async fn relay_events(
+    mut events: mpsc::Receiver<kubepbx_media::RelayEvent>,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    while let Some(event) = events.recv().await {
+        let item = match event {
+            kubepbx_media::RelayEvent::Timeout(session, stats) => Inbound::MediaTimeout {
+                session: session.0,
+                stats: Box::new(stats),
+            },
+        };
+        if inbound.send(item).await.is_err() {
             return;
         }
     }

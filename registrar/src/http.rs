@@ -4,6 +4,11 @@
 //! |---|---|---|
 //! | `GET /api/v1/extensions` | bearer | [`ExtensionView`](crate::views::ExtensionView)s |
 //! | `GET /api/v1/registrations` | bearer | [`RegistrationView`](crate::views::RegistrationView)s |
+//! | `GET /api/v1/calls` | bearer | live [`CallView`](crate::calls::CallView)s with media counters |
+//! | `DELETE /api/v1/calls/{id}` | bearer | hangs the call up: 204, 404 when there is no such call |
+//! | `GET /api/v1/cdrs` | bearer | finished calls, newest first ([`CdrView`](crate::calls::CdrView)) |
+//! | `GET /api/v1/recordings` | bearer | [`RecordingView`](crate::recordings::RecordingView)s, newest first |
+//! | `GET /api/v1/recordings/{id}` | bearer | the WAV file (`audio/wav`) |
 //! | `GET /healthz` | — | 200 while the process runs |
 //! | `GET /readyz` | — | 200 once the registrar serves SIP, 503 before and while stopping |
 //! | `GET /metrics` | — | OpenMetrics text ([`crate::metrics`]) |
@@ -11,13 +16,16 @@
 //! Errors are RFC 9457 problem documents (`application/problem+json`).
 
 use crate::RegistrarHandle;
+use axum::extract::Path;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -27,6 +35,10 @@ pub struct AppState {
     pub registrar: RegistrarHandle,
     /// The admin token (compared in constant time).
     pub admin_token: Arc<str>,
+    /// The media relay, for per-call counters and its metrics.
+    pub media: Option<Arc<dyn kubepbx_media::MediaControl>>,
+    /// Where the relay writes recordings.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 /// An RFC 9457 problem document.
@@ -72,6 +84,11 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/api/v1/extensions", get(extensions))
         .route("/api/v1/registrations", get(registrations))
+        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/calls/{id}", delete(hangup))
+        .route("/api/v1/cdrs", get(cdrs))
+        .route("/api/v1/recordings", get(recordings))
+        .route("/api/v1/recordings/{id}", get(recording))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(admin)
@@ -139,6 +156,108 @@ async fn registrations(State(state): State<AppState>) -> Result<Response, Proble
     Ok(Json(list).into_response())
 }
 
+async fn calls(State(state): State<AppState>) -> Result<Response, Problem> {
+    let mut list = state.registrar.calls().await.ok_or_else(unavailable)?;
+    if let Some(media) = &state.media {
+        match media.list().await {
+            Ok(sessions) => {
+                let by_session: HashMap<&str, &kubepbx_media::SessionStats> =
+                    sessions.iter().map(|s| (s.session.0.as_str(), s)).collect();
+                for call in &mut list {
+                    if let Some(stats) = call.session.as_deref().and_then(|s| by_session.get(s)) {
+                        call.media = Some(crate::calls::MediaView::of(stats));
+                        call.recording.clone_from(&stats.recording);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the media relay did not list its sessions"),
+        }
+    }
+    Ok(Json(list).into_response())
+}
+
+async fn hangup(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    match state.registrar.hangup(&id).await {
+        Some(true) => Ok(StatusCode::NO_CONTENT),
+        Some(false) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no call {id:?} in progress (GET /api/v1/calls lists them)"),
+        )),
+        None => Err(unavailable()),
+    }
+}
+
+async fn cdrs(State(state): State<AppState>) -> Result<Response, Problem> {
+    let list = state.registrar.cdrs().await.ok_or_else(unavailable)?;
+    Ok(Json(list).into_response())
+}
+
+fn recordings_dir(state: &AppState) -> Result<PathBuf, Problem> {
+    state.recordings_dir.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "this PBX does not record calls (no recordings directory)",
+        )
+    })
+}
+
+async fn recordings(State(state): State<AppState>) -> Result<Response, Problem> {
+    let dir = recordings_dir(&state)?;
+    let listed = tokio::task::spawn_blocking(move || crate::recordings::list(&dir)).await;
+    match listed {
+        Ok(Ok(list)) => Ok(Json(list).into_response()),
+        Ok(Err(e)) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the recordings directory cannot be read: {e}"),
+        )),
+        Err(e) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing recordings failed: {e}"),
+        )),
+    }
+}
+
+async fn recording(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let dir = recordings_dir(&state)?;
+    let not_found = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no recording {id:?} (GET /api/v1/recordings lists them)"),
+        )
+    };
+    if !crate::recordings::valid_id(&id) {
+        return Err(not_found());
+    }
+    let file = match tokio::fs::File::open(crate::recordings::wav_path(&dir, &id)).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the recording cannot be read: {e}"),
+            ));
+        }
+    };
+    let length = file.metadata().await.map(|m| m.len()).ok();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{id}.wav\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
     if state.registrar.is_ready() && state.registrar.metrics().await.is_some() {
         Ok("ready\n")
@@ -150,6 +269,9 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> 
 async fn metrics(State(state): State<AppState>) -> Result<Response, Problem> {
     let mut snapshot = state.registrar.metrics().await.ok_or_else(unavailable)?;
     snapshot.heap = crate::metrics::heap();
+    if let Some(media) = &state.media {
+        snapshot.relay = media.metrics().await.ok();
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

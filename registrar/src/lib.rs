@@ -11,13 +11,16 @@
 //! - [`http`]: the axum router (admin API, health, metrics).
 //! - [`views`]: what the API shows; [`metrics`]: the Prometheus encoding.
 
+pub mod calls;
 mod core;
 pub mod http;
 pub mod metrics;
+pub mod recordings;
 mod tcp;
 mod udp;
 pub mod views;
 
+use crate::calls::{CallView, CdrLog, CdrView};
 use crate::core::{Core, Inbound, Query};
 use crate::metrics::MetricsSnapshot;
 use crate::views::{ExtensionView, RegistrationView};
@@ -26,6 +29,7 @@ use kubepbx_sip::endpoint::{Endpoint, EndpointConfig};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -105,28 +109,94 @@ impl RegistrarHandle {
     pub async fn metrics(&self) -> Option<MetricsSnapshot> {
         self.ask(Query::Metrics).await
     }
+
+    /// Calls in progress, without media counters; `None` when the registrar stopped.
+    pub async fn calls(&self) -> Option<Vec<CallView>> {
+        self.ask(Query::Calls).await
+    }
+
+    /// Finished calls, newest first; `None` when the registrar stopped.
+    pub async fn cdrs(&self) -> Option<Vec<CdrView>> {
+        self.ask(Query::Cdrs).await
+    }
+
+    /// Hangs up the call with API id `id`: `Some(false)` when there is no such call, `None`
+    /// when the registrar stopped.
+    pub async fn hangup(&self, id: &str) -> Option<bool> {
+        let id = id.to_owned();
+        self.ask(|tx| Query::Hangup(id, tx)).await
+    }
 }
 
-/// Loads the store's view and starts serving SIP on `listeners` (see the module docs).
-/// With `media`, every SDP of a call is rewritten by that relay (the endpoint config's
-/// `anchor_media` must then be set).
+/// The media relay a registrar anchors calls on.
+#[derive(Debug)]
+pub struct MediaLink {
+    /// Offer/answer/delete/stats.
+    pub control: Arc<dyn kubepbx_media::MediaControl>,
+    /// What the relay reports on its own (sessions it closed for lack of media).
+    pub events: mpsc::Receiver<kubepbx_media::RelayEvent>,
+}
+
+/// Everything [`start`] needs.
+#[derive(Debug)]
+pub struct Setup {
+    /// The SIP endpoint's configuration.
+    pub config: EndpointConfig,
+    /// The bound SIP sockets.
+    pub listeners: SipListeners,
+    /// Where extensions and bindings live.
+    pub store: Arc<dyn Store>,
+    /// With a relay, every SDP of a call is rewritten by it (the endpoint config's
+    /// `anchor_media` must then be set).
+    pub media: Option<MediaLink>,
+    /// Where finished calls are appended (JSON lines); `None` keeps them in memory only.
+    pub cdr_file: Option<PathBuf>,
+}
+
+/// Why the registrar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store's snapshot could not be loaded.
+    #[error("loading the store: {0}")]
+    Store(#[from] StoreError),
+    /// The call record file exists but cannot be read.
+    #[error("reading the call records {path}: {source}")]
+    Cdrs {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Loads the store's view and starts serving SIP (see the module docs).
 pub async fn start(
-    config: EndpointConfig,
-    listeners: SipListeners,
-    store: Arc<dyn Store>,
-    media: Option<Arc<dyn kubepbx_media::MediaControl>>,
+    setup: Setup,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) -> Result<RegistrarHandle, StoreError> {
+) -> Result<RegistrarHandle, StartError> {
+    let Setup {
+        config,
+        listeners,
+        store,
+        media,
+        cdr_file,
+    } = setup;
+    let cdrs = match cdr_file {
+        Some(path) => CdrLog::open(path.clone(), calls::CDR_KEEP, tasks)
+            .map_err(|source| StartError::Cdrs { path, source })?,
+        None => CdrLog::in_memory(calls::CDR_KEEP),
+    };
     let (snapshot, subscription) = store.watch().await?;
     let mut endpoint = Endpoint::new(config);
     endpoint.load(snapshot);
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (queries_tx, queries_rx) = mpsc::channel(64);
     let udp = Arc::new(listeners.udp);
-    let media = media.map(|relay| {
+    let media = media.map(|link| {
         let (tx, rx) = mpsc::channel(MEDIA_QUEUE);
-        tasks.spawn(core::media_worker(relay, rx, inbound_tx.clone()));
+        tasks.spawn(core::media_worker(link.control, rx, inbound_tx.clone()));
+        tasks.spawn(core::relay_events(link.events, inbound_tx.clone()));
         tx
     });
     let core = Core {
@@ -140,6 +210,9 @@ pub async fn start(
         connections: HashMap::new(),
         undeliverable: 0,
         media,
+        cdrs,
+        pending_cdrs: HashMap::new(),
+        media_final: HashMap::new(),
     };
     tasks.spawn(core.run());
     tasks.spawn(udp::run(udp, inbound_tx.clone(), shutdown.clone()));

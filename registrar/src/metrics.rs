@@ -19,9 +19,21 @@
 //! | `kubepbx_sip_connections` | gauge | — open TCP connections |
 //! | `kubepbx_heap_allocated_bytes` | gauge | — live heap bytes (jemalloc) |
 //! | `kubepbx_heap_resident_bytes` | gauge | — memory the allocator holds from the system |
+//! | `kubepbx_calls_active` | gauge | — calls ringing or answered |
+//! | `kubepbx_calls_started_total` | counter | — calls routed to a callee |
+//! | `kubepbx_calls_answered_total` | counter | — calls answered |
+//! | `kubepbx_calls_ended_total` | counter | `reason` (`caller-hangup`, `busy`, `no-answer`, …) |
+//! | `kubepbx_calls_failed_total` | counter | `reason` — calls that ended before an answer |
+//! | `kubepbx_media_sessions` | gauge | — relay sessions now |
+//! | `kubepbx_media_packets_relayed_total` | counter | `kind` (`rtp`, `rtcp`) |
+//! | `kubepbx_media_bytes_relayed_total` | counter | — RTP bytes |
+//! | `kubepbx_media_packets_lost_total` | counter | — RTP lost before the relay (ended sessions) |
+//! | `kubepbx_media_packets_dropped_total` | counter | `reason` |
+//! | `kubepbx_media_sessions_timed_out_total` | counter | — sessions reaped for lack of media |
+//! | `kubepbx_media_ports_free` | gauge | — RTP port pairs free (of `kubepbx_media_ports_total`) |
 
 use kubepbx_api::records::FailureReason;
-use kubepbx_sip::endpoint::{DropReason, METHOD_LABELS, Stats};
+use kubepbx_sip::endpoint::{DropReason, EndReason, METHOD_LABELS, Stats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -47,6 +59,10 @@ pub struct MetricsSnapshot {
     pub connections: u64,
     /// Live heap bytes and bytes resident in the allocator, when the allocator is jemalloc.
     pub heap: Option<(u64, u64)>,
+    /// Calls in progress.
+    pub active_calls: u64,
+    /// The media relay's counters, when it runs in this process.
+    pub relay: Option<kubepbx_media::MetricsSnapshot>,
 }
 
 /// Live heap bytes and resident allocator bytes; `None` when jemalloc's statistics are not
@@ -209,6 +225,10 @@ impl Collector for MetricsSnapshot {
             "Open SIP TCP connections",
             self.connections,
         )?;
+        encode_calls(self, &mut e)?;
+        if let Some(relay) = &self.relay {
+            encode_relay(relay, &mut e)?;
+        }
         if let Some((allocated, resident)) = self.heap {
             gauge(
                 &mut e,
@@ -225,6 +245,110 @@ impl Collector for MetricsSnapshot {
         }
         Ok(())
     }
+}
+
+fn encode_calls(m: &MetricsSnapshot, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let s = &m.stats;
+    gauge(
+        e,
+        "kubepbx_calls_active",
+        "Calls ringing or answered",
+        m.active_calls,
+    )?;
+    counter(
+        e,
+        "kubepbx_calls_started",
+        "Calls routed to a callee",
+        s.calls_started,
+    )?;
+    counter(
+        e,
+        "kubepbx_calls_answered",
+        "Calls answered",
+        s.calls_answered,
+    )?;
+    labelled(
+        e,
+        "kubepbx_calls_ended",
+        "Calls ended, by reason",
+        "reason",
+        EndReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .zip(s.calls_ended.iter().copied()),
+    )?;
+    labelled(
+        e,
+        "kubepbx_calls_failed",
+        "Calls that ended before an answer, by reason",
+        "reason",
+        EndReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .zip(s.calls_failed.iter().copied()),
+    )
+}
+
+fn encode_relay(
+    r: &kubepbx_media::MetricsSnapshot,
+    e: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "kubepbx_media_sessions",
+        "Media relay sessions now",
+        r.sessions_active,
+    )?;
+    labelled(
+        e,
+        "kubepbx_media_packets_relayed",
+        "Packets relayed",
+        "kind",
+        [("rtp", r.rtp_relayed), ("rtcp", r.rtcp_relayed)],
+    )?;
+    counter(
+        e,
+        "kubepbx_media_bytes_relayed",
+        "RTP bytes relayed",
+        r.rtp_bytes_relayed,
+    )?;
+    counter(
+        e,
+        "kubepbx_media_packets_lost",
+        "RTP packets lost before reaching the relay (sequence gaps, ended sessions)",
+        r.lost,
+    )?;
+    labelled(
+        e,
+        "kubepbx_media_packets_dropped",
+        "Packets the relay dropped, by reason",
+        "reason",
+        [
+            ("not_media", r.dropped_not_media),
+            ("wrong_source", r.dropped_wrong_source),
+            ("no_destination", r.dropped_no_destination),
+            ("send_error", r.send_errors),
+            ("recording_queue_full", r.recording_dropped),
+        ],
+    )?;
+    counter(
+        e,
+        "kubepbx_media_sessions_timed_out",
+        "Media sessions reaped for lack of media",
+        r.sessions_timed_out,
+    )?;
+    gauge(
+        e,
+        "kubepbx_media_ports_free",
+        "RTP port pairs free",
+        r.port_pairs_free,
+    )?;
+    gauge(
+        e,
+        "kubepbx_media_ports_total",
+        "RTP port pairs in the range",
+        r.port_pairs_total,
+    )
 }
 
 #[cfg(test)]

@@ -208,10 +208,60 @@ pub fn ack(invite: &Request, response: &Response) -> Bytes {
     finish(hop_by_hop(invite, "ACK", to), None, &[])
 }
 
+/// A request this proxy originates inside a dialog on behalf of one party (a BYE when the
+/// PBX ends a call): the dialog's `From`/`To` as that party would send them, the next CSeq of
+/// that party, our own `Via`, and a `Reason` header (RFC 3326) telling the phone why.
+#[derive(Debug, Clone, Copy)]
+pub struct Originate<'a> {
+    /// Method, e.g. `BYE`.
+    pub method: &'a str,
+    /// Request-URI: the remote target (the receiving phone's Contact).
+    pub uri: &'a str,
+    /// Our `Via` value.
+    pub via: &'a str,
+    /// `From` (with the sending party's tag).
+    pub from: &'a str,
+    /// `To` (with the receiving party's tag).
+    pub to: &'a str,
+    /// `Call-ID`.
+    pub call_id: &'a str,
+    /// CSeq number.
+    pub cseq: u32,
+    /// `Reason` header value.
+    pub reason: Option<&'a str>,
+}
+
+/// The bytes of an [`Originate`] request (no body).
+pub fn originate(r: &Originate<'_>) -> Bytes {
+    let mut out = String::with_capacity(512);
+    let _ = write!(out, "{} {} SIP/2.0\r\n", r.method, r.uri);
+    head_line(&mut out, "Via", r.via);
+    let _ = write!(out, "Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n");
+    head_line(&mut out, "From", r.from);
+    head_line(&mut out, "To", r.to);
+    head_line(&mut out, "Call-ID", r.call_id);
+    let _ = write!(out, "CSeq: {} {}\r\n", r.cseq, r.method);
+    if let Some(reason) = r.reason {
+        head_line(&mut out, "Reason", reason);
+    }
+    finish(out, None, &[])
+}
+
+/// The URI of the first `Contact` value: inside `<…>`, or up to the first `;` without them.
+pub fn contact_uri(value: &str) -> Option<&str> {
+    let first = split_values(value).into_iter().next()?;
+    let uri = match (first.find('<'), first.find('>')) {
+        (Some(open), Some(close)) if open < close => &first[open + 1..close],
+        _ => first.split(';').next().unwrap_or_default(),
+    };
+    let uri = uri.trim();
+    (!uri.is_empty() && uri != "*").then_some(uri)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Message, parse};
+    use crate::message::{Message, Method, parse};
 
     fn req(text: &str) -> Request {
         match parse(Bytes::from(text.replace('\n', "\r\n"))) {
@@ -348,5 +398,35 @@ mod tests {
         assert!(a.header(&Name::TO).unwrap().contains("tag=t9"));
         assert_eq!(&**a.header(&Name::CSEQ).unwrap(), "20 ACK");
         assert_eq!(a.headers.get_raw(&Name::ROUTE).count(), 1);
+    }
+
+    #[test]
+    fn originated_bye_and_contact_uris() {
+        let bytes = originate(&Originate {
+            method: "BYE",
+            uri: "sip:1002@10.0.0.2:5062;ob",
+            via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-kp1",
+            from: "<sip:1001@pbx.example.com>;tag=a",
+            to: "<sip:1002@pbx.example.com>;tag=b",
+            call_id: "c1",
+            cseq: 3,
+            reason: Some("SIP;cause=200;text=\"Call ended by the PBX\""),
+        });
+        let bye = parsed(&bytes);
+        assert_eq!(bye.method, Method::Bye);
+        assert_eq!(bye.uri_raw.as_str(), "sip:1002@10.0.0.2:5062;ob");
+        assert_eq!(bye.header(&Name::CSEQ).unwrap().as_str(), "3 BYE");
+        let e = bye.essentials().unwrap();
+        assert_eq!(e.from.tag.as_deref(), Some("a"));
+        assert_eq!(e.to.tag.as_deref(), Some("b"));
+        assert_eq!(e.max_forwards, Some(70));
+
+        assert_eq!(
+            contact_uri("\"A\" <sip:1001@10.0.0.1:5060;ob>;+sip.instance=\"<urn:uuid:1>\""),
+            Some("sip:1001@10.0.0.1:5060;ob")
+        );
+        assert_eq!(contact_uri("sip:1001@h;expires=3"), Some("sip:1001@h"));
+        assert_eq!(contact_uri("*"), None);
+        assert_eq!(contact_uri(""), None);
     }
 }

@@ -1,6 +1,7 @@
 //! What the endpoint reports to its driver: notable events (for logs and metrics) and counters.
 
 use kubepbx_api::records::{Binding, BindingKey, FailureReason, UserKey};
+use kubepbx_api::time::UnixMillis;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,7 @@ pub enum EndpointEvent {
     /// A call was routed to the callee's phones.
     CallStarted {
         /// Our id of the call.
-        id: u64,
+        id: String,
         /// Who calls.
         caller: UserKey,
         /// Who is called.
@@ -77,25 +78,14 @@ pub enum EndpointEvent {
     /// The callee answered.
     CallAnswered {
         /// Our id of the call.
-        id: u64,
+        id: String,
         /// Who calls.
         caller: UserKey,
         /// Who answered.
         callee: UserKey,
     },
     /// A call ended: BYE after an answer, or the final failure before one.
-    CallEnded {
-        /// Our id of the call.
-        id: u64,
-        /// Who called.
-        caller: UserKey,
-        /// Who was called.
-        callee: UserKey,
-        /// Final status (200 for a BYE after an answer).
-        code: u16,
-        /// Whether it had been answered.
-        answered: bool,
-    },
+    CallEnded(Box<CallSummary>),
     /// A request was answered with 400 (or 416/513) because it is malformed.
     BadRequest {
         /// Where it came from.
@@ -103,6 +93,104 @@ pub enum EndpointEvent {
         /// The reason phrase sent.
         reason: String,
     },
+}
+
+/// Why a call ended, for call records and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The caller hung up (BYE after the answer).
+    CallerHangup,
+    /// The callee hung up.
+    CalleeHangup,
+    /// Hung up through the admin API.
+    AdminHangup,
+    /// The media relay saw no RTP for its timeout and closed the session.
+    MediaTimeout,
+    /// The caller cancelled before an answer (487).
+    Cancelled,
+    /// The callee was busy (486, 600).
+    Busy,
+    /// The callee declined (603).
+    Declined,
+    /// Nobody answered: Timer C, 408 or 480 from every phone.
+    NoAnswer,
+    /// The media relay could not take the caller's offer (488, 503).
+    MediaRefused,
+    /// Any other failure before an answer.
+    Failed,
+}
+
+impl EndReason {
+    /// Every reason, for metrics.
+    pub const ALL: [EndReason; 10] = [
+        EndReason::CallerHangup,
+        EndReason::CalleeHangup,
+        EndReason::AdminHangup,
+        EndReason::MediaTimeout,
+        EndReason::Cancelled,
+        EndReason::Busy,
+        EndReason::Declined,
+        EndReason::NoAnswer,
+        EndReason::MediaRefused,
+        EndReason::Failed,
+    ];
+
+    /// The name in the API and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHangup => "caller-hangup",
+            EndReason::CalleeHangup => "callee-hangup",
+            EndReason::AdminHangup => "admin-hangup",
+            EndReason::MediaTimeout => "media-timeout",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Busy => "busy",
+            EndReason::Declined => "declined",
+            EndReason::NoAnswer => "no-answer",
+            EndReason::MediaRefused => "media-refused",
+            EndReason::Failed => "failed",
+        }
+    }
+
+    /// The reason for a final failure `code` sent to the caller of an unanswered call.
+    pub fn of_failure(code: u16) -> EndReason {
+        match code {
+            487 => EndReason::Cancelled,
+            486 | 600 => EndReason::Busy,
+            603 => EndReason::Declined,
+            408 | 480 => EndReason::NoAnswer,
+            488 | 503 => EndReason::MediaRefused,
+            _ => EndReason::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A finished call, as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSummary {
+    /// Our id of the call (API, logs).
+    pub id: String,
+    /// Who called.
+    pub caller: UserKey,
+    /// Who was called.
+    pub callee: UserKey,
+    /// When the INVITE arrived.
+    pub started_at: UnixMillis,
+    /// When the callee answered.
+    pub answered_at: Option<UnixMillis>,
+    /// When it ended.
+    pub ended_at: UnixMillis,
+    /// The final status of the INVITE for an unanswered call; 200 for one that was answered.
+    pub code: u16,
+    /// Why it ended.
+    pub reason: EndReason,
+    /// The media relay session, when media was anchored.
+    pub session: Option<String>,
 }
 
 /// Why a packet was dropped without an answer.
@@ -157,6 +245,14 @@ pub struct Stats {
     pub dropped: [u64; DropReason::ALL.len()],
     /// Bans imposed.
     pub bans: u64,
+    /// Calls routed to a callee's phones.
+    pub calls_started: u64,
+    /// Calls answered.
+    pub calls_answered: u64,
+    /// Calls ended, by reason (index of [`EndReason::ALL`]).
+    pub calls_ended: [u64; EndReason::ALL.len()],
+    /// Calls that ended before an answer, by reason (index of [`EndReason::ALL`]).
+    pub calls_failed: [u64; EndReason::ALL.len()],
 }
 
 /// Bounded method labels for metrics.
@@ -191,6 +287,15 @@ impl Stats {
     pub(crate) fn drop(&mut self, reason: DropReason) {
         if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
             self.dropped[i] += 1;
+        }
+    }
+
+    pub(crate) fn call_ended(&mut self, reason: EndReason, answered: bool) {
+        if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
+            self.calls_ended[i] += 1;
+            if !answered {
+                self.calls_failed[i] += 1;
+            }
         }
     }
 

@@ -22,7 +22,10 @@ mod register;
 #[cfg(test)]
 mod tests;
 
-pub use events::{BindingChange, DropReason, EndpointEvent, METHOD_LABELS, Stats, method_label};
+pub use events::{
+    BindingChange, CallSummary, DropReason, EndReason, EndpointEvent, METHOD_LABELS, Stats,
+    method_label,
+};
 pub use media::{MediaCommand, MediaFailure, RecordRequest, Side};
 pub use proxy::{Call, CallState, TIMER_C};
 

@@ -14,6 +14,7 @@
 //! both phones send their audio to the relay, whatever addresses their SDP claimed.
 
 use super::auth_flow::AuthKind;
+use super::events::{CallSummary, EndReason};
 use super::media::{MediaCommand, MediaFailure, Parked, RecordRequest, Side, sdp_of};
 use super::{Endpoint, EndpointEvent, Now, Reply};
 use crate::builder::ResponseBuilder;
@@ -30,7 +31,7 @@ use kubepbx_api::extension::RecordingPolicy;
 use kubepbx_api::records::UserKey;
 use kubepbx_api::time::UnixMillis;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Timer C (RFC 3261 §16.6 step 11): a call nobody answers is given up after this long.
@@ -55,11 +56,31 @@ struct Branch {
     done: bool,
 }
 
+/// How the PBX itself ends an unanswered call: the caller gets `code` whatever the cancelled
+/// branches answer.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    reason: EndReason,
+    code: u16,
+    phrase: &'static str,
+}
+
+/// What the PBX needs to end an answered call itself: the callee's side of the dialog.
+#[derive(Debug)]
+struct Dialog {
+    /// The `To` of the 2xx (with the callee's tag).
+    to: String,
+    /// The callee's remote target (Contact of the 2xx, updated by target refreshes).
+    contact: String,
+}
+
 /// One call through this proxy.
 #[derive(Debug)]
 pub struct Call {
-    /// Our id for the call (API, logs).
+    /// Our number for the call (internal).
     pub id: u64,
+    /// The call's id in the API and logs: `<replica>-<unix seconds>-<number>`.
+    pub name: String,
     /// The SIP Call-ID.
     pub sip_call_id: String,
     /// Who calls.
@@ -84,8 +105,22 @@ pub struct Call {
     /// The media relay session of this call.
     session: String,
     timer_c: Instant,
-    /// Timer C fired: the caller gets 408 whatever the cancelled branches answer.
-    timed_out: bool,
+    /// Set when the PBX ends the call before an answer (Timer C, admin, media timeout).
+    ending: Option<Ending>,
+    /// The callee's side of the dialog, once answered.
+    dialog: Option<Dialog>,
+    /// The caller's remote target (Contact of the INVITE, updated by target refreshes).
+    caller_contact: String,
+    /// The highest CSeq seen from each party in this dialog.
+    caller_cseq: u32,
+    callee_cseq: u32,
+}
+
+impl Call {
+    /// The media relay session, when this proxy anchors media.
+    pub fn session(&self) -> Option<&str> {
+        (!self.session.is_empty()).then_some(self.session.as_str())
+    }
 }
 
 /// A request forwarded inside a dialog, waiting for its response.
@@ -111,6 +146,9 @@ pub(super) struct Calls {
     branches: HashMap<String, (u64, usize)>,
     /// Our branch → upstream transaction for in-dialog requests.
     relays: HashMap<String, Relay>,
+    /// Branches of requests the proxy sent itself (BYEs ending a call): their responses end
+    /// here.
+    own: HashSet<String>,
     /// Timer C deadlines, earliest first. Entries of calls answered or gone are skipped when
     /// they come up (at most one needless wake-up each), so nothing scans every call.
     timer_c: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -313,9 +351,20 @@ impl Endpoint {
         self.calls.next_id += 1;
         let id = self.calls.next_id;
         let caller_tag = e.from.tag.as_deref().unwrap_or_default().to_owned();
-        let session = format!("{};{caller_tag}", e.call_id);
+        let session = if self.config.anchor_media {
+            format!("{};{caller_tag}", e.call_id)
+        } else {
+            String::new()
+        };
+        // Without a Contact (a broken phone), the From URI is the best guess of a target.
+        let caller_contact = [Name::CONTACT, Name::FROM]
+            .iter()
+            .find_map(|n| request.header(n).and_then(|v| forward::contact_uri(v)))
+            .unwrap_or_default()
+            .to_owned();
         let call = Call {
             id,
+            name: format!("{}-{}-{id}", self.config.replica, now.wall.0 / 1000),
             sip_call_id: e.call_id.to_string(),
             caller: caller.clone(),
             callee: callee.clone(),
@@ -332,20 +381,26 @@ impl Endpoint {
             targets,
             session: session.clone(),
             timer_c: now.mono + TIMER_C,
-            timed_out: false,
+            ending: None,
+            dialog: None,
+            caller_contact,
+            caller_cseq: e.cseq.seq,
+            callee_cseq: 0,
         };
         self.calls.by_call_id.insert(call.sip_call_id.clone(), id);
         self.calls.by_uas.insert(reply.key, id);
         self.calls.timer_c.push(Reverse((call.timer_c, id)));
+        let name = call.name.clone();
         self.calls.calls.insert(id, call);
+        self.stats.calls_started += 1;
         self.events.push_back(EndpointEvent::CallStarted {
-            id,
+            id: name.clone(),
             caller: caller.clone(),
             callee: callee.clone(),
         });
         match sdp_of(&request.headers, &request.body).filter(|_| self.config.anchor_media) {
             Some(sdp) => {
-                let record = self.recording_of(id, &caller, &callee);
+                let record = self.recording_of(&name, &caller, &callee);
                 let source = reply.source.remote.ip();
                 self.media_request(Parked::Fork { call: id }, |op| MediaCommand::Offer {
                     op,
@@ -361,17 +416,19 @@ impl Endpoint {
     }
 
     /// A recording request when either party's extension records every call.
-    fn recording_of(&self, id: u64, caller: &UserKey, callee: &UserKey) -> Option<RecordRequest> {
+    fn recording_of(
+        &self,
+        name: &str,
+        caller: &UserKey,
+        callee: &UserKey,
+    ) -> Option<RecordRequest> {
         let always = |k: &UserKey| {
             self.location
                 .extension(k)
                 .is_some_and(|r| r.recording == RecordingPolicy::Always)
         };
         (always(caller) || always(callee)).then(|| RecordRequest {
-            id: format!(
-                "{}-{id}-{}-{}",
-                self.config.replica, caller.user, callee.user
-            ),
+            id: format!("{name}-{}-{}", caller.user, callee.user),
             caller: caller.user.clone(),
             callee: callee.user.clone(),
         })
@@ -439,14 +496,26 @@ impl Endpoint {
             b = b.header("Retry-After", s.to_string());
         }
         self.respond(now, &call.uas, b);
-        self.media_delete(call.session);
-        self.events.push_back(EndpointEvent::CallEnded {
-            id,
-            caller: call.caller,
-            callee: call.callee,
-            code: failure.code,
-            answered: false,
-        });
+        self.call_ended(now, call, failure.code, EndReason::MediaRefused);
+    }
+
+    /// Releases the call's media and reports it ended.
+    fn call_ended(&mut self, now: Now, call: Call, code: u16, reason: EndReason) {
+        self.media_delete(call.session.clone());
+        self.stats.call_ended(reason, call.answered_at.is_some());
+        let session = (!call.session.is_empty()).then_some(call.session);
+        self.events
+            .push_back(EndpointEvent::CallEnded(Box::new(CallSummary {
+                id: call.name,
+                caller: call.caller,
+                callee: call.callee,
+                started_at: call.started_at,
+                answered_at: call.answered_at,
+                ended_at: now.wall,
+                code,
+                reason,
+                session,
+            })));
     }
 
     /// A response from downstream.
@@ -469,6 +538,18 @@ impl Endpoint {
             let _ = self
                 .clients
                 .on_response(&key, response.code, now.mono, || None);
+            return;
+        }
+        if self.calls.own.contains(&branch) {
+            let (received, _) = self
+                .clients
+                .on_response(&branch, response.code, now.mono, || None);
+            if let Received::Absorbed(resend) = received {
+                self.transmits.extend(resend);
+            }
+            if response.code >= 200 {
+                self.calls.own.remove(&branch);
+            }
             return;
         }
         if let Some(relay) = self.calls.relays.get(&branch) {
@@ -609,6 +690,19 @@ impl Endpoint {
             call.state = CallState::Answered;
             call.answered_at = Some(now.wall);
             call.callee_flow = Some(call.branches[index].flow);
+            call.dialog = Some(Dialog {
+                to: response
+                    .header(&Name::TO)
+                    .map_or_else(String::new, |t| t.to_string()),
+                contact: response
+                    .header(&Name::CONTACT)
+                    .and_then(|c| forward::contact_uri(c))
+                    .map_or_else(
+                        || call.branches[index].invite.uri_raw.to_string(),
+                        str::to_owned,
+                    ),
+            });
+            let ending = call.ending.map(|e| e.reason);
             let pending: Vec<usize> = (0..call.branches.len())
                 .filter(|&i| i != index && !call.branches[i].done)
                 .collect();
@@ -619,12 +713,17 @@ impl Endpoint {
             for i in pending {
                 self.cancel_branch(now, call_id, i);
             }
+            self.stats.calls_answered += 1;
             if let Some(c) = self.calls.calls.get(&call_id) {
                 self.events.push_back(EndpointEvent::CallAnswered {
-                    id: call_id,
+                    id: c.name.clone(),
                     caller: c.caller.clone(),
                     callee: c.callee.clone(),
                 });
+            }
+            if let Some(reason) = ending {
+                // The PBX was ending the call when the callee answered: hang up now.
+                self.end_call(now, call_id, reason);
             }
             return;
         }
@@ -649,8 +748,7 @@ impl Endpoint {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
-        self.media_delete(call.session.clone());
-        let best = if call.timed_out {
+        let best = if call.ending.is_some() {
             None
         } else {
             call.best.as_ref()
@@ -673,23 +771,18 @@ impl Endpoint {
                 code
             }
             None => {
-                let b = ResponseBuilder::new(
-                    &call.invite,
-                    call.uas.source.remote,
-                    408,
-                    "Request Timeout",
-                );
+                let (code, phrase) = call
+                    .ending
+                    .map_or((408, "Request Timeout"), |e| (e.code, e.phrase));
+                let b = ResponseBuilder::new(&call.invite, call.uas.source.remote, code, phrase);
                 self.respond(now, &call.uas, b);
-                408
+                code
             }
         };
-        self.events.push_back(EndpointEvent::CallEnded {
-            id: call.id,
-            caller: call.caller,
-            callee: call.callee,
-            code,
-            answered: false,
-        });
+        let reason = call
+            .ending
+            .map_or_else(|| EndReason::of_failure(code), |e| e.reason);
+        self.call_ended(now, call, code, reason);
     }
 
     fn cancel_branch(&mut self, now: Now, call_id: u64, index: usize) {
@@ -739,14 +832,7 @@ impl Endpoint {
                 "Request Terminated",
             );
             self.respond(now, &call.uas, b);
-            self.media_delete(call.session);
-            self.events.push_back(EndpointEvent::CallEnded {
-                id: call.id,
-                caller: call.caller,
-                callee: call.callee,
-                code: 487,
-                answered: false,
-            });
+            self.call_ended(now, call, 487, EndReason::Cancelled);
             return;
         }
         let pending: Vec<usize> = match self.calls.calls.get(&call_id) {
@@ -777,6 +863,9 @@ impl Endpoint {
             }
             return;
         };
+        if let Some(call) = self.calls.calls.get_mut(&call_id) {
+            call.note_request(request, e);
+        }
         if self.config.anchor_media
             && let Some(sdp) = sdp_of(&request.headers, &request.body)
             && let Some(call) = self.calls.calls.get(&call_id)
@@ -902,14 +991,12 @@ impl Endpoint {
         if request.method == Method::Bye
             && let Some(call) = self.calls.remove(call_id)
         {
-            self.media_delete(call.session.clone());
-            self.events.push_back(EndpointEvent::CallEnded {
-                id: call.id,
-                caller: call.caller,
-                callee: call.callee,
-                code: 200,
-                answered: true,
-            });
+            let reason = if from_caller {
+                EndReason::CallerHangup
+            } else {
+                EndReason::CalleeHangup
+            };
+            self.call_ended(now, call, 200, reason);
         }
     }
 
@@ -930,7 +1017,7 @@ impl Endpoint {
     /// Client transactions that timed out: a branch that never answered counts as 408.
     pub(super) fn client_timeouts(&mut self, now: Now, branches: Vec<String>) {
         for branch in branches {
-            if self.calls.relays.remove(&branch).is_some() {
+            if self.calls.relays.remove(&branch).is_some() || self.calls.own.remove(&branch) {
                 continue;
             }
             if let Some(&(call_id, index)) = self.calls.branches.get(&branch)
@@ -945,19 +1032,157 @@ impl Endpoint {
     /// Timer C: unanswered calls past their time are cancelled.
     pub(super) fn expire_calls(&mut self, now: Now) {
         for id in self.calls.due_timer_c(now.mono) {
-            let pending: Vec<usize> = match self.calls.calls.get_mut(&id) {
-                Some(call) => {
-                    call.timer_c = now.mono + TIMER_C;
-                    call.timed_out = true;
-                    self.calls.timer_c.push(Reverse((call.timer_c, id)));
-                    (0..call.branches.len())
-                        .filter(|&i| !call.branches[i].done)
-                        .collect()
-                }
-                None => continue,
-            };
-            for i in pending {
-                self.cancel_branch(now, id, i);
+            if let Some(call) = self.calls.calls.get_mut(&id) {
+                // Timer C again, in case a branch never answers the CANCEL.
+                call.timer_c = now.mono + TIMER_C;
+                self.calls.timer_c.push(Reverse((call.timer_c, id)));
+            }
+            self.end_call(now, id, EndReason::NoAnswer);
+        }
+    }
+
+    /// Ends the call named `name` (its API id) for `reason`; `false` when there is no such
+    /// call.
+    pub fn hangup(&mut self, now: Now, name: &str, reason: EndReason) -> bool {
+        match self.calls.calls.values().find(|c| c.name == name) {
+            Some(call) => {
+                let id = call.id;
+                self.end_call(now, id, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the call whose media session is `session` (the relay closed it for lack of media).
+    pub fn hangup_session(&mut self, now: Now, session: &str, reason: EndReason) -> bool {
+        match self.calls.calls.values().find(|c| c.session == session) {
+            Some(call) => {
+                let id = call.id;
+                self.end_call(now, id, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The PBX ends a call itself. Ringing: every pending branch is cancelled and the caller
+    /// gets a final failure naming the reason (at once when nothing was sent downstream yet).
+    /// Answered: a BYE goes to each phone, in the dialog as the other party would send it.
+    fn end_call(&mut self, now: Now, id: u64, reason: EndReason) {
+        let Some(call) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        if call.state == CallState::Answered {
+            if let Some(call) = self.calls.remove(id) {
+                self.send_byes(now, &call, reason);
+                self.call_ended(now, call, 200, reason);
+            }
+            return;
+        }
+        let (code, phrase) = match reason {
+            EndReason::NoAnswer => (408, "Request Timeout"),
+            EndReason::MediaTimeout => (408, "Media Timeout"),
+            _ => (487, "Call Ended By The PBX"),
+        };
+        call.ending = Some(Ending {
+            reason,
+            code,
+            phrase,
+        });
+        if call.branches.is_empty() {
+            // Still waiting for the relay: nothing went downstream.
+            if let Some(call) = self.calls.remove(id) {
+                let b = ResponseBuilder::new(&call.invite, call.uas.source.remote, code, phrase);
+                self.respond(now, &call.uas, b);
+                self.call_ended(now, call, code, reason);
+            }
+            return;
+        }
+        let pending: Vec<usize> = (0..call.branches.len())
+            .filter(|&i| !call.branches[i].done)
+            .collect();
+        for i in pending {
+            self.cancel_branch(now, id, i);
+        }
+    }
+
+    /// A BYE to each party of an answered call.
+    fn send_byes(&mut self, now: Now, call: &Call, reason: EndReason) {
+        let Some(dialog) = &call.dialog else {
+            return;
+        };
+        let Some(callee_flow) = call.callee_flow else {
+            return;
+        };
+        let text = match reason {
+            EndReason::AdminHangup => "Hung up by the administrator",
+            EndReason::MediaTimeout => "No media received for the media timeout",
+            _ => "Call ended by the PBX",
+        };
+        let reason_header = format!("SIP;cause=200;text=\"{text}\"");
+        let from = call.invite.header(&Name::FROM).map_or("", |v| v.as_str());
+        // To the callee, as from the caller; to the caller, as from the callee.
+        let legs = [
+            (
+                callee_flow,
+                dialog.contact.as_str(),
+                from,
+                dialog.to.as_str(),
+                call.caller_cseq,
+            ),
+            (
+                call.caller_flow,
+                call.caller_contact.as_str(),
+                dialog.to.as_str(),
+                from,
+                call.callee_cseq,
+            ),
+        ];
+        for (flow, uri, from, to, cseq) in legs {
+            let branch = self.new_branch(call.id);
+            let via = self.via(&flow, &branch);
+            let bytes = forward::originate(&forward::Originate {
+                method: "BYE",
+                uri,
+                via: &via,
+                from,
+                to,
+                call_id: &call.sip_call_id,
+                cseq: cseq.saturating_add(1).max(1),
+                reason: Some(&reason_header),
+            });
+            let t = self
+                .clients
+                .send(branch.clone(), false, flow, bytes, now.mono);
+            self.transmits.push_back(t);
+            self.calls.own.insert(branch);
+        }
+    }
+}
+
+impl Call {
+    /// Keeps what the PBX needs to send its own requests in this dialog: each party's highest
+    /// CSeq and, on a target refresh, its new Contact.
+    fn note_request(&mut self, request: &Request, e: &Essentials) {
+        let from_caller = e.from.tag.as_deref() == Some(self.caller_tag.as_str());
+        let seq = e.cseq.seq;
+        let contact = matches!(request.method, Method::Invite | Method::Update)
+            .then(|| {
+                request
+                    .header(&Name::CONTACT)
+                    .and_then(|c| forward::contact_uri(c))
+            })
+            .flatten();
+        if from_caller {
+            self.caller_cseq = self.caller_cseq.max(seq);
+            if let Some(c) = contact {
+                self.caller_contact = c.to_owned();
+            }
+        } else {
+            self.callee_cseq = self.callee_cseq.max(seq);
+            if let (Some(c), Some(d)) = (contact, self.dialog.as_mut()) {
+                d.contact = c.to_owned();
             }
         }
     }

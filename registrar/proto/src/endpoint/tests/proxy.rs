@@ -235,11 +235,10 @@ fn a_call_is_authenticated_forwarded_answered_and_hung_up() {
     while let Some(e) = ep.poll_event() {
         ended |= matches!(
             e,
-            EndpointEvent::CallEnded {
-                answered: true,
-                code: 200,
-                ..
-            }
+            EndpointEvent::CallEnded(summary)
+                if summary.code == 200
+                    && summary.reason == EndReason::CallerHangup
+                    && summary.answered_at.is_some()
         );
     }
     assert!(ended);
@@ -496,4 +495,166 @@ fn timer_c_cancels_a_ringing_call_and_the_caller_gets_408() {
         [408]
     );
     assert_eq!(ep.call_count(), 0);
+}
+
+/// Calls 1002 and lets it answer; returns the INVITE the callee got.
+fn answered_call(ep: &mut Endpoint, now: Now) -> Request {
+    let out = call(ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    let out = input(ep, now, CALLEE, &answer(&inv, 200, "OK", "callee-tag"));
+    assert_eq!(responses_to(&out, CALLER)[0].code, 200);
+    while ep.poll_event().is_some() {}
+    inv
+}
+
+fn ended_events(ep: &mut Endpoint) -> Vec<CallSummary> {
+    let mut ended = Vec::new();
+    while let Some(e) = ep.poll_event() {
+        if let EndpointEvent::CallEnded(summary) = e {
+            ended.push(*summary);
+        }
+    }
+    ended
+}
+
+#[test]
+fn the_pbx_hangs_up_an_answered_call_with_a_bye_to_each_phone() {
+    let (mut ep, now) = pbx();
+    answered_call(&mut ep, now);
+    let name = ep.calls().next().unwrap().name.clone();
+    assert!(name.starts_with("up-"), "{name}");
+    assert!(!ep.hangup(now, "no-such-call", EndReason::AdminHangup));
+    assert!(ep.hangup(now, &name, EndReason::AdminHangup));
+    assert_eq!(ep.call_count(), 0);
+    let out = drain(&mut ep);
+
+    // To the callee, as the caller would send it: caller's From, callee's tag, next CSeq.
+    let to_callee = requests_to(&out, CALLEE);
+    assert_eq!(to_callee.len(), 1, "{out:?}");
+    let bye = &to_callee[0];
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(&*bye.uri_raw, format!("sip:1002@{CALLEE}"));
+    let e = bye.essentials().unwrap();
+    assert_eq!(e.from.tag.as_deref(), Some("caller-tag"));
+    assert_eq!(e.to.tag.as_deref(), Some("callee-tag"));
+    assert_eq!(e.cseq.seq, 3, "after the caller's INVITE with CSeq 2");
+    assert_eq!(e.call_id.as_str(), "call-a");
+    assert!(
+        bye.headers
+            .iter()
+            .any(|(n, v)| n.as_print_str() == "Reason" && v.contains("administrator")),
+        "{bye:?}"
+    );
+
+    // To the caller, as the callee would send it, at the caller's Contact.
+    let to_caller = requests_to(&out, CALLER);
+    assert_eq!(to_caller.len(), 1, "{out:?}");
+    let bye = &to_caller[0];
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(&*bye.uri_raw, format!("sip:1001@{CALLER}"));
+    let e = bye.essentials().unwrap();
+    assert_eq!(e.from.tag.as_deref(), Some("callee-tag"));
+    assert_eq!(e.to.tag.as_deref(), Some("caller-tag"));
+    assert_eq!(e.cseq.seq, 1);
+
+    let ended = ended_events(&mut ep);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].reason, EndReason::AdminHangup);
+    assert_eq!(ended[0].id, name);
+    assert_eq!(ep.stats().calls_answered, 1);
+
+    // Their 200s end our transactions and go nowhere.
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer(&to_callee[0], 200, "OK", "callee-tag"),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    let ok = String::from_utf8(
+        ResponseBuilder::new(&to_caller[0], CALLER.parse().unwrap(), 200, "OK")
+            .build()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(input(&mut ep, now, CALLER, &ok).is_empty());
+    assert_eq!(
+        ep.stats().dropped[1..].iter().sum::<u64>(),
+        0,
+        "nothing stray"
+    );
+    // A BYE the caller sends afterwards finds no call.
+    let late = format!(
+        "BYE sip:1002@{CALLEE} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKlate\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>;tag=callee-tag\r\n\
+         Call-ID: call-a\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert_eq!(
+        responses_to(&input(&mut ep, now, CALLER, &late), CALLER)[0].code,
+        481
+    );
+}
+
+#[test]
+fn the_pbx_ends_a_ringing_call_by_cancelling_it() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    input(&mut ep, now, CALLEE, &answer(&inv, 180, "Ringing", "t1"));
+    let name = ep.calls().next().unwrap().name.clone();
+    assert!(ep.hangup(now, &name, EndReason::AdminHangup));
+    let cancels = requests_to(&drain(&mut ep), CALLEE);
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].method, Method::Cancel);
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer(&inv, 487, "Request Terminated", "t1"),
+    );
+    let finals = responses_to(&out, CALLER);
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].code, 487);
+    assert_eq!(&*finals[0].reason, "Call Ended By The PBX");
+    let ended = ended_events(&mut ep);
+    assert_eq!(ended[0].reason, EndReason::AdminHangup);
+    assert!(ended[0].answered_at.is_none());
+}
+
+#[test]
+fn an_answer_racing_the_pbxs_cancel_is_hung_up_at_once() {
+    let (mut ep, now) = pbx();
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, CALLEE).remove(0);
+    let name = ep.calls().next().unwrap().name.clone();
+    assert!(ep.hangup(now, &name, EndReason::AdminHangup));
+    drain(&mut ep);
+    let out = input(&mut ep, now, CALLEE, &answer(&inv, 200, "OK", "callee-tag"));
+    assert_eq!(
+        responses_to(&out, CALLER)[0].code,
+        200,
+        "a 2xx is always forwarded"
+    );
+    let byes: Vec<Method> = requests_to(&out, CALLEE)
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(byes, [Method::Bye]);
+    assert_eq!(requests_to(&out, CALLER)[0].method, Method::Bye);
+    assert_eq!(ep.call_count(), 0);
+}
+
+#[test]
+fn the_relays_media_timeout_hangs_up_the_call() {
+    let (mut ep, now) = media_pbx();
+    call(&mut ep, now, "1002");
+    let Some(MediaCommand::Offer { op, session, .. }) = ep.poll_media() else {
+        panic!("an offer")
+    };
+    ep.handle_media_result(now, op, Ok("v=0\r\n".into()));
+    drain(&mut ep);
+    assert!(!ep.hangup_session(now, "other", EndReason::MediaTimeout));
+    assert!(ep.hangup_session(now, &session, EndReason::MediaTimeout));
+    let out = drain(&mut ep);
+    assert_eq!(requests_to(&out, CALLEE)[0].method, Method::Cancel);
 }

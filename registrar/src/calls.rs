@@ -1,0 +1,308 @@
+//! Calls as the API shows them: live calls (from the proxy, with the relay's counters merged in
+//! by the HTTP side) and call detail records of finished calls.
+//!
+//! Finished calls are kept in memory (the newest [`CDR_KEEP`]) and, when the registrar has a
+//! file for them, appended to it as JSON lines by a writer task, so a restart keeps the
+//! history. The file is rotated to `<name>.1` when it passes [`CDR_FILE_MAX`] bytes.
+
+use kubepbx_api::time::UnixMillis;
+use kubepbx_media::{LegStats, SessionStats};
+use kubepbx_sip::endpoint::{Call, CallState, CallSummary};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+/// Finished calls kept in memory for `GET /api/v1/cdrs`.
+pub const CDR_KEEP: usize = 1000;
+/// The CDR file is rotated past this size.
+pub const CDR_FILE_MAX: u64 = 16 << 20;
+/// CDR lines queued for the writer task; beyond that they are dropped (and counted in the log).
+const CDR_QUEUE: usize = 1024;
+
+/// One live call, as listed by `GET /api/v1/calls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    /// The call's id (for `DELETE /api/v1/calls/{id}`).
+    pub id: String,
+    /// The caller's extension number.
+    pub from: String,
+    /// The callee's extension number.
+    pub to: String,
+    /// `ringing`, `answered`, or `ended` in call records.
+    pub state: String,
+    /// When the INVITE arrived (RFC 3339).
+    pub started_at: String,
+    /// When the callee answered.
+    pub answered_at: Option<String>,
+    /// Talk time: seconds since the answer (until the end in call records); 0 before it.
+    pub duration_seconds: u64,
+    /// Per-leg media counters, when the relay carries the call's media.
+    pub media: Option<MediaView>,
+    /// The recording's id (`GET /api/v1/recordings/{id}`), when the call is recorded.
+    pub recording: Option<String>,
+    /// The relay session (internal).
+    #[serde(skip)]
+    pub session: Option<String>,
+}
+
+/// Media counters of a call: one leg per party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaView {
+    /// The caller's leg ("in" is what the caller sent to the relay).
+    pub caller: LegStats,
+    /// The callee's leg.
+    pub callee: LegStats,
+}
+
+impl MediaView {
+    /// The legs of a relay session.
+    pub fn of(stats: &SessionStats) -> MediaView {
+        MediaView {
+            caller: stats.caller,
+            callee: stats.callee,
+        }
+    }
+}
+
+/// One finished call, as listed by `GET /api/v1/cdrs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CdrView {
+    /// Everything a live call shows (state `ended`).
+    #[serde(flatten)]
+    pub call: CallView,
+    /// When it ended.
+    pub ended_at: String,
+    /// Why (`caller-hangup`, `busy`, … see `docs/api.md`).
+    pub end_reason: String,
+    /// The final SIP status: 200 for an answered call, else what the caller got.
+    pub end_code: u16,
+}
+
+fn state_name(state: CallState) -> &'static str {
+    match state {
+        CallState::Ringing => "ringing",
+        CallState::Answered => "answered",
+    }
+}
+
+fn seconds_between(from: Option<UnixMillis>, to: UnixMillis) -> u64 {
+    from.map_or(0, |at| at.until(to).as_secs())
+}
+
+/// A live call at `now` (media filled in later by whoever can ask the relay).
+pub fn call_view(call: &Call, now: UnixMillis) -> CallView {
+    CallView {
+        id: call.name.clone(),
+        from: call.caller.user.clone(),
+        to: call.callee.user.clone(),
+        state: state_name(call.state).to_owned(),
+        started_at: call.started_at.to_rfc3339(),
+        answered_at: call.answered_at.map(UnixMillis::to_rfc3339),
+        duration_seconds: seconds_between(call.answered_at, now),
+        media: None,
+        recording: None,
+        session: call.session().map(str::to_owned),
+    }
+}
+
+/// The record of a finished call, with the relay's final counters when there are some.
+pub fn cdr(summary: &CallSummary, media: Option<&SessionStats>) -> CdrView {
+    CdrView {
+        call: CallView {
+            id: summary.id.clone(),
+            from: summary.caller.user.clone(),
+            to: summary.callee.user.clone(),
+            state: "ended".to_owned(),
+            started_at: summary.started_at.to_rfc3339(),
+            answered_at: summary.answered_at.map(UnixMillis::to_rfc3339),
+            duration_seconds: seconds_between(summary.answered_at, summary.ended_at),
+            media: media.map(MediaView::of),
+            recording: media.and_then(|m| m.recording.clone()),
+            session: summary.session.clone(),
+        },
+        ended_at: summary.ended_at.to_rfc3339(),
+        end_reason: summary.reason.as_str().to_owned(),
+        end_code: summary.code,
+    }
+}
+
+/// The newest call records, and the file they are appended to.
+#[derive(Debug)]
+pub struct CdrLog {
+    recent: VecDeque<CdrView>,
+    keep: usize,
+    file: Option<mpsc::Sender<String>>,
+    dropped: u64,
+}
+
+impl CdrLog {
+    /// A log kept in memory only.
+    pub fn in_memory(keep: usize) -> CdrLog {
+        CdrLog {
+            recent: VecDeque::new(),
+            keep,
+            file: None,
+            dropped: 0,
+        }
+    }
+
+    /// A log that loads the newest `keep` records of `path` (if it exists) and appends new
+    /// ones to it from a task on `tasks`. Unreadable lines are skipped with a warning; a file
+    /// that cannot be read at all is an error (nothing is overwritten).
+    pub fn open(
+        path: PathBuf,
+        keep: usize,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> std::io::Result<CdrLog> {
+        let mut log = CdrLog::in_memory(keep);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut bad = 0usize;
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    match serde_json::from_str::<CdrView>(line) {
+                        Ok(cdr) => log.remember(cdr),
+                        Err(_) => bad += 1,
+                    }
+                }
+                if bad > 0 {
+                    tracing::warn!(file = %path.display(), lines = bad, "skipped unreadable call records");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let (tx, rx) = mpsc::channel(CDR_QUEUE);
+        tasks.spawn(write_loop(path, rx));
+        log.file = Some(tx);
+        Ok(log)
+    }
+
+    fn remember(&mut self, cdr: CdrView) {
+        if self.recent.len() == self.keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(cdr);
+    }
+
+    /// Adds a finished call (and appends it to the file).
+    pub fn push(&mut self, cdr: CdrView) {
+        if let Some(file) = &self.file
+            && let Ok(line) = serde_json::to_string(&cdr)
+            && file.try_send(line).is_err()
+        {
+            self.dropped += 1;
+            tracing::warn!(
+                dropped = self.dropped,
+                "the call record file is not keeping up; a record was not saved"
+            );
+        }
+        self.remember(cdr);
+    }
+
+    /// The records, newest first.
+    pub fn newest_first(&self) -> Vec<CdrView> {
+        self.recent.iter().rev().cloned().collect()
+    }
+}
+
+/// Appends lines to `path`, rotating it past [`CDR_FILE_MAX`].
+async fn write_loop(path: PathBuf, mut rx: mpsc::Receiver<String>) {
+    let mut lines = Vec::new();
+    while rx.recv_many(&mut lines, 256).await > 0 {
+        let batch = std::mem::take(&mut lines);
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || append(&target, &batch)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(file = %path.display(), error = %e, "writing call records failed")
+            }
+            Err(e) => tracing::error!(error = %e, "the call record writer panicked"),
+        }
+    }
+}
+
+fn append(path: &Path, lines: &[String]) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > CDR_FILE_MAX) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, old)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubepbx_api::records::UserKey;
+    use kubepbx_sip::endpoint::EndReason;
+
+    fn summary(id: &str) -> CallSummary {
+        CallSummary {
+            id: id.to_owned(),
+            caller: UserKey::new("pbx.example.com", "1001"),
+            callee: UserKey::new("pbx.example.com", "1002"),
+            started_at: UnixMillis(1_795_000_000_000),
+            answered_at: Some(UnixMillis(1_795_000_002_000)),
+            ended_at: UnixMillis(1_795_000_062_500),
+            code: 200,
+            reason: EndReason::CallerHangup,
+            session: Some("c;t".into()),
+        }
+    }
+
+    #[test]
+    fn a_record_has_the_call_fields_plus_its_end() {
+        let json = serde_json::to_value(cdr(&summary("up-1-1"), None)).unwrap();
+        assert_eq!(json["id"], "up-1-1");
+        assert_eq!(json["from"], "1001");
+        assert_eq!(json["to"], "1002");
+        assert_eq!(json["state"], "ended");
+        assert_eq!(json["durationSeconds"], 60);
+        assert_eq!(json["endReason"], "caller-hangup");
+        assert_eq!(json["endCode"], 200);
+        assert!(json["media"].is_null());
+        assert!(json.get("session").is_none());
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_restart_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdrs.jsonl");
+        let tasks = tokio_util::task::TaskTracker::new();
+        let mut log = CdrLog::open(path.clone(), 2, &tasks).unwrap();
+        for id in ["a", "b", "c"] {
+            log.push(cdr(&summary(id), None));
+        }
+        let ids = |log: &CdrLog| -> Vec<String> {
+            log.newest_first().into_iter().map(|c| c.call.id).collect()
+        };
+        assert_eq!(ids(&log), ["c", "b"]);
+        drop(log);
+        tasks.close();
+        tasks.wait().await;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"not json\n")
+            .unwrap();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let log = CdrLog::open(path, 2, &tasks).unwrap();
+        assert_eq!(ids(&log), ["c", "b"]);
+    }
+}
