@@ -111,6 +111,9 @@ pub struct Call {
     dialog: Option<Dialog>,
     /// The caller's remote target (Contact of the INVITE, updated by target refreshes).
     caller_contact: String,
+    /// The INVITE carried no SDP while media is anchored: the callee's answer carries the
+    /// offer, and the caller's ACK the answer.
+    late_offer: bool,
     /// The highest CSeq seen from each party in this dialog.
     caller_cseq: u32,
     callee_cseq: u32,
@@ -384,6 +387,8 @@ impl Endpoint {
             ending: None,
             dialog: None,
             caller_contact,
+            late_offer: self.config.anchor_media
+                && sdp_of(&request.headers, &request.body).is_none(),
             caller_cseq: e.cseq.seq,
             callee_cseq: 0,
         };
@@ -639,18 +644,32 @@ impl Endpoint {
         {
             let session = call.session.clone();
             let source = call.branches[index].flow.remote.ip();
+            // With a late offer, the callee's SDP is the offer (and may ask for recording).
+            let offer = call
+                .late_offer
+                .then(|| self.recording_of(&call.name, &call.caller, &call.callee));
             self.media_request(
                 Parked::BranchResponse {
                     call: call_id,
                     index,
                     response,
                 },
-                |op| MediaCommand::Answer {
-                    op,
-                    session,
-                    side: Side::Callee,
-                    sdp,
-                    source,
+                |op| match offer {
+                    Some(record) => MediaCommand::Offer {
+                        op,
+                        session,
+                        side: Side::Callee,
+                        sdp,
+                        source,
+                        record,
+                    },
+                    None => MediaCommand::Answer {
+                        op,
+                        session,
+                        side: Side::Callee,
+                        sdp,
+                        source,
+                    },
                 },
             );
             return;

@@ -107,6 +107,16 @@ fn proxy_auth(challenge: &Response, user: &str, password: &str, uri: &str) -> St
 
 /// Calls `target` from 1001 through the digest exchange; returns what the proxy sent.
 fn call(ep: &mut Endpoint, now: Now, target: &str) -> Vec<(SocketAddr, Message)> {
+    call_with(ep, now, target, true)
+}
+
+/// [`call`], with or without an SDP offer in the authenticated INVITE.
+fn call_with(
+    ep: &mut Endpoint,
+    now: Now,
+    target: &str,
+    with_sdp: bool,
+) -> Vec<(SocketAddr, Message)> {
     let out = input(ep, now, CALLER, &invite(target, "z9hG4bKc1", 1, None));
     let challenge = responses_to(&out, CALLER).remove(0);
     assert_eq!(challenge.code, 407, "{challenge:?}");
@@ -122,12 +132,13 @@ fn call(ep: &mut Endpoint, now: Now, target: &str) -> Vec<(SocketAddr, Message)>
     );
     let uri = format!("sip:{target}@{DOMAIN}");
     let auth = proxy_auth(&challenge, "1001", "pw1001", &uri);
-    input(
-        ep,
-        now,
-        CALLER,
-        &invite(target, "z9hG4bKc2", 2, Some(&auth)),
-    )
+    let mut text = invite(target, "z9hG4bKc2", 2, Some(&auth));
+    if !with_sdp {
+        let cut = text.find("Content-Type:").unwrap();
+        text.truncate(cut);
+        text.push_str("Content-Length: 0\r\n\r\n");
+    }
+    input(ep, now, CALLER, &text)
 }
 
 /// The caller's CANCEL of the INVITE `call` sent with credentials.
@@ -657,4 +668,56 @@ fn the_relays_media_timeout_hangs_up_the_call() {
     assert!(ep.hangup_session(now, &session, EndReason::MediaTimeout));
     let out = drain(&mut ep);
     assert_eq!(requests_to(&out, CALLEE)[0].method, Method::Cancel);
+}
+
+#[test]
+fn a_late_offer_from_the_callee_is_anchored_and_the_acks_answer_too() {
+    let (mut ep, now) = media_pbx();
+    let out = call_with(&mut ep, now, "1002", false);
+    let inv = requests_to(&out, CALLEE).remove(0);
+    assert!(
+        inv.body.is_empty(),
+        "no offer to rewrite: forwarded at once"
+    );
+    assert!(ep.poll_media().is_none());
+
+    // The callee's 200 carries the offer: the relay gets it as the callee's offer.
+    let out = input(
+        &mut ep,
+        now,
+        CALLEE,
+        &answer_with_sdp(&inv, 200, "v=0\r\nc=IN IP4 192.0.2.20\r\n"),
+    );
+    assert!(responses_to(&out, CALLER).is_empty(), "waits for the relay");
+    let Some(MediaCommand::Offer {
+        op, side, source, ..
+    }) = ep.poll_media()
+    else {
+        panic!("the callee's offer for the relay")
+    };
+    assert_eq!(side, Side::Callee);
+    assert_eq!(source, "192.0.2.20".parse::<std::net::IpAddr>().unwrap());
+    ep.handle_media_result(now, op, Ok("v=0\r\nm=audio 20000\r\n".into()));
+    let ok = responses_to(&drain(&mut ep), CALLER).remove(0);
+    assert!(ok.body.ends_with(b"m=audio 20000\r\n"));
+
+    // The caller answers in the ACK.
+    let sdp = "v=0\r\nc=IN IP4 192.0.2.10\r\n";
+    let ack = format!(
+        "ACK sip:1002@{CALLEE} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKa9\r\n\
+         Route: <sip:{PROXY};lr>\r\nMax-Forwards: 70\r\n\
+         From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>;tag=callee-tag\r\n\
+         Call-ID: call-a\r\nCSeq: 2 ACK\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    assert!(requests_to(&input(&mut ep, now, CALLER, &ack), CALLEE).is_empty());
+    let Some(MediaCommand::Answer { op, side, .. }) = ep.poll_media() else {
+        panic!("the caller's answer for the relay")
+    };
+    assert_eq!(side, Side::Caller);
+    ep.handle_media_result(now, op, Ok("v=0\r\nm=audio 20002\r\n".into()));
+    let acks = requests_to(&drain(&mut ep), CALLEE);
+    assert_eq!(acks.len(), 1);
+    assert!(acks[0].body.ends_with(b"m=audio 20002\r\n"));
 }
