@@ -22,10 +22,10 @@ pub struct Forward<'a> {
     pub uri: Option<&'a str>,
     /// The proxy's `Via` value, pushed on top (`SIP/2.0/UDP host:port;branch=…`).
     pub via: &'a str,
-    /// The proxy's `Record-Route` value, added on top (`<sip:host:port;lr>`).
+    /// The proxy's `Record-Route` value(s), added on top (`<sip:host:port;lr>`).
     pub record_route: Option<&'a str>,
-    /// Remove the topmost `Route` value (it names this proxy).
-    pub pop_route: bool,
+    /// How many of the topmost `Route` values to remove (those naming this proxy).
+    pub pop_routes: usize,
     /// Replacement body and its content type.
     pub body: Option<(&'a str, &'a [u8])>,
     /// Remove `Proxy-Authorization`: the credentials were for this proxy (RFC 3261 §22.3).
@@ -102,7 +102,7 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
         .unwrap_or(DEFAULT_MAX_FORWARDS)
         .saturating_sub(1);
     let _ = write!(out, "Max-Forwards: {max_forwards}\r\n");
-    let mut route_popped = !f.pop_route;
+    let mut to_pop = f.pop_routes;
     for (name, value) in req.headers.iter() {
         if *name == Name::MAX_FORWARDS || *name == Name::CONTENT_LENGTH {
             continue;
@@ -113,11 +113,12 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
         if f.strip_proxy_auth && *name == Name::PROXY_AUTHORIZATION {
             continue;
         }
-        if *name == Name::ROUTE && !route_popped {
-            route_popped = true;
-            let rest = split_values(value);
-            if rest.len() > 1 {
-                head_line(&mut out, "Route", &rest[1..].join(", "));
+        if *name == Name::ROUTE && to_pop > 0 {
+            let values = split_values(value);
+            let popped = to_pop.min(values.len());
+            to_pop -= popped;
+            if values.len() > popped {
+                head_line(&mut out, "Route", &values[popped..].join(", "));
             }
             continue;
         }
@@ -314,7 +315,7 @@ mod tests {
                 uri: Some("sip:1002@192.0.2.7:5062;ob"),
                 via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
                 record_route: Some("<sip:192.0.2.1:5060;lr>"),
-                pop_route: true,
+                pop_routes: 1,
                 body: Some(("application/sdp", b"v=0\r\ns=relay\r\n")),
                 strip_proxy_auth: true,
             },

@@ -228,8 +228,23 @@ impl Endpoint {
         )
     }
 
-    fn record_route(&self) -> String {
-        format!("<sip:{};lr>", self.config.advertise)
+    /// Our `Record-Route` for a call between `caller` and `callee` transports. When they
+    /// differ the proxy record-routes twice (RFC 5658): the top entry, which the callee sends
+    /// to, names the callee's transport; the second, which the caller sends to, the caller's.
+    fn record_route(&self, caller: Transport, callee: Transport) -> String {
+        let entry = |t: Transport| match t {
+            Transport::Udp => format!("<sip:{};lr>", self.config.advertise),
+            other => format!(
+                "<sip:{};transport={};lr>",
+                self.config.advertise,
+                other.as_str()
+            ),
+        };
+        if caller == callee {
+            entry(callee)
+        } else {
+            format!("{}, {}", entry(callee), entry(caller))
+        }
     }
 
     fn new_branch(&mut self, call: u64) -> String {
@@ -251,17 +266,16 @@ impl Endpoint {
         });
     }
 
-    /// Whether the topmost `Route` names this proxy (RFC 3261 §16.4: it is removed before
-    /// forwarding; phones with an outbound proxy preload it).
-    fn route_is_ours(&self, request: &Request) -> bool {
+    /// How many of the topmost `Route` values name this proxy (RFC 3261 §16.4: they are
+    /// removed before forwarding; phones with an outbound proxy preload one, and a double
+    /// record-route puts two in every request of the dialog).
+    fn our_routes(&self, request: &Request) -> usize {
         request
-            .header(&Name::ROUTE)
-            .and_then(|r| {
-                split_values(r)
-                    .first()
-                    .map(|v| v.contains(&self.config.advertise))
-            })
-            .unwrap_or(false)
+            .headers
+            .get_raw(&Name::ROUTE)
+            .flat_map(|line| split_values(line))
+            .take_while(|v| v.contains(&self.config.advertise))
+            .count()
     }
 
     /// A request that names this proxy in one of its Vias has been here before.
@@ -446,19 +460,20 @@ impl Endpoint {
         };
         let targets = std::mem::take(&mut call.targets);
         let request = call.invite.clone();
-        let record_route = self.record_route();
-        let pop_route = self.route_is_ours(&request);
+        let caller_transport = call.caller_flow.transport;
+        let pop_routes = self.our_routes(&request);
         let mut branches = Vec::with_capacity(targets.len());
         for (contact, flow) in targets {
             let branch = self.new_branch(id);
             let via = self.via(&flow, &branch);
+            let record_route = self.record_route(caller_transport, flow.transport);
             let bytes = forward::request(
                 &request,
                 &Forward {
                     uri: Some(&contact),
                     via: &via,
                     record_route: Some(&record_route),
-                    pop_route,
+                    pop_routes,
                     body: sdp.as_deref().map(|s| ("application/sdp", s.as_bytes())),
                     strip_proxy_auth: true,
                 },
@@ -962,7 +977,7 @@ impl Endpoint {
             }
             return;
         };
-        let pop_route = self.route_is_ours(request);
+        let pop_routes = self.our_routes(request);
         let branch = self.new_branch(call_id);
         let via = self.via(&flow, &branch);
         let bytes = forward::request(
@@ -971,7 +986,7 @@ impl Endpoint {
                 uri: None,
                 via: &via,
                 record_route: None,
-                pop_route,
+                pop_routes,
                 body: sdp.map(|s| ("application/sdp", s.as_bytes())),
                 strip_proxy_auth: false,
             },

@@ -721,3 +721,77 @@ fn a_late_offer_from_the_callee_is_anchored_and_the_acks_answer_too() {
     assert_eq!(acks.len(), 1);
     assert!(acks[0].body.ends_with(b"m=audio 20002\r\n"));
 }
+
+#[test]
+fn a_callee_on_tcp_gets_a_double_record_route_and_in_dialog_requests_pop_both() {
+    let (mut ep, now) = pbx();
+    // 1002 registers again, over TCP, from another address: the only live binding.
+    let tcp_callee = "192.0.2.30:40000";
+    let flow = Flow {
+        transport: Transport::Tcp,
+        id: 7,
+        remote: tcp_callee.parse().unwrap(),
+    };
+    let mut phone = Phone::new("1002", "pw1002");
+    phone.source = flow.remote;
+    phone.contact = format!("<sip:1002@{tcp_callee};transport=tcp>");
+    phone.call_id = "tcp-reg".into();
+    let send_tcp = |ep: &mut Endpoint, bytes: Bytes| {
+        ep.handle_packet(now, flow, bytes);
+        drain(ep)
+    };
+    let out = send_tcp(&mut ep, phone.request(Some(600), None));
+    let Message::Response(challenge) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    let auth = phone.answer(challenge, "pw1002");
+    send_tcp(&mut ep, phone.request(Some(600), Some(auth)));
+    // Remove the UDP binding of `pbx()`.
+    let mut udp = Phone::new("1002", "pw1002");
+    udp.source = CALLEE.parse().unwrap();
+    udp.contact = format!("<sip:1002@{CALLEE}>");
+    udp.call_id = "udp-unreg".into();
+    assert_eq!(register(&mut ep, now, &mut udp, Some(0)).code, 200);
+
+    let out = call(&mut ep, now, "1002");
+    let inv = out
+        .iter()
+        .find_map(|(to, m)| match m {
+            Message::Request(r) if *to == flow.remote => Some(r.clone()),
+            _ => None,
+        })
+        .expect("INVITE on the TCP flow");
+    assert_eq!(
+        &**inv.header(&Name::RECORD_ROUTE).unwrap(),
+        format!("<sip:{PROXY};transport=tcp;lr>, <sip:{PROXY};lr>")
+    );
+    let ok = answer(&inv, 200, "OK", "callee-tag");
+    let out = send_tcp(&mut ep, Bytes::from(ok));
+    assert_eq!(responses_to(&out, CALLER)[0].code, 200);
+
+    // The caller's route set is the Record-Route reversed: both entries are ours.
+    let bye = format!(
+        "BYE sip:1002@{tcp_callee};transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKdr1\r\n\
+         Route: <sip:{PROXY};lr>, <sip:{PROXY};transport=tcp;lr>\r\nMax-Forwards: 70\r\n\
+         From: <sip:1001@{DOMAIN}>;tag=caller-tag\r\nTo: <sip:1002@{DOMAIN}>;tag=callee-tag\r\n\
+         Call-ID: call-a\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = input(&mut ep, now, CALLER, &bye);
+    let forwarded = out
+        .iter()
+        .find_map(|(to, m)| match m {
+            Message::Request(r) if *to == flow.remote => Some(r.clone()),
+            _ => None,
+        })
+        .expect("BYE on the TCP flow");
+    assert!(forwarded.header(&Name::ROUTE).is_none(), "{forwarded:?}");
+    assert!(
+        forwarded
+            .headers
+            .get_raw(&Name::VIA)
+            .next()
+            .unwrap()
+            .starts_with("SIP/2.0/TCP")
+    );
+}
