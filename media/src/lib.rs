@@ -26,6 +26,7 @@
 
 pub mod api;
 pub mod config;
+pub mod control;
 mod driver;
 pub mod error;
 pub mod g711;
