@@ -3,45 +3,67 @@
 and then makes or takes one call with audio, or analyses a recording.
 
     pjsua2_call.py --registrar 127.0.0.1:5060 --user 1001 --password change-me-1001 \
-        --call 1002 [--duration 3] [--tone 440] [--record caller.wav]
+        --call 1002 [--duration 3] [--expect-hangup] [--tone 440] [--record caller.wav]
     pjsua2_call.py --registrar 127.0.0.1:5060 --user 1002 --password change-me-1002 \
-        --answer [--ring 0.3] [--tone 880] [--record callee.wav]
-    pjsua2_call.py --analyse callee.wav [--min-rms 300] [--expect-hz 440]
+        --answer [--ring 0.3] [--hangup [--duration 3]] [--tone 880] [--record callee.wav]
+    (both also: [--bind 127.0.0.2] [--public-address 10.255.255.1] [--no-outbound]
+     [--codec PCMU])
+    pjsua2_call.py --analyse callee.wav [--channel left|right] [--min-rms 300] [--expect-hz 440]
 
 Calling: registers, calls sip:NUMBER@DOMAIN, keeps the call up for --duration seconds once it
-is confirmed, hangs up (BYE) and waits for the end. Answering: registers, waits for one call,
-rings (180) for --ring seconds, answers 200 and keeps the call until the other side hangs up.
+is confirmed, hangs up (BYE) and waits for the end. With --expect-hangup the caller does not hang
+up: it waits up to --duration seconds after the answer for a BYE from the PBX (the callee hung
+up, or the PBX's admin API ended the call); none by then is a failure (it hangs up itself and
+exits 1). Answering: registers, waits for one call, rings (180) for --ring seconds, answers 200
+and keeps the call until a BYE arrives (--expect-hangup says the same explicitly); with --hangup
+it sends the BYE itself --duration seconds after the answer.
 Both sides play a sine tone of --tone Hz (a WAV generated into a temp file, looped with
 AudioMediaPlayer) into the call and record what they receive from it with AudioMediaRecorder
 into --record. No sound device is opened (null device); the conference bridge still runs on its
-own clock, so the tone flows and the recording fills.
+own clock, so the tone flows and the recording fills. --codec NAME (e.g. PCMU) offers and
+accepts that codec alone (by default pjsip prefers speex/16000).
 
-The PBX's address is the outbound proxy, pjsip's resolver points at 127.0.0.1 and media binds
-to 127.0.0.1, so no packet leaves loopback. The default digest handling answers SHA-256 and MD5
-challenges (401 for REGISTER, 407 for INVITE) with the one credential.
+The PBX's address is the outbound proxy, pjsip's resolver points at 127.0.0.1, and SIP and media
+sockets bind to --bind (default 127.0.0.1; any 127.x.y.z works on Linux), so no packet leaves
+loopback. --public-address IP makes the phone one behind NAT that does not know its public
+address: it writes IP (say a private 10.x address) into its Via, Contact and SDP c=/o= lines
+while sending from --bind, and pjsip's rewriting of Contact, Via and SDP from the received/rport
+the PBX reports is off, so it keeps doing so. pjsip marks its Contact `;ob` (RFC 5626 outbound:
+"use the flow this came over") unless --no-outbound, which makes it a phone like most desk
+phones, whose Contact says nothing of the kind. The phone itself never sends to IP; the PBX must
+answer, call and send media to where the packets come from. The default digest handling answers
+SHA-256 and MD5 challenges (401 for REGISTER, 407 for INVITE) with the one credential.
 
 Status lines on stdout, one per event, for a test to parse:
     pjsua2: pjsip VERSION
     pjsua2: registration state CODE REASON
     pjsua2: registered
     pjsua2: incoming call from URI
+    pjsua2: remote sdp c=IP m=PORT in WHAT     (the connection address and audio port of an SDP
+                                                received: WHAT is INVITE for an offer, CODE/INVITE
+                                                for an answer; c= is the media-level one if any)
+    pjsua2: local sdp c=IP m=PORT in WHAT      (the same for an SDP we sent)
     pjsua2: call state STATE CODE REASON       (CALLING, INCOMING, EARLY, CONNECTING,
                                                 CONFIRMED, DISCONNECTED)
     pjsua2: remote media IP:PORT               (where the remote SDP says to send RTP)
     pjsua2: BYE sent, answered CODE            (we hung up)
-    pjsua2: BYE received                       (the other side hung up)
+    pjsua2: BYE received                       (the other side, or the PBX, hung up)
+    pjsua2: BYE reason TEXT                    (its Reason header, if any)
     pjsua2: call disconnected CODE REASON
     pjsua2: recorded PATH BYTES
     pjsua2: error TEXT
-Exit 0 when the call was confirmed and ended with a BYE answered 200 (caller) or received
-(callee); 1 otherwise (the error line says why), after at most --timeout seconds.
+Exit 0 when the call was confirmed and ended with a BYE we sent answered 200 (caller; callee with
+--hangup) or one we received (callee; caller with --expect-hangup); 1 otherwise (the error line
+says why), after at most --timeout seconds.
 
 --analyse prints `pjsua2: analysis rms=R seconds=S rate=HZ tone=F power440=P power880=P` for a
-16-bit mono PCM WAV (pjmedia's recorder; also read when its header was not finalised): the RMS
-of the samples after the first half second (out of 32767), and the strength of each probed
-tone (Goertzel, summed over 0.1 s windows; only their ratio means something), the stronger one
-as `tone`. Exits 0 when the RMS is at least --min-rms and, with --expect-hz, `tone` is that
-one; 1 otherwise (with an error line).
+16-bit PCM WAV (pjmedia's recorder, or the PBX's recordings; also read when its header was not
+finalised): the RMS of the samples after the first half second (out of 32767), and the strength
+of each probed tone (Goertzel, summed over 0.1 s windows; only their ratio means something), the
+stronger one as `tone`. A stereo file (the PBX records the caller left, the callee right) needs
+--channel, which is then named in the line: `analysis channel=left rms=…`. Exits 0 when the RMS
+is at least --min-rms and, with --expect-hz, `tone` is that one; 1 otherwise (with an error
+line).
 """
 
 import argparse
@@ -77,9 +99,10 @@ def write_tone(path, hz, seconds=2.0, rate=16000, amplitude=0.4):
         w.writeframes(bytes(data))
 
 
-def read_pcm16(path):
-    """(rate, samples) of a mono 16-bit WAV. Reads the data chunk to the end of the file when its
-    size is missing (a recorder that was not closed leaves 0 there)."""
+def read_pcm16(path, channel=None):
+    """(rate, samples) of a 16-bit WAV, mono or (with `channel` "left" or "right") one channel of
+    a stereo one. Reads the data chunk to the end of the file when its size is missing or too
+    large (a recorder that was not closed leaves 0 there)."""
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
@@ -98,10 +121,18 @@ def read_pcm16(path):
         pos = body + size + (size & 1)
     if rate is None or data is None:
         raise ValueError("%s has no fmt or data chunk" % path)
-    if bits != 16 or channels != 1:
-        raise ValueError("%s: %d bits, %d channels; want 16-bit mono" % (path, bits, channels))
-    count = len(data) // 2
-    return rate, struct.unpack("<%dh" % count, data[:count * 2])
+    if bits != 16 or channels not in (1, 2):
+        raise ValueError("%s: %d bits, %d channels; want 16-bit mono or stereo" % (path, bits, channels))
+    if channels == 2 and channel is None:
+        raise ValueError("%s is stereo: choose --channel left or right" % path)
+    if channels == 1 and channel is not None:
+        raise ValueError("%s is mono: --channel is for stereo files" % path)
+    frame = 2 * channels
+    count = len(data) // frame
+    samples = struct.unpack("<%dh" % (count * channels), data[:count * frame])
+    if channels == 2:
+        samples = samples[0 if channel == "left" else 1::2]
+    return rate, samples
 
 
 def goertzel_power(samples, rate, hz):
@@ -117,9 +148,9 @@ def goertzel_power(samples, rate, hz):
     return math.sqrt(max(power, 0.0)) * math.sqrt(2) / len(samples)
 
 
-def analyse(path, min_rms, expect_hz):
+def analyse(path, min_rms, expect_hz, channel=None):
     try:
-        rate, samples = read_pcm16(path)
+        rate, samples = read_pcm16(path, channel)
     except (OSError, ValueError, struct.error) as err:
         say("error cannot read %s: %s" % (path, err))
         return 1
@@ -137,8 +168,9 @@ def analyse(path, min_rms, expect_hz):
         powers[hz] = total
     tone = max(powers, key=powers.get) if any(powers.values()) else 0
     say(
-        "analysis rms=%.1f seconds=%.2f rate=%d tone=%d %s"
+        "analysis %srms=%.1f seconds=%.2f rate=%d tone=%d %s"
         % (
+            "channel=%s " % channel if channel else "",
             rms,
             len(samples) / rate,
             rate,
@@ -153,6 +185,35 @@ def analyse(path, min_rms, expect_hz):
         say("error tone %d Hz, expected %d Hz" % (tone, expect_hz))
         ok = False
     return 0 if ok else 1
+
+
+def message_sdp(logged):
+    """(c= address, audio port) of the SDP body of a message pjsua logged, or None. The
+    media-level c= of the audio stream wins over the session-level one."""
+    text = logged.replace("\r\n", "\n")
+    if "\n\n" not in text:
+        return None
+    body = text.split("\n\n", 1)[1].split("--end msg--")[0]
+    session_c = media_c = port = None
+    in_audio = False
+    for line in body.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            if port is not None:
+                break
+            parts = line[2:].split()
+            in_audio = parts[:1] == ["audio"]
+            if in_audio and len(parts) > 1:
+                port = parts[1]
+        elif line.startswith("c="):
+            addr = line[2:].split()[-1] if line[2:].split() else ""
+            if port is None and not in_audio:
+                session_c = addr
+            elif in_audio:
+                media_c = addr
+    if port is None:
+        return None
+    return (media_c or session_c or "-", port)
 
 
 def run_phone(a):
@@ -232,6 +293,24 @@ def run_phone(a):
             if re.search(r"RX \d+ bytes Request msg BYE/", text) and not self.bye_received:
                 self.bye_received = True
                 say("BYE received")
+                reason = re.search(r"^Reason:[ \t]*(.*?)\r?$", text, re.M | re.I)
+                if reason:
+                    say("BYE reason %s" % reason.group(1))
+            m = re.search(
+                r"(RX|TX) \d+ bytes (?:Request msg (INVITE)/|Response msg (\d+/INVITE)/)", text
+            )
+            if m:
+                sdp = message_sdp(text)
+                if sdp:
+                    say(
+                        "%s sdp c=%s m=%s in %s"
+                        % (
+                            "remote" if m.group(1) == "RX" else "local",
+                            sdp[0],
+                            sdp[1],
+                            m.group(2) or m.group(3),
+                        )
+                    )
             if entry.level <= self.echo:
                 sys.stderr.write(text.rstrip("\n") + "\n")
 
@@ -264,14 +343,23 @@ def run_phone(a):
     cfg.logConfig.msgLogging = True
     cfg.medConfig.noVad = True
     ep.libInit(cfg)
+    public = a.public_address or a.bind
     tcfg = pj.TransportConfig()
     tcfg.port = 0
-    tcfg.boundAddress = "127.0.0.1"
-    tcfg.publicAddress = "127.0.0.1"
+    tcfg.boundAddress = a.bind
+    tcfg.publicAddress = public
     ttype = pj.PJSIP_TRANSPORT_UDP if a.transport == "udp" else pj.PJSIP_TRANSPORT_TCP
     ep.transportCreate(ttype, tcfg)
     ep.libStart()
     ep.audDevManager().setNullDev()
+    if a.codec:
+        wanted = [c.codecId for c in ep.codecEnum2() if c.codecId.upper().startswith(a.codec.upper() + "/")]
+        if not wanted:
+            say("error no codec %s in %s" % (a.codec, [c.codecId for c in ep.codecEnum2()]))
+            ep.libDestroy()
+            return 1
+        for c in ep.codecEnum2():
+            ep.codecSetPriority(c.codecId, 255 if c.codecId in wanted else 0)
     say("pjsip %s" % ep.libVersion().full)
 
     acfg = pj.AccountConfig()
@@ -279,8 +367,19 @@ def run_phone(a):
     acfg.regConfig.registrarUri = "sip:%s" % a.domain
     acfg.sipConfig.proxies.append("sip:%s;transport=%s;lr" % (a.registrar, a.transport))
     acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", a.user, 0, a.password))
-    acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-    acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+    acfg.mediaConfig.transportConfig.boundAddress = a.bind
+    acfg.mediaConfig.transportConfig.publicAddress = public
+    if a.public_address:
+        # A phone behind NAT without STUN: it keeps its private address in Contact, Via and SDP
+        # even when the PBX's received/rport says otherwise.
+        acfg.natConfig.contactRewriteUse = 0
+        acfg.natConfig.viaRewriteUse = 0
+        acfg.natConfig.sdpNatRewriteUse = 0
+        acfg.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
+        acfg.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
+    if a.no_outbound:
+        # No RFC 5626 outbound: no ";ob" in the Contact, so nothing tells the PBX to use the flow.
+        acfg.natConfig.sipOutboundUse = 0
     acc = Account()
     acc.create(acfg)
 
@@ -306,7 +405,10 @@ def run_phone(a):
             except pj.Error as err:
                 outcome["why"] = "makeCall failed: %s" % err.info()
                 call = None
+        # Who ends the call: we (BYE sent, must be answered 200) or the other side / the PBX.
+        we_hang_up = (a.call and not a.expect_hangup) or (a.answer and a.hangup)
         hung_up = False
+        late = False
         answered_at = None
         while call is not None or a.answer:
             if time.time() >= deadline:
@@ -327,24 +429,31 @@ def run_phone(a):
                 ok.statusCode = 200
                 call.answer(ok)
             if (
-                a.call
-                and call.confirmed
+                call.confirmed
                 and not hung_up
+                and not call.disconnected
+                and (we_hang_up or a.call)
                 and time.time() >= call.confirmed_at + a.duration
             ):
                 hung_up = True
+                # --expect-hangup: the BYE should have come by now; end the call anyway.
+                late = not we_hang_up
                 call.hangup(pj.CallOpParam())
             if call.disconnected:
                 # pjsua reports DISCONNECTED as soon as our BYE is sent: wait for its answer.
                 until = time.time() + 5
-                while a.call and log.bye_answer is None and time.time() < until:
+                while hung_up and log.bye_answer is None and time.time() < until:
                     ep.libHandleEvents(20)
                 if not call.confirmed:
                     outcome["why"] = "the call was never confirmed"
-                elif a.call and log.bye_answer != 200:
+                elif late:
+                    outcome["why"] = "no BYE within %s s of the answer (--expect-hangup)" % a.duration
+                elif we_hang_up and log.bye_answer != 200:
                     outcome["why"] = "our BYE was answered %s" % log.bye_answer
-                elif a.answer and not log.bye_received:
-                    outcome["why"] = "the call ended without a BYE from the caller"
+                elif not we_hang_up and not log.bye_received:
+                    outcome["why"] = "the call ended without a BYE from the %s" % (
+                        "caller" if a.answer else "PBX or callee"
+                    )
                 else:
                     outcome = {"ok": True, "why": ""}
                 break
@@ -389,7 +498,31 @@ def main():
     mode.add_argument("--call", metavar="NUMBER", help="call this extension")
     mode.add_argument("--answer", action="store_true", help="wait for one call and answer it")
     mode.add_argument("--analyse", metavar="WAV", help="say whether a recording holds audio")
-    ap.add_argument("--duration", type=float, default=3.0, help="seconds to talk (caller)")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=3.0,
+        help="seconds to talk before our BYE (caller; callee with --hangup), or to wait for the "
+        "PBX's BYE (--expect-hangup)",
+    )
+    ap.add_argument(
+        "--expect-hangup",
+        action="store_true",
+        help="do not hang up: the call must end with a BYE from the PBX within --duration",
+    )
+    ap.add_argument("--hangup", action="store_true", help="callee: hang up after --duration")
+    ap.add_argument("--bind", default="127.0.0.1", help="address SIP and media sockets bind to")
+    ap.add_argument(
+        "--public-address",
+        metavar="IP",
+        help="address written into Contact, Via and SDP (a phone behind NAT); never sent to",
+    )
+    ap.add_argument(
+        "--no-outbound",
+        action="store_true",
+        help="no SIP outbound (RFC 5626): Contact without ;ob, as most desk phones",
+    )
+    ap.add_argument("--codec", metavar="NAME", help="offer and accept only this codec (PCMU)")
     ap.add_argument("--ring", type=float, default=0.3, help="seconds to ring (callee)")
     ap.add_argument("--tone", type=float, default=440.0, help="Hz of the tone we send")
     ap.add_argument("--record", metavar="WAV", help="record what we receive here")
@@ -397,10 +530,17 @@ def main():
     ap.add_argument("--log-level", type=int, default=1, help="pjsip log level (0-6)")
     ap.add_argument("--min-rms", type=float, default=300.0, help="--analyse: silence below")
     ap.add_argument("--expect-hz", type=int, choices=PROBE_HZ, help="--analyse: the tone")
+    ap.add_argument(
+        "--channel", choices=["left", "right"], help="--analyse: which channel of a stereo WAV"
+    )
     a = ap.parse_args()
 
     if a.analyse:
-        return analyse(a.analyse, a.min_rms, a.expect_hz)
+        return analyse(a.analyse, a.min_rms, a.expect_hz, a.channel)
+    if a.expect_hangup and a.hangup:
+        ap.error("--hangup and --expect-hangup contradict each other")
+    if a.hangup and not a.answer:
+        ap.error("--hangup is for the callee (--answer); the caller hangs up by default")
     for need in ("registrar", "user", "password"):
         if not getattr(a, need):
             ap.error("--%s is required to make or take a call" % need)

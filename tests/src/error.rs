@@ -53,8 +53,10 @@ pub enum Error {
         log: String,
     },
     /// An HTTP request to the PBX failed or answered with an unexpected status.
-    #[error("GET {url}: {message}")]
+    #[error("{method} {url}: {message}")]
     Http {
+        /// `GET`, `DELETE`, …
+        method: &'static str,
         /// The requested URL.
         url: String,
         /// The transport error, or the status and body.

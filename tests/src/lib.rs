@@ -25,11 +25,12 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`ports`] | free loopback ports, UDP+TCP for SIP, TCP for HTTP |
-//! | [`pbx`] | [`Pbx`]: `kubepbx up` in a temp dir, ready-wait, admin API GETs, restart, kill on drop |
+//! | [`ports`] | free loopback ports, UDP+TCP for SIP, TCP for HTTP, UDP blocks for the relay |
+//! | [`pbx`] | [`Pbx`]: `kubepbx up` in a temp dir, ready-wait, admin API requests, restart, kill on drop |
 //! | [`manifests`] | Extension + Secret YAML written into the `-f` folder |
 //! | [`sipp`] | [`Sipp`]: runs a scenario of `tests/sipp/` with an injection CSV, reads the verdict |
 //! | [`baresip`] | [`Baresip`]: Debian's baresip as a headless softphone, registration watched in its log |
+//! | [`pjsua2`] | [`Phone`]: a pjsua2 softphone making or taking one call with a tone; [`analyse`] of WAVs |
 //! | [`responder`] | [`DigestResponder`]: a Python stand-in registrar for testing the harness itself |
 //! | [`fixtures`] | real REGISTERs of eight clients and malformed messages from `tests/fixtures/` |
 //! | [`wait`] | [`wait_until`]: poll a condition with a deadline |
@@ -40,14 +41,15 @@
 //!
 //! Every child process writes stdout and stderr to a log file in its own temp directory and is
 //! killed when its handle drops, so a failing test leaves no process behind and its error says
-//! what the process printed. Tests need `sipp` (Debian `sip-tester`), `baresip` and `python3`;
-//! `scripts/install-deps.sh test` installs them. Nothing here sends a packet off 127.0.0.1.
+//! what the process printed. Tests need `sipp` (Debian `sip-tester`), `baresip`, `python3` and
+//! the pip package `pjsua2-python`; `scripts/install-deps.sh test` installs them. Nothing here sends a packet off 127.0.0.1.
 
 pub mod baresip;
 pub mod error;
 pub mod fixtures;
 pub mod manifests;
 pub mod pbx;
+pub mod pjsua2;
 pub mod ports;
 mod process;
 pub mod responder;
@@ -58,7 +60,8 @@ pub use baresip::{Account, Baresip, Registration};
 pub use error::{Error, Result};
 pub use manifests::{ExtensionOpts, default_password, remove_extension, write_extension};
 pub use pbx::{Pbx, PbxBuilder};
-pub use ports::{free_tcp_port, free_udp_port, free_udp_tcp_port};
+pub use pjsua2::{Analysis, Channel, Phone, SdpLine, analyse, analyse_channel};
+pub use ports::{free_tcp_port, free_udp_port, free_udp_port_block, free_udp_tcp_port};
 pub use responder::DigestResponder;
 pub use sipp::{Sipp, SippOutcome, Transport, User};
 pub use wait::wait_until;

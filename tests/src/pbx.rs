@@ -3,11 +3,17 @@
 //! ```text
 //! Pbx::builder() ── start() ──► kubepbx up -f <manifests> --sip 127.0.0.1:<p> --http 127.0.0.1:<q>
 //!                                         --advertise 127.0.0.1 --domain <d> --data-dir <dir>
-//!                                         --admin-token <t> [extra args]
+//!                                         --admin-token <t> --rtp-ports <lo>-<hi> [extra args]
 //!                  ◄── polls GET /readyz until 200 (or the process exits, or 20 s pass)
 //! pbx.api_get("/api/…")  ── Authorization: Bearer <t> ──► serde_json::Value
+//! pbx.api_delete("/api/…"), pbx.api_get_bytes("/api/…") ──► status, body
 //! drop(pbx)              ── kill + wait
 //! ```
+//!
+//! The media relay gets its own block of [`DEFAULT_RTP_PORTS`] UDP ports
+//! ([`crate::ports::free_udp_port_block`]) unless the test chooses a range
+//! ([`PbxBuilder::rtp_ports`]); [`Pbx::rtp_ports`] says which, so a test can check that the SDP
+//! a phone receives names the relay.
 //!
 //! The binary is `$KUBEPBX_BIN` if set, else `kubepbx` in the target directory the test
 //! executable was built into (`target/debug/deps/<test>` → `target/debug/kubepbx`): build it
@@ -17,20 +23,26 @@
 //! directory after the test for a look at the log.
 
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
-use crate::ports::{free_tcp_port, free_udp_tcp_port};
+use crate::ports::{free_tcp_port, free_udp_port_block, free_udp_tcp_port};
 use crate::process::{Child, append_marker};
 
 /// The SIP domain tests use unless they choose another.
 pub const DEFAULT_DOMAIN: &str = "pbx.example.com";
 /// How long [`PbxBuilder::start`] waits for `/readyz` unless told otherwise.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many relay ports a PBX gets unless the test chooses: 25 calls (4 ports each), with room
+/// for pairs another program holds (the relay skips those).
+pub const DEFAULT_RTP_PORTS: u16 = 100;
+/// The address the PBX advertises in Via, Record-Route and SDP (`--advertise`).
+pub const ADVERTISE: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// Chooses how a [`Pbx`] is started; [`PbxBuilder::start`] starts it.
 #[derive(Debug, Clone)]
@@ -42,6 +54,7 @@ pub struct PbxBuilder {
     token: Option<String>,
     sip_port: Option<u16>,
     http_port: Option<u16>,
+    rtp_ports: Option<RangeInclusive<u16>>,
     extra_args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     rust_log: Option<String>,
@@ -58,6 +71,7 @@ impl Default for PbxBuilder {
             token: None,
             sip_port: None,
             http_port: None,
+            rtp_ports: None,
             extra_args: Vec::new(),
             env: Vec::new(),
             rust_log: None,
@@ -107,6 +121,12 @@ impl PbxBuilder {
     /// The HTTP port (default: a free one).
     pub fn http_port(mut self, port: u16) -> Self {
         self.http_port = Some(port);
+        self
+    }
+
+    /// The media relay's `--rtp-ports` (default: a free block of [`DEFAULT_RTP_PORTS`]).
+    pub fn rtp_ports(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.rtp_ports = Some(ports);
         self
     }
 
@@ -188,6 +208,10 @@ impl PbxBuilder {
             Some(p) => p,
             None => free_tcp_port()?,
         };
+        let rtp_ports = match &self.rtp_ports {
+            Some(r) => r.clone(),
+            None => free_udp_port_block(DEFAULT_RTP_PORTS)?,
+        };
         let token = self.token.clone().unwrap_or_else(fresh_token);
         let mut pbx = Pbx {
             log_path: temp.path().join("kubepbx.log"),
@@ -197,6 +221,7 @@ impl PbxBuilder {
             data_dir,
             sip_port,
             http_port,
+            rtp_ports,
             token,
             config: self,
             child: None,
@@ -216,6 +241,7 @@ pub struct Pbx {
     data_dir: PathBuf,
     sip_port: u16,
     http_port: u16,
+    rtp_ports: RangeInclusive<u16>,
     token: String,
     log_path: PathBuf,
     config: PbxBuilder,
@@ -237,6 +263,16 @@ impl Pbx {
     /// Where phones send SIP (UDP and TCP): `127.0.0.1:<port>`.
     pub fn sip_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.sip_port))
+    }
+
+    /// The address the PBX writes into SDP for its media relay ([`ADVERTISE`]).
+    pub fn advertise(&self) -> IpAddr {
+        IpAddr::V4(ADVERTISE)
+    }
+
+    /// The relay's `--rtp-ports`: every port the PBX puts into SDP lies in it.
+    pub fn rtp_ports(&self) -> RangeInclusive<u16> {
+        self.rtp_ports.clone()
     }
 
     /// The HTTP base URL, `http://127.0.0.1:<port>`, without a trailing slash.
@@ -279,6 +315,11 @@ impl Pbx {
         crate::process::read_lossy(&self.log_path)
     }
 
+    /// The last `lines` lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        crate::process::tail(&self.log(), lines)
+    }
+
     /// The path of the log file.
     pub fn log_path(&self) -> &Path {
         &self.log_path
@@ -290,6 +331,7 @@ impl Pbx {
         let (status, body) = http_get(&url, Some(&self.token))?;
         if !(200..300).contains(&status) {
             return Err(Error::Http {
+                method: "GET",
                 url,
                 message: format!("status {status}: {body}"),
             });
@@ -301,6 +343,19 @@ impl Pbx {
     /// For checking that the API refuses a missing or wrong token.
     pub fn api_get_status(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         http_get(&self.url(path), token)
+    }
+
+    /// `DELETE <path>` with the admin token; the status and the body as text (any status).
+    pub fn api_delete(&self, path: &str) -> Result<(u16, String)> {
+        let r = http_request("DELETE", &self.url(path), Some(&self.token))?;
+        Ok((r.status, r.text()))
+    }
+
+    /// `GET <path>` with the admin token; the status, the `Content-Type` and the body as bytes
+    /// (any status), for downloads such as recordings.
+    pub fn api_get_bytes(&self, path: &str) -> Result<(u16, Option<String>, Vec<u8>)> {
+        let r = http_request("GET", &self.url(path), Some(&self.token))?;
+        Ok((r.status, r.content_type, r.body))
     }
 
     /// The object `GET /api/v1/extensions` lists for `ext`, if any.
@@ -402,12 +457,20 @@ impl Pbx {
             .arg(format!("127.0.0.1:{}", self.sip_port))
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
-            .args(["--advertise", "127.0.0.1", "--domain"])
+            .arg("--advertise")
+            .arg(ADVERTISE.to_string())
+            .arg("--domain")
             .arg(&self.config.domain)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--admin-token")
             .arg(&self.token)
+            .arg("--rtp-ports")
+            .arg(format!(
+                "{}-{}",
+                self.rtp_ports.start(),
+                self.rtp_ports.end()
+            ))
             .args(&self.config.extra_args)
             .env("NO_COLOR", "1");
         if let Some(filter) = &self.config.rust_log {
@@ -480,25 +543,74 @@ fn fresh_token() -> String {
 
 /// One blocking GET with a 5 s timeout; any status is a success here.
 fn http_get(url: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let r = http_request("GET", url, token)?;
+    Ok((r.status, r.text()))
+}
+
+/// What [`http_request`] got back.
+struct HttpResponse {
+    status: u16,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The largest body read (a recording of a few minutes).
+const MAX_BODY: u64 = 64 << 20;
+
+/// One blocking request without a body (`GET` or `DELETE`) with a 5 s timeout; any status is a
+/// success here.
+fn http_request(method: &'static str, url: &str, token: Option<&str>) -> Result<HttpResponse> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
-    let mut req = agent.get(url);
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut resp = req.call().map_err(|e| Error::Http {
+    let err = |message: String| Error::Http {
+        method,
         url: url.to_owned(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = match method {
+        "DELETE" => {
+            let mut req = agent.delete(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = agent.get(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        }
+    };
+    let mut resp = result.map_err(|e| err(e.to_string()))?;
     let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().map_err(|e| Error::Http {
-        url: url.to_owned(),
-        message: format!("reading the body: {e}"),
-    })?;
-    Ok((status, body))
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_vec()
+        .map_err(|e| err(format!("reading the body: {e}")))?;
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -590,6 +702,40 @@ mod tests {
         let req = server.join().unwrap().to_ascii_lowercase();
         assert!(req.starts_with("get /api/x http/1.1"), "{req}");
         assert!(req.contains("authorization: bearer t0k"), "{req}");
+    }
+
+    #[test]
+    fn http_request_deletes_and_reads_bytes_with_their_type() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap();
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let body = b"RIFF\x00\xffWAVE";
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            conn.write_all(body).unwrap();
+            req
+        });
+        let r = http_request(
+            "DELETE",
+            &format!("http://127.0.0.1:{port}/api/c/1"),
+            Some("t"),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type.as_deref(), Some("audio/wav"));
+        assert_eq!(r.body, b"RIFF\x00\xffWAVE", "bytes, not text");
+        let req = server.join().unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("delete /api/c/1 http/1.1"), "{req}");
+        assert!(req.contains("authorization: bearer t"), "{req}");
     }
 
     fn make_executable(path: &Path) {

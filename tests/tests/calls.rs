@@ -16,13 +16,11 @@
 
 use kubepbx_tests::sipp::{REGISTER_DIGEST, numbered_users};
 use kubepbx_tests::{
-    ExtensionOpts, Pbx, Sipp, SippOutcome, User, default_password, free_udp_port, wait_until,
-    write_extension,
+    ExtensionOpts, Pbx, Phone, Sipp, SippOutcome, User, analyse, default_password, free_udp_port,
+    wait_until, write_extension,
 };
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -556,98 +554,6 @@ fn a_wrong_password_on_invite_is_challenged_again_and_recorded() {
     );
 }
 
-/// A pjsua2 phone (`tests/clients/pjsua2_call.py`), killed when dropped.
-struct Phone {
-    name: &'static str,
-    child: std::process::Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Phone {
-    fn start(pbx: &Pbx, dir: &Path, name: &'static str, user: &str, args: &[&str]) -> Phone {
-        let stdout = dir.join(format!("{name}.out"));
-        let stderr = dir.join(format!("{name}.err"));
-        let child = Command::new("python3")
-            .arg(script())
-            .args(["--registrar", &pbx.sip_addr().to_string()])
-            .args(["--user", user, "--password", &default_password(user)])
-            .args(["--timeout", "30"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Phone {
-            name,
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits up to `timeout` for the phone to exit; kills it after that (`None`).
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut status = None;
-        wait_until(timeout, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status
-    }
-
-    /// The status lines (`pjsua2: …`).
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.stdout)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("pjsua2: ").map(str::to_owned))
-            .collect()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- {} stdout\n{}\n--- {} stderr\n{}\n",
-            self.name,
-            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            self.name,
-            tail(
-                &std::fs::read_to_string(&self.stderr).unwrap_or_default(),
-                40
-            )
-        )
-    }
-}
-
-impl Drop for Phone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/pjsua2_call.py")
-}
-
-/// `pjsua2_call.py --analyse`: whether `wav` holds the tone of `hz` (and is not silent).
-fn analyse(wav: &Path, hz: u32) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(script())
-        .args(["--analyse"])
-        .arg(wav)
-        .args(["--expect-hz", &hz.to_string()])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// pjsip 2.15 (the stack of MicroSIP) on both ends, the PBX's default challenges (SHA-256 and
 /// MD5), UDP: 1001 calls 1002, each plays its own tone (440 Hz and 880 Hz) and records what it
 /// hears; after three seconds 1001 hangs up.
@@ -673,7 +579,8 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
             "--record",
             callee_wav.to_str().unwrap(),
         ],
-    );
+    )
+    .unwrap();
     assert!(
         wait_until(Duration::from_secs(15), || {
             pbx.extension("1002").unwrap().unwrap()["registered"] == true
@@ -697,7 +604,8 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
             "--record",
             caller_wav.to_str().unwrap(),
         ],
-    );
+    )
+    .unwrap();
     let caller_status = caller.wait(Duration::from_secs(40));
     let callee_status = callee.wait(Duration::from_secs(10));
     let ctx = format!(
@@ -738,7 +646,12 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
 
     // Each side heard the other's tone: audio went both ways.
     for (side, wav, hz) in [("caller", &caller_wav, 880), ("callee", &callee_wav, 440)] {
-        let (ok, text) = analyse(wav, hz);
-        assert!(ok, "{side} recording ({}): {text}\n{ctx}", wav.display());
+        let a = analyse(wav, hz).unwrap();
+        assert!(
+            a.ok,
+            "{side} recording ({}): {}\n{ctx}",
+            wav.display(),
+            a.text
+        );
     }
 }
