@@ -46,6 +46,8 @@ const UAC_CANCEL: &str = "sipp/uac_cancel.xml";
 const UAC_HOLD: &str = "sipp/uac_hold.xml";
 /// INVITE → 407 → ACK → INVITE with wrong credentials → 407 → ACK.
 const UAC_WRONG_PASSWORD: &str = "sipp/uac_wrong_password.xml";
+/// Like `UAC_CALL`, but waits for the PBX's BYE instead of sending one.
+const UAC_MEDIA_TIMEOUT: &str = "sipp/uac_media_timeout.xml";
 
 /// Long enough for a change of the manifest folder (polled every second) on a busy machine.
 const FOLDER_WAIT: Duration = Duration::from_secs(10);
@@ -654,4 +656,47 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
             a.text
         );
     }
+}
+
+/// Neither sipp phone sends RTP: after `--media-timeout` the relay closes the session and the PBX
+/// hangs up, a BYE to each phone, and the call record says why.
+#[test]
+fn a_call_without_media_is_hung_up_after_the_media_timeout() {
+    let pbx = Pbx::builder()
+        .md5_only()
+        .args(["--media-timeout", "5s"])
+        .start()
+        .unwrap();
+    pbx.add_extensions(&["1001", "1002"]).unwrap();
+    for ext in ["1001", "1002"] {
+        pbx.wait_for_extension(ext, FOLDER_WAIT).unwrap();
+    }
+    let callee = Callee::start(&pbx, "1002", UAS_ANSWER);
+    let caller = call(&pbx, UAC_MEDIA_TIMEOUT, "1001", "1002");
+    let callee = callee.finish();
+    let ctx = report(&pbx, &caller, Some(&callee));
+    assert!(caller.all_succeeded(), "caller got no BYE\n{ctx}");
+    assert!(callee.all_succeeded(), "callee got no BYE\n{ctx}");
+    for (side, out) in [("caller", &caller), ("callee", &callee)] {
+        let got = received(out);
+        let bye = find(&got, "BYE ", None).unwrap_or_else(|| panic!("{side}: no BYE\n{ctx}"));
+        assert!(
+            bye.header("Reason").iter().any(|r| r.contains("No media")),
+            "{side}: the BYE says why: {bye:?}"
+        );
+    }
+    assert!(
+        wait_until(WAIT, || {
+            pbx.api_get("/api/v1/cdrs").unwrap()[0]["endReason"] == "media-timeout"
+        }),
+        "no media-timeout call record: {}\n{ctx}",
+        pbx.api_get("/api/v1/cdrs").unwrap()
+    );
+    assert!(
+        pbx.api_get("/api/v1/calls")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
