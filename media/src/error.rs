@@ -32,6 +32,12 @@ pub enum MediaError {
          (each call needs 4 ports) or wait for calls to end"
     )]
     PortsExhausted,
+    /// Every free port pair the relay tried is bound by another program.
+    #[error(
+        "the relay's free RTP ports ({0} pairs tried) are all in use by other programs; \
+         give kubepbx an --rtp-ports range no other program uses"
+    )]
+    PortsInUse(u32),
     /// The session named in the request does not exist (never offered, deleted or reaped).
     #[error("no media session with that id (it was never offered, or has ended)")]
     UnknownSession,
@@ -54,7 +60,9 @@ impl MediaError {
             MediaError::NoAudio
             | MediaError::UnsupportedTransport(_)
             | MediaError::MalformedSdp(_) => (488, "Not Acceptable Here"),
-            MediaError::PortsExhausted | MediaError::Unavailable(_) => (503, "Service Unavailable"),
+            MediaError::PortsExhausted | MediaError::PortsInUse(_) | MediaError::Unavailable(_) => {
+                (503, "Service Unavailable")
+            }
             MediaError::UnknownSession => (481, "Call/Transaction Does Not Exist"),
             MediaError::InvalidConfig(_) => (500, "Server Internal Error"),
         }
@@ -81,6 +89,7 @@ impl MediaError {
             MediaError::UnsupportedTransport(_) => "unsupported_transport",
             MediaError::MalformedSdp(_) => "malformed_sdp",
             MediaError::PortsExhausted => "ports_exhausted",
+            MediaError::PortsInUse(_) => "ports_in_use",
             MediaError::UnknownSession => "unknown_session",
             MediaError::Unavailable(_) => "unavailable",
             MediaError::InvalidConfig(_) => "invalid_config",
@@ -101,6 +110,8 @@ mod tests {
         );
         assert_eq!(MediaError::MalformedSdp("x".into()).sip_status().0, 488);
         assert_eq!(MediaError::PortsExhausted.sip_status().0, 503);
+        assert_eq!(MediaError::PortsInUse(3).sip_status().0, 503);
+        assert_eq!(MediaError::PortsInUse(3).retry_after(), Some(5));
         assert_eq!(MediaError::Unavailable("x".into()).sip_status().0, 503);
         assert_eq!(MediaError::UnknownSession.sip_status().0, 481);
     }

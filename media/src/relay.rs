@@ -209,13 +209,32 @@ impl LocalRelay {
     /// Leases a port pair and binds both its sockets, skipping pairs other programs hold.
     fn bind_leg(&self) -> Result<LegSockets, MediaError> {
         let inner = &self.inner;
+        // Pairs found bound by another program: when that is why no pair is left, say so.
+        let mut in_use = 0u32;
+        let mut skipped: Vec<u16> = Vec::new();
+        let none_left = |in_use: u32| {
+            if in_use > 0 {
+                MediaError::PortsInUse(in_use)
+            } else {
+                MediaError::PortsExhausted
+            }
+        };
         for _ in 0..inner.pool.total() {
-            let lease = inner.pool.acquire().ok_or(MediaError::PortsExhausted)?;
+            let lease = inner.pool.acquire().ok_or_else(|| none_left(in_use))?;
+            if skipped.contains(&lease.rtp()) {
+                // Every free pair has been tried.
+                break;
+            }
             let bound = bind(inner.config.bind, lease.rtp())
                 .and_then(|rtp| Ok((rtp, bind(inner.config.bind, lease.rtcp())?)));
             match bound {
                 Ok((rtp, rtcp)) => return Ok(LegSockets { rtp, rtcp, lease }),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => lease.skip(),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    in_use += 1;
+                    skipped.push(lease.rtp());
+                    tracing::debug!(target: "media", port = lease.rtp(), "RTP port pair in use by another program; skipped");
+                    lease.skip();
+                }
                 Err(e) => {
                     return Err(MediaError::Unavailable(format!(
                         "cannot bind RTP sockets on {}: {e}",
@@ -224,7 +243,7 @@ impl LocalRelay {
                 }
             }
         }
-        Err(MediaError::PortsExhausted)
+        Err(none_left(in_use))
     }
 }
 

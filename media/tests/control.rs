@@ -21,7 +21,8 @@ struct Replica {
 
 impl Replica {
     async fn start(slot: u16, media_timeout: Duration) -> Replica {
-        let base = 40000 + (std::process::id() % 200) as u16 * 50 + slot * 10;
+        // Below the ephemeral ports, like the relay tests (see `ports` in relay.rs).
+        let base = 21000 + (std::process::id() % 100) as u16 * 100 + slot * 10;
         let config = RelayConfig {
             advertise: LOCAL,
             bind: LOCAL,

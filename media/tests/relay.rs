@@ -12,9 +12,11 @@ use tokio_util::task::TaskTracker;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// A port range of `pairs` pairs for test number `slot`, away from other test binaries' ranges.
+/// A port range of `pairs` pairs for test number `slot`: below the kernel's ephemeral ports
+/// (32768 and up, where other programs' sockets land), away from the PBX default (20000-20999)
+/// and the integration tests' relay ports (10000-19999).
 fn ports(slot: u16, pairs: u16) -> std::ops::RangeInclusive<u16> {
-    let base = 30000 + (std::process::id() % 200) as u16 * 100 + slot * 20;
+    let base = 21000 + (std::process::id() % 100) as u16 * 100 + slot * 10;
     base..=base + pairs * 2 - 1
 }
 
@@ -482,4 +484,24 @@ async fn recording_has_both_parties() {
         "{meta}"
     );
     assert!(meta.contains("\"endedAt\": \"20"), "{meta}");
+}
+
+#[tokio::test]
+async fn ports_held_by_another_program_are_skipped_and_named() {
+    // Two pairs; another program holds the first pair's RTP port.
+    let config = config(9, 2);
+    let first = *config.ports.start();
+    let _squatter = std::net::UdpSocket::bind((LOCAL, first)).unwrap();
+    let r = Relay::start(config);
+    let a = Phone::new(1).await;
+    let err = r
+        .relay
+        .offer(offer("squeezed", a.honest_sdp(0), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err, MediaError::PortsInUse(1));
+    assert!(err.to_string().contains("other programs"), "{err}");
+    assert_eq!(err.sip_status().0, 503);
+    r.wait_ports_free().await;
+    r.stop().await;
 }

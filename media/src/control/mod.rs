@@ -68,7 +68,7 @@ pub fn http_status(e: &MediaError) -> u16 {
             422
         }
         MediaError::UnknownSession => 404,
-        MediaError::PortsExhausted | MediaError::Unavailable(_) => 503,
+        MediaError::PortsExhausted | MediaError::PortsInUse(_) | MediaError::Unavailable(_) => 503,
         MediaError::InvalidConfig(_) => 500,
     }
 }
