@@ -59,6 +59,8 @@ pub(crate) struct Entry {
     pub(crate) commands: mpsc::Sender<Command>,
     /// RTP port of the caller's and the callee's leg.
     pub(crate) ports: [u16; 2],
+    /// The session is recorded: its offers are limited to G.711.
+    pub(crate) recorded: bool,
 }
 
 /// One leg's bound sockets; the lease is dropped after them (field order), so a port returns to

@@ -169,6 +169,7 @@ impl LocalRelay {
                 generation,
                 commands,
                 ports,
+                recorded: recorder.is_some(),
             },
         );
         drop(registry);
@@ -257,7 +258,15 @@ fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
 impl MediaControl for LocalRelay {
     async fn offer(&self, req: OfferRequest) -> Result<SdpResult, MediaError> {
         self.check_running()?;
-        let parsed = sdp::parse(&req.sdp, req.signalling_source)?;
+        let mut parsed = sdp::parse(&req.sdp, req.signalling_source)?;
+        // A recorded call must use a codec the recorder decodes (when the offer has one).
+        let recorded = match self.entry(&req.session) {
+            Some(entry) => entry.recorded,
+            None => req.recording.is_some() && self.inner.config.recordings_dir.is_some(),
+        };
+        if recorded && parsed.keep_only_g711() {
+            tracing::debug!(target: "media", session = %req.session, "recorded call: offer limited to G.711");
+        }
         let ports = match self.entry(&req.session) {
             Some(entry) if self.update(&entry, req.side, &parsed, false).await => entry.ports,
             stale => {

@@ -249,10 +249,94 @@ impl ParsedSdp {
         session.to_string()
     }
 
+    /// Limits the audio stream to G.711 (PCMU, PCMA) plus `telephone-event` and comfort noise
+    /// (`CN`), when it offers G.711 at all: a recorded call must use a codec the recorder can
+    /// decode. Drops the `a=rtpmap`/`a=fmtp`/`a=rtcp-fb` lines of the removed payload types.
+    /// Returns whether anything was removed.
+    pub fn keep_only_g711(&mut self) -> bool {
+        // Encoding names with their clock rate: events and comfort noise at G.711's 8 kHz.
+        let keep = |codec: &str| {
+            let mut parts = codec.split('/');
+            let name = parts.next().unwrap_or_default();
+            let rate = parts.next().unwrap_or("8000");
+            ["PCMU", "PCMA", "telephone-event", "CN"]
+                .iter()
+                .any(|k| name.eq_ignore_ascii_case(k))
+                && rate == "8000"
+        };
+        let Some(media) = self.session.medias.get_mut(self.audio) else {
+            return false;
+        };
+        let names = payload_names(media);
+        let kept: Vec<&str> = media
+            .fmt
+            .split_ascii_whitespace()
+            .filter(|pt| names.iter().any(|(p, n)| p == pt && keep(n)))
+            .collect();
+        let has_g711 = kept.iter().any(|pt| {
+            names
+                .iter()
+                .any(|(p, n)| p == pt && !n.starts_with("telephone-event") && !n.starts_with("CN"))
+        });
+        let total = media.fmt.split_ascii_whitespace().count();
+        if !has_g711 || kept.len() == total {
+            return false;
+        }
+        let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
+        media.fmt = kept.join(" ");
+        media.attributes.retain(|a| {
+            let per_payload = ["rtpmap", "fmtp", "rtcp-fb"]
+                .iter()
+                .any(|n| a.attribute.eq_ignore_ascii_case(n));
+            if !per_payload {
+                return true;
+            }
+            let pt = a
+                .value
+                .as_deref()
+                .and_then(|v| v.split_ascii_whitespace().next())
+                .unwrap_or_default();
+            pt == "*" || kept.iter().any(|k| k == pt)
+        });
+        self.remote
+            .payloads
+            .retain(|(pt, _)| kept.iter().any(|k| *k == pt.to_string()));
+        true
+    }
+
     /// The index of the carried audio stream among the `m=` lines.
     pub fn audio_index(&self) -> usize {
         self.audio
     }
+}
+
+/// Every payload type of `media` with its encoding name (`PCMU/8000`), from `a=rtpmap` or the
+/// static table (RFC 3551) for 0 (PCMU), 8 (PCMA) and 13 (CN).
+fn payload_names(media: &sdp_types::Media) -> Vec<(String, String)> {
+    media
+        .fmt
+        .split_ascii_whitespace()
+        .map(|pt| {
+            let mapped = media.attributes.iter().find_map(|a| {
+                if !a.attribute.eq_ignore_ascii_case("rtpmap") {
+                    return None;
+                }
+                let value = a.value.as_deref()?;
+                let (p, name) = value.split_once(char::is_whitespace)?;
+                (p == pt).then(|| name.trim().to_owned())
+            });
+            let name = mapped.unwrap_or_else(|| {
+                match pt {
+                    "0" => "PCMU/8000",
+                    "8" => "PCMA/8000",
+                    "13" => "CN/8000",
+                    _ => "",
+                }
+                .to_owned()
+            });
+            (pt.to_owned(), name)
+        })
+        .collect()
 }
 
 /// Points a `c=` line at `advertise`, unless it is the unspecified (hold) address.

@@ -304,3 +304,46 @@ fn garbage_never_panics() {
         let _ = parse(&String::from_utf8_lossy(&bytes), public_source());
     }
 }
+
+#[test]
+fn recorded_calls_keep_only_g711_and_dtmf() {
+    let mut parsed = parse(PJSUA2, lan_source()).unwrap();
+    assert!(parsed.keep_only_g711());
+    let out = parsed.rewrite(relay(), 20000);
+    let m = lines(&out)
+        .into_iter()
+        .find(|l| l.starts_with("m=audio"))
+        .unwrap()
+        .to_owned();
+    let pts: Vec<&str> = m.split(' ').skip(3).collect();
+    for pt in &pts {
+        assert!(
+            out.contains(&format!("a=rtpmap:{pt} ")) || ["0", "8", "13"].contains(pt),
+            "{pt} kept without a mapping:\n{out}"
+        );
+    }
+    assert!(pts.contains(&"0") && pts.contains(&"8"), "{m}");
+    for gone in ["speex", "iLBC", "GSM", "G722", "opus"] {
+        assert!(!out.contains(gone), "{gone} still offered:\n{out}");
+    }
+    assert!(out.contains("a=rtpmap:121 telephone-event/8000"), "{out}");
+    assert!(!out.contains("telephone-event/16000"), "{out}");
+    assert_eq!(pts, ["0", "8", "121"], "{m}");
+    assert!(
+        parsed
+            .remote
+            .payloads
+            .iter()
+            .all(|(_, c)| c != &Codec::Other("speex/16000".into()))
+    );
+    // Nothing to do for an offer that is G.711 already, nor for one without G.711.
+    let mut sipp = parse(SIPP, lan_source()).unwrap();
+    assert!(!sipp.keep_only_g711());
+    let opus_only = PJSUA2.replace(
+        "m=audio 4000 RTP/AVP 96 97 98 99 3 0 8 9 120 121 122",
+        "m=audio 4000 RTP/AVP 96 97 99 9 121",
+    );
+    assert_ne!(opus_only, PJSUA2);
+    let mut opus = parse(&opus_only, lan_source()).unwrap();
+    assert!(!opus.keep_only_g711());
+}

@@ -505,3 +505,41 @@ async fn ports_held_by_another_program_are_skipped_and_named() {
     r.wait_ports_free().await;
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_recorded_call_is_offered_g711_only_and_others_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Relay::start(RelayConfig {
+        recordings_dir: Some(dir.path().to_owned()),
+        ..config(6, 4)
+    });
+    let caller = Phone::new(9).await;
+    // A softphone's default order: a wideband codec first, G.711 further down.
+    let rich = caller.honest_sdp(0).replace(
+        "RTP/AVP 0 101",
+        "RTP/AVP 96 9 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:9 G722/8000",
+    );
+    let rec = RecordingRequest {
+        id: "rec-g711".into(),
+        caller: "1001".into(),
+        callee: "1002".into(),
+    };
+    let recorded = r
+        .relay
+        .offer(offer("recorded", rich.clone(), Some(rec)))
+        .await
+        .unwrap();
+    assert!(
+        recorded.sdp.contains("RTP/AVP 0 101\r\n"),
+        "{}",
+        recorded.sdp
+    );
+    assert!(!recorded.sdp.contains("opus") && !recorded.sdp.contains("G722"));
+    let plain = r.relay.offer(offer("plain", rich, None)).await.unwrap();
+    assert!(
+        plain.sdp.contains("RTP/AVP 96 9 0 101\r\n"),
+        "{}",
+        plain.sdp
+    );
+    r.stop().await;
+}
