@@ -10,7 +10,8 @@
 //! `a=rtcp` name the relay port pair facing the receiver, ICE attributes are dropped (the legs
 //! are plain RTP), and every other stream gets port 0, i.e. is declined: the relay carries one
 //! audio stream per call. Codecs, fmtp, telephone-event, ptime, rtcp-mux and direction
-//! attributes pass through unchanged.
+//! attributes pass through unchanged — except in the offer of a recorded call, which
+//! [`ParsedSdp::keep_only_g711`] limits to what the recorder decodes.
 
 use crate::MediaError;
 use sdp_types::{Connection, Session, TransportProto};
