@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing kubepbx needs on Debian/Ubuntu, and nothing
 # that is already there. Idempotent; safe to run on every `make` invocation.
-#   scripts/install-deps.sh run    what `make up` needs (a Rust toolchain)
-#   scripts/install-deps.sh test   what `make test` needs (SIP test clients, …)
+#   scripts/install-deps.sh run    what `make up` needs (a Rust toolchain; protoc, which the
+#                                  etcd client's build needs)
+#   scripts/install-deps.sh test   what `make test` needs (etcd, SIP test clients, …)
 #   scripts/install-deps.sh bench  what `make bench` needs (adds kamailio as the peer)
 set -euo pipefail
 mode=${1:-run}
@@ -18,12 +19,13 @@ if ! need_cmd cargo; then
   exit 1
 fi
 
-# command -> Debian package
-declare -A packages=()
+# command -> Debian package. Every mode builds the binary, and the etcd client's build script
+# compiles etcd's protobuf definitions with protoc. Tests and benchmarks run a real etcd.
+declare -A packages=([protoc]=protobuf-compiler)
 case "$mode" in
   run) ;;
-  test) packages=([sipp]=sip-tester [baresip]=baresip) ;;
-  bench) packages=([sipp]=sip-tester [kamailio]=kamailio [pidstat]=sysstat) ;;
+  test) packages+=([etcd]=etcd-server [sipp]=sip-tester [baresip]=baresip) ;;
+  bench) packages+=([etcd]=etcd-server [sipp]=sip-tester [kamailio]=kamailio [pidstat]=sysstat) ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 

@@ -2,8 +2,9 @@
 //!
 //! Each `contract_*` function takes a fresh, empty store through `&dyn Store` and panics on a
 //! violation. They live in this crate (`#[cfg(test)]`, `pub(crate)`) because every
-//! implementation does too: the etcd store will call the same functions from its own tests. If
-//! a store outside this crate ever needs them, they move behind a `testing` cargo feature.
+//! implementation does too: the etcd store runs the same functions from its own tests
+//! (`etcd/tests.rs`). If a store outside this crate ever needs them, they move behind the
+//! `testing` cargo feature.
 //!
 //! Below the contract: the embedded store runs it in memory and on disk, then its own tests
 //! (expiry sweep, persistence, restart, compaction, crash simulations, damaged files).
@@ -98,7 +99,7 @@ pub(crate) async fn next_event(sub: &mut Subscription) -> Event {
 
 /// Applies a status put as a marker and returns every event before it: proves that nothing
 /// else was sent (events arrive in order).
-async fn events_until_marker(store: &dyn Store, sub: &mut Subscription) -> Vec<Event> {
+pub(crate) async fn events_until_marker(store: &dyn Store, sub: &mut Subscription) -> Vec<Event> {
     let marker = UserKey::new("marker.invalid", "marker");
     store
         .apply(vec![Write::PutStatus(marker.clone(), RegStatus::default())])
@@ -247,8 +248,8 @@ pub(crate) async fn contract_delete_binding(store: &dyn Store) {
 }
 
 /// A refresh changes only the expiry, and is visible in later snapshots; refreshing a missing
-/// binding does nothing.
-pub(crate) async fn contract_refresh_extends_binding(store: &dyn Store) {
+/// binding does nothing. The store may round the new expiry up by at most `rounding`.
+pub(crate) async fn contract_refresh_extends_binding(store: &dyn Store, rounding: Duration) {
     let d = "pbx.example.com";
     let first = in_an_hour();
     let later = first.plus(Duration::from_secs(1800));
@@ -272,12 +273,13 @@ pub(crate) async fn contract_refresh_extends_binding(store: &dyn Store) {
         .await
         .expect("apply");
     let events = events_until_marker(store, &mut sub).await;
-    assert_eq!(
-        events,
-        vec![Event::BindingRefreshed {
-            key: b.key(),
-            expires_at: later
-        }]
+    let reported = match events.as_slice() {
+        [Event::BindingRefreshed { key, expires_at }] if *key == b.key() => *expires_at,
+        other => panic!("expected one refresh of {:?}, got {other:?}", b.key()),
+    };
+    assert!(
+        reported >= later && reported <= later.plus(rounding),
+        "refreshed to {reported:?}, asked {later:?} (rounding {rounding:?})"
     );
     let (snapshot, _) = store.watch().await.expect("watch");
     assert_eq!(
@@ -286,8 +288,110 @@ pub(crate) async fn contract_refresh_extends_binding(store: &dyn Store) {
         "a refresh never creates a binding"
     );
     let mut expected = Binding::clone(&b);
-    expected.expires_at = later;
+    expected.expires_at = reported;
     assert_eq!(*snapshot.bindings[0], expected);
+}
+
+/// One batch may put, refresh and delete the same binding several times: the writes apply in
+/// order, with their events in order.
+pub(crate) async fn contract_one_batch_touches_a_key_repeatedly(
+    store: &dyn Store,
+    rounding: Duration,
+) {
+    let d = "pbx.example.com";
+    let b = binding(d, "1001", "a1", in_an_hour());
+    let later = in_an_hour().plus(Duration::from_secs(600));
+    let (_, mut sub) = store.watch().await.expect("watch");
+    store
+        .apply(vec![
+            Write::PutExtension(record(d, "1001")),
+            Write::PutBinding(Arc::clone(&b)),
+            Write::RefreshBinding {
+                key: b.key(),
+                expires_at: later,
+            },
+            Write::DeleteBinding(b.key()),
+            Write::RefreshBinding {
+                key: b.key(),
+                expires_at: later,
+            },
+            Write::PutBinding(Arc::clone(&b)),
+            Write::PutStatus(UserKey::new(d, "1001"), status(1_700_000_000_500)),
+            Write::DeleteExtension(UserKey::new(d, "1001")),
+            Write::PutExtension(record(d, "1001")),
+        ])
+        .await
+        .expect("apply");
+    let mut events = events_until_marker(store, &mut sub).await;
+    assert_eq!(events.len(), 9, "{events:#?}");
+    match events[2] {
+        Event::BindingRefreshed {
+            ref key,
+            expires_at,
+        } if *key == b.key() && expires_at >= later && expires_at <= later.plus(rounding) => {
+            events[2] = Event::BindingRefreshed {
+                key: b.key(),
+                expires_at: later,
+            };
+        }
+        ref other => panic!("expected the refresh, got {other:?}"),
+    }
+    let user = UserKey::new(d, "1001");
+    assert_eq!(
+        events,
+        vec![
+            Event::ExtensionPut(record(d, "1001")),
+            Event::BindingPut(Arc::clone(&b)),
+            Event::BindingRefreshed {
+                key: b.key(),
+                expires_at: later,
+            },
+            Event::BindingDeleted(b.key()),
+            Event::BindingPut(Arc::clone(&b)),
+            Event::StatusPut(user.clone(), status(1_700_000_000_500)),
+            Event::ExtensionDeleted(user),
+            Event::BindingDeleted(b.key()),
+            Event::ExtensionPut(record(d, "1001")),
+        ]
+    );
+    let (snapshot, _) = store.watch().await.expect("watch");
+    assert_eq!(snapshot.extensions, vec![record(d, "1001")]);
+    assert!(snapshot.bindings.is_empty());
+    assert!(
+        snapshot.statuses.iter().all(|(u, _)| u.user != "1001"),
+        "the status went with the extension"
+    );
+}
+
+/// A batch larger than any one request the store makes (etcd: 128 operations) is applied
+/// whole and in order.
+pub(crate) async fn contract_large_batch_applies_in_order(store: &dyn Store) {
+    const N: usize = 700;
+    let d = "pbx.example.com";
+    let (_, mut sub) = store.watch().await.expect("watch");
+    let expires = in_an_hour();
+    let mut writes = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..N {
+        let user = format!("{}", 10_000 + i / 2);
+        let b = binding(d, &user, &format!("b{i}"), expires);
+        expected.push(Event::BindingPut(Arc::clone(&b)));
+        writes.push(Write::PutBinding(b));
+        if i % 7 == 0 {
+            let u = UserKey::new(d, &user);
+            expected.push(Event::StatusPut(
+                u.clone(),
+                status(1_700_000_000_000 + i as u64),
+            ));
+            writes.push(Write::PutStatus(u, status(1_700_000_000_000 + i as u64)));
+        }
+    }
+    store.apply(writes).await.expect("apply");
+    let events = events_until_marker(store, &mut sub).await;
+    assert_eq!(events.len(), expected.len());
+    assert!(events == expected, "events out of order");
+    let (snapshot, _) = store.watch().await.expect("watch");
+    assert_eq!(snapshot.bindings.len(), N);
 }
 
 /// A binding disappears by itself once `expires_at` passes, with a deletion event; a binding
@@ -481,7 +585,9 @@ mod embedded {
         contract_put_and_read_back;
         contract_delete_extension_cascades;
         contract_delete_binding;
-        contract_refresh_extends_binding;
+        contract_refresh_extends_binding, Duration::ZERO;
+        contract_one_batch_touches_a_key_repeatedly, Duration::ZERO;
+        contract_large_batch_applies_in_order;
         contract_bindings_expire, Duration::from_millis(150);
         contract_snapshot_and_subscription_agree;
         contract_events_follow_apply_order;

@@ -8,13 +8,19 @@
 //! them as [`Event::BindingDeleted`] — etcd does this with leases, the embedded store with a sweep.
 //!
 //! A subscriber that falls behind gets [`Event::Resync`] and must call [`Store::watch`] again.
+//!
+//! Two implementations: [`EmbeddedStore`] (one process, `kubepbx up`, unit tests) and
+//! [`EtcdStore`] (a cluster of replicas sharing one etcd). Both pass the same contract tests
+//! (`contract.rs`).
 
 pub mod embedded;
+pub mod etcd;
 
 #[cfg(test)]
 mod contract;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
+pub use etcd::{EtcdHealth, EtcdOptions, EtcdStore};
 
 use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
 use crate::time::UnixMillis;
@@ -31,8 +37,11 @@ pub enum Write {
     DeleteExtension(UserKey),
     /// Creates or replaces a binding.
     PutBinding(Arc<Binding>),
-    /// Extends an existing binding without changing anything else (cheap: a lease refresh in
+    /// Extends an existing binding without changing anything else (cheap: a lease change in
     /// etcd, a short log record in the embedded store). Ignored if the binding is gone.
+    ///
+    /// A store may round the new expiry up, never down: etcd keeps refreshed bindings until the
+    /// end of a lease bucket (5 s by default), and reports that instant.
     RefreshBinding {
         /// The binding.
         key: BindingKey,
@@ -59,7 +68,7 @@ pub enum Event {
     BindingRefreshed {
         /// The binding.
         key: BindingKey,
-        /// New expiry.
+        /// New expiry (possibly rounded up, see [`Write::RefreshBinding`]).
         expires_at: UnixMillis,
     },
     /// A binding was removed or expired.
@@ -130,6 +139,23 @@ pub enum StoreError {
     /// The store is not reachable right now (etcd down); the write can be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A store address is malformed (e.g. a wrong `--etcd` URL).
+    #[error("invalid store endpoint {url:?}: {detail}")]
+    InvalidEndpoint {
+        /// The address as given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The store refused a request; retrying the same request will not help (a misconfigured
+    /// server, missing permissions, or a request over the server's limits).
+    #[error("store rejected {what}: {detail}")]
+    Rejected {
+        /// What was asked, naming the server and key involved.
+        what: String,
+        /// The server's answer.
+        detail: String,
+    },
 }
 
 /// The store contract shared by the embedded store and etcd.
