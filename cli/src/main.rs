@@ -1,10 +1,13 @@
-//! `kubepbx`: one binary, many roles. Today: `kubepbx up -f DIR`, the whole PBX in one process
-//! serving the Extensions of a manifest folder.
+//! `kubepbx`: one binary, many roles: `kubepbx up -f DIR` (the whole PBX in one process serving
+//! the Extensions of a manifest folder) and `kubepbx apply -f DIR --etcd URL` (a manifest folder
+//! into etcd).
 //!
 //! Every flag can also be given as `KUBEPBX_<FLAG>` in the environment (`--admin-token` →
 //! `KUBEPBX_ADMIN_TOKEN`). Logs go to stderr and follow `RUST_LOG` (default `info`; full SIP
 //! messages with `RUST_LOG=info,sip=debug`).
 
+mod apply;
+mod etcd;
 mod net;
 mod token;
 mod up;
@@ -31,13 +34,20 @@ struct Cli {
 enum Command {
     /// Run the whole PBX in one process, serving the Extensions of a manifest folder.
     Up(up::UpArgs),
+    /// Write the Extensions of a manifest folder into etcd (HA1 digests only).
+    Apply(apply::ApplyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A one-shot command reports on stdout/stderr itself; the servers log.
+    let default_filter = match cli.command {
+        Command::Apply(_) => "error",
+        Command::Up(_) => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -55,6 +65,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Apply(args) => apply::run(args).await,
         }
     });
     match result {

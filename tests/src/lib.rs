@@ -59,7 +59,7 @@ pub mod wait;
 pub use baresip::{Account, Baresip, Registration};
 pub use error::{Error, Result};
 pub use manifests::{ExtensionOpts, default_password, remove_extension, write_extension};
-pub use pbx::{Pbx, PbxBuilder};
+pub use pbx::{Pbx, PbxBuilder, kubepbx_binary};
 pub use pjsua2::{Analysis, Channel, Phone, SdpLine, analyse, analyse_channel};
 pub use ports::{free_tcp_port, free_udp_port, free_udp_port_block, free_udp_tcp_port};
 pub use responder::DigestResponder;

@@ -174,7 +174,7 @@ impl PbxBuilder {
     pub fn start(self) -> Result<Pbx> {
         let binary = match &self.binary {
             Some(b) => b.clone(),
-            None => default_binary()?,
+            None => kubepbx_binary()?,
         };
         if !binary.is_file() {
             return Err(Error::ProgramNotFound {
@@ -513,8 +513,9 @@ impl Pbx {
     }
 }
 
-/// `$KUBEPBX_BIN`, else `kubepbx` in the profile dir above the running test executable.
-fn default_binary() -> Result<PathBuf> {
+/// `$KUBEPBX_BIN`, else `kubepbx` in the profile dir above the running test executable: the
+/// binary every test runs.
+pub fn kubepbx_binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("KUBEPBX_BIN") {
         return Ok(PathBuf::from(bin));
     }
@@ -637,7 +638,7 @@ mod tests {
         if std::env::var_os("KUBEPBX_BIN").is_some() {
             return;
         }
-        let bin = default_binary().unwrap();
+        let bin = kubepbx_binary().unwrap();
         let exe = std::env::current_exe().unwrap();
         assert_eq!(bin.parent(), exe.parent().unwrap().parent());
         assert!(bin.ends_with(format!("kubepbx{}", std::env::consts::EXE_SUFFIX)));
