@@ -19,7 +19,7 @@ use crate::views::{self, ExtensionView, RegistrationView};
 use bytes::Bytes;
 use kubepbx_api::Transport;
 use kubepbx_api::records::BindingKey;
-use kubepbx_api::store::{Event, Store, StoreError, Subscription, Write};
+use kubepbx_api::store::{Event, Snapshot, Store, StoreError, Subscription, Write};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::SessionStats;
 use kubepbx_sip::endpoint::{
@@ -86,6 +86,8 @@ pub(crate) struct Core {
     pub endpoint: Endpoint,
     pub store: Arc<dyn Store>,
     pub subscription: Subscription,
+    /// A fresh snapshot being fetched after the store asked for a resync.
+    pub resync: Option<oneshot::Receiver<(Snapshot, Subscription)>>,
     pub udp: Arc<UdpSocket>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub queries: mpsc::Receiver<Query>,
@@ -131,6 +133,14 @@ impl Core {
                     }
                 }
                 Some(query) = self.queries.recv() => self.answer(query),
+                fresh = recv_resync(&mut self.resync) => {
+                    self.resync = None;
+                    if let Some((snapshot, subscription)) = fresh {
+                        self.endpoint.load(snapshot);
+                        self.subscription = subscription;
+                        tracing::info!("the registrar's view is in line with the store again");
+                    }
+                }
                 () = sleep_until(deadline) => self.endpoint.handle_timeout(now()),
             }
             self.drain(&writes_tx).await;
@@ -215,24 +225,35 @@ impl Core {
         }
     }
 
+    /// Fetches a fresh snapshot in the background; until it arrives the loop keeps serving
+    /// from the view it has (and applying the events still coming), so an unreachable store
+    /// never stops SIP.
     async fn resync(&mut self) {
+        if self.resync.is_some() {
+            return;
+        }
         tracing::warn!("the registrar fell behind the store; reloading its view");
-        loop {
-            match self.store.watch().await {
-                Ok((snapshot, subscription)) => {
-                    self.endpoint.load(snapshot);
-                    self.subscription = subscription;
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reloading from the store failed; retrying");
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let (tx, rx) = oneshot::channel();
+        let store = Arc::clone(&self.store);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.watch().await {
+                    Ok(fresh) => {
+                        let _ = tx.send(fresh);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reloading from the store failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
                 }
             }
-        }
+        });
+        self.resync = Some(rx);
     }
 
     fn answer(&mut self, query: Query) {
@@ -339,6 +360,17 @@ fn now() -> Now {
     Now {
         mono: Instant::now(),
         wall: UnixMillis::now(),
+    }
+}
+
+/// The fresh view of a pending resync; never ready when none is pending. `None` when the
+/// fetching task ended without one (shutdown).
+async fn recv_resync(
+    pending: &mut Option<oneshot::Receiver<(Snapshot, Subscription)>>,
+) -> Option<(Snapshot, Subscription)> {
+    match pending {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -203,6 +203,7 @@ pub async fn start(
         endpoint,
         store,
         subscription,
+        resync: None,
         udp: Arc::clone(&udp),
         inbound: inbound_rx,
         queries: queries_rx,
