@@ -754,13 +754,7 @@ fn a_callee_on_tcp_gets_a_double_record_route_and_in_dialog_requests_pop_both() 
     assert_eq!(register(&mut ep, now, &mut udp, Some(0)).code, 200);
 
     let out = call(&mut ep, now, "1002");
-    let inv = out
-        .iter()
-        .find_map(|(to, m)| match m {
-            Message::Request(r) if *to == flow.remote => Some(r.clone()),
-            _ => None,
-        })
-        .expect("INVITE on the TCP flow");
+    let inv = requests_to(&out, tcp_callee).remove(0);
     assert_eq!(
         &**inv.header(&Name::RECORD_ROUTE).unwrap(),
         format!("<sip:{PROXY};transport=tcp;lr>, <sip:{PROXY};lr>")
@@ -778,13 +772,7 @@ fn a_callee_on_tcp_gets_a_double_record_route_and_in_dialog_requests_pop_both() 
          Call-ID: call-a\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
     );
     let out = input(&mut ep, now, CALLER, &bye);
-    let forwarded = out
-        .iter()
-        .find_map(|(to, m)| match m {
-            Message::Request(r) if *to == flow.remote => Some(r.clone()),
-            _ => None,
-        })
-        .expect("BYE on the TCP flow");
+    let forwarded = requests_to(&out, tcp_callee).remove(0);
     assert!(forwarded.header(&Name::ROUTE).is_none(), "{forwarded:?}");
     assert!(
         forwarded
