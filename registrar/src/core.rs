@@ -27,7 +27,7 @@ use kubepbx_sip::endpoint::{
 };
 use kubepbx_sip::flow::{Flow, FlowId, Transmit};
 use kubepbx_sip::message::{Message, ParseError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -96,6 +96,10 @@ pub(crate) struct Core {
     pub undeliverable: u64,
     /// Commands for the media worker (`None`: media is not anchored).
     pub media: Option<mpsc::Sender<MediaCommand>>,
+    /// Media commands the worker's queue had no room for, in order. The loop never waits for
+    /// that queue: the worker hands its results back through `inbound`, which only this loop
+    /// drains, so waiting here could deadlock both under load.
+    pub media_backlog: VecDeque<MediaCommand>,
     /// Finished calls.
     pub cdrs: CdrLog,
     /// Finished calls waiting for the relay's final counters, by media session.
@@ -133,6 +137,9 @@ impl Core {
                     }
                 }
                 Some(query) = self.queries.recv() => self.answer(query),
+                () = media_room(&self.media, !self.media_backlog.is_empty()) => {
+                    self.send_media_backlog();
+                }
                 fresh = recv_resync(&mut self.resync) => {
                     self.resync = None;
                     if let Some((snapshot, subscription)) = fresh {
@@ -317,13 +324,31 @@ impl Core {
             }
         }
         while let Some(command) = self.endpoint.poll_media() {
-            match &self.media {
-                Some(tx) => {
-                    if tx.send(command).await.is_err() {
-                        tracing::error!("the media worker stopped");
-                    }
+            self.media_backlog.push_back(command);
+        }
+        self.send_media_backlog();
+    }
+
+    /// Hands queued media commands to the worker as far as its queue has room, in order.
+    fn send_media_backlog(&mut self) {
+        let Some(tx) = &self.media else {
+            for command in self.media_backlog.drain(..) {
+                tracing::error!("media command without a media relay: {command:?}");
+            }
+            return;
+        };
+        while let Some(command) = self.media_backlog.pop_front() {
+            match tx.try_send(command) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(command)) => {
+                    self.media_backlog.push_front(command);
+                    return;
                 }
-                None => tracing::error!("media command without a media relay: {command:?}"),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::error!("the media worker stopped; media commands are dropped");
+                    self.media_backlog.clear();
+                    return;
+                }
             }
         }
     }
@@ -360,6 +385,20 @@ fn now() -> Now {
     Now {
         mono: Instant::now(),
         wall: UnixMillis::now(),
+    }
+}
+
+/// Ready when the media worker's queue has room again while commands wait; never otherwise.
+async fn media_room(media: &Option<mpsc::Sender<MediaCommand>>, waiting: bool) {
+    match media {
+        Some(tx) if waiting => {
+            // The permit is released at once: `send_media_backlog` uses try_send, and only
+            // this loop sends, so the room stays.
+            if tx.reserve().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

@@ -211,6 +211,7 @@ pub async fn start(
         connections: HashMap::new(),
         undeliverable: 0,
         media,
+        media_backlog: std::collections::VecDeque::new(),
         cdrs,
         pending_cdrs: HashMap::new(),
         media_final: HashMap::new(),
