@@ -1,24 +1,62 @@
 //! Load benchmark of `LocalRelay` on loopback: N calls, each with two fake phones sending
-//! 20 ms packets (50 pps each way), for a fixed time; reports relay CPU per relayed packet
-//! (from the relay threads' `/proc/self/task/*/schedstat`), loss seen by the phones, and memory.
+//! 20 ms packets (50 pps each way, 172-byte RTP), for a fixed time. Reports relay CPU per relayed
+//! packet (from the relay threads' `/proc/self/task/*/schedstat`), loss and one-way latency as
+//! seen by the phones, and memory per call.
 //!
 //! ```text
-//! cargo run --release -p kubepbx-media --example relay_bench -- CALLS SECONDS
+//! cargo run --release -p kubepbx-media --example relay_bench -- CALLS SECONDS [PORT_BASE] \
+//!     [--burst] [--workers N] [--shards N]
 //! ```
-//! The relay runs on a 2-worker tokio runtime (threads `relay-*`), the phones on a separate
-//! 1-thread runtime (`phones`); both share the machine's cores. Traffic stays on 127.0.0.1.
+//! The relay's ports are PORT_BASE (default 20000) … PORT_BASE + 4 × CALLS + 99. `--burst`
+//! sends the packets due within each millisecond together (as tokio timers would) instead of
+//! evenly; `--workers` sets the relay runtime's worker threads (default 2, as in `kubepbx up`);
+//! `--shards N` runs the sessions on N single-threaded runtimes instead, one thread each, call
+//! `i` on runtime `i mod N` (an experiment: `kubepbx up` runs the relay on its shared
+//! multi-threaded runtime).
+//!
+//! The relay runs on a 2-worker tokio runtime (threads `relay-*`), the phones' receivers on a
+//! 1-worker runtime (thread `phones-rx`, which owns the phones' sockets) and their senders on a
+//! plain thread (`phones-tx`) that paces the packets over each 20 ms period. All share the
+//! machine's cores. Traffic stays on 127.0.0.1. On loopback the relay's `sendto` also delivers
+//! the packet to the phone's socket and wakes its thread, which a relay does not pay for real
+//! phones: the CPU per packet measured here is an upper bound.
+//!
+//! Phases, each followed by an RSS reading (`/proc/self/status`), so the relay's memory can be
+//! told from the phones':
+//! 1. the phones' 2 × CALLS sockets are bound (phones' share);
+//! 2. the relay's CALLS sessions are created through `offer`/`answer` (relay's share: 4 sockets,
+//!    a task and its buffer, a registry entry per call; kernel socket memory is not in RSS);
+//! 3. traffic: every phone sends a packet every 20 ms (calls spread evenly over the period) and
+//!    receives the other side's; after 2 s of warm-up the counters are read over `SECONDS`.
+//!
+//! Each packet carries its send time (nanoseconds since a start `Instant`, first 8 bytes of the
+//! payload); the receiving phone, in the same process (same monotonic clock), records
+//! now − send time in a 1 µs-bucket histogram during the window: the one-way latency phone →
+//! relay → phone, including the kernel's loopback delivery and the phones' own scheduling delay.
+//! Loss is counted twice: over the window (received − sent, sampled at slightly different
+//! instants) and over the whole run after the senders stop and 500 ms of drain (exact).
+//! Where packets wait is sampled every second of the window from `/proc/net/udp` (receive queues
+//! of the relay's sockets and of the phones'), to tell a slow relay from slow phones.
+//! The last line (`RESULT key=value …`) is for tests/bench/relay.sh.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark tool")]
 
 use kubepbx_media::*;
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// RTP header (12) + 160 bytes of PCMU (20 ms): 172 bytes of UDP payload.
+const PACKET: usize = 172;
+/// Latency histogram: 1 µs buckets up to this many µs; later arrivals go to the last bucket.
+const HIST_US: usize = 200_000;
+const WARM_UP: Duration = Duration::from_secs(2);
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// Nanoseconds of CPU used so far by this process's threads whose name starts with `prefix`.
 fn thread_cpu_ns(prefix: &str) -> u64 {
@@ -47,6 +85,59 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes waiting in the receive queues of the UDP sockets on 127.0.0.1 (`/proc/net/udp`,
+/// rx_queue: the kernel's accounting, headers included): (relay's sockets, phones' sockets).
+fn udp_queued(relay: &std::ops::RangeInclusive<u16>, phones: &HashSet<u16>) -> (u64, u64) {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let (mut r, mut p) = (0, 0);
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(queues)) = (f.get(1), f.get(4)) else {
+            continue;
+        };
+        let Some(("0100007F", port)) = local.split_once(':') else {
+            continue;
+        };
+        let port = u16::from_str_radix(port, 16).unwrap_or(0);
+        let rx = queues
+            .split_once(':')
+            .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+            .unwrap_or(0);
+        if relay.contains(&port) {
+            r += rx;
+        } else if phones.contains(&port) {
+            p += rx;
+        }
+    }
+    (r, p)
+}
+
+/// Samples [`udp_queued`] every second until `stop` (reading the table costs a few ms of CPU
+/// on this thread, which is not the relay's nor the phones'): (max relay, mean relay, max phones, mean
+/// phones), bytes.
+fn sample_queues(
+    relay: std::ops::RangeInclusive<u16>,
+    phones: HashSet<u16>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<[u64; 4]> {
+    std::thread::spawn(move || {
+        let (mut max_r, mut sum_r, mut max_p, mut sum_p, mut n) = (0, 0, 0, 0, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let (r, p) = udp_queued(&relay, &phones);
+            (max_r, max_p) = (max_r.max(r), max_p.max(p));
+            (sum_r, sum_p, n) = (sum_r + r, sum_p + p, n + 1);
+            for _ in 0..10 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let n = n.max(1);
+        [max_r, sum_r / n, max_p, sum_p / n]
+    })
+}
+
 fn sdp(port: u16) -> String {
     format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -59,171 +150,466 @@ fn media_port(sdp: &str) -> SocketAddr {
     SocketAddr::new(LOCAL, line.split(' ').nth(1).unwrap().parse().unwrap())
 }
 
+/// One-way latencies in 1 µs buckets, recorded only while `on`.
+struct Latency {
+    on: AtomicBool,
+    buckets: Vec<AtomicU64>,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        // Written one by one, so the pages are resident before the first RSS reading.
+        Latency {
+            on: AtomicBool::new(false),
+            buckets: (0..=HIST_US).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn record(&self, ns: u64) {
+        if self.on.load(Ordering::Relaxed) {
+            let us = usize::try_from(ns / 1000).unwrap_or(HIST_US).min(HIST_US);
+            self.buckets[us].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The given quantiles (0..1) in µs, the largest value, and the sample count.
+    fn quantiles(&self, qs: &[f64]) -> (Vec<usize>, usize, u64) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let max = counts.iter().rposition(|&c| c > 0).unwrap_or(0);
+        let mut out = Vec::new();
+        for &q in qs {
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            let mut at = 0;
+            for (us, &c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    at = us;
+                    break;
+                }
+            }
+            out.push(at);
+        }
+        (out, max, total)
+    }
+}
+
+/// Counters shared by the phones.
+#[derive(Default)]
+struct Phones {
+    sent: AtomicU64,
+    received: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+/// How the phones' packets are spread over each 20 ms period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrivals {
+    /// Call `i` of `n` sends at `i × 20 ms / n`: the thread sleeps until the next packet is due
+    /// and sends whatever is due (the kernel wakes it up to ~50 µs late, so a few packets leave
+    /// together). Closest to independent phones.
+    Even,
+    /// The packets due within a millisecond leave together at its end, as from tokio timers
+    /// (1 ms resolution): 100 packets at once per millisecond at 1,000 calls.
+    Burst,
+}
+
+/// The phones' senders, on one thread: call `i` of `n` sends its two packets (one each way)
+/// `i × 20 ms / n` into every 20 ms period, spread as `arrivals` says.
+fn send_paced(
+    links: &[[(Arc<UdpSocket>, SocketAddr); 2]],
+    arrivals: Arrivals,
+    base: Instant,
+    phones: &Phones,
+    stop: &CancellationToken,
+) {
+    let n = links.len() as u64;
+    let period = Duration::from_millis(20);
+    let start = Instant::now() + Duration::from_millis(5);
+    let mut packet = [0u8; PACKET];
+    packet[0] = 0x80; // RTP version 2, PT 0 (PCMU)
+    packet[20..].fill(0xff);
+    let mut cycle = 0u64;
+    while !stop.is_cancelled() {
+        let seq = (cycle + 1) as u16;
+        let ts = ((cycle + 1) * 160) as u32;
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&ts.to_be_bytes());
+        for (call, link) in links.iter().enumerate() {
+            let mut due = start + period * cycle as u32 + period * call as u32 / n as u32;
+            if arrivals == Arrivals::Burst {
+                let ms = (due - start).as_micros().div_ceil(1000) as u64;
+                due = start + Duration::from_millis(ms);
+            }
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            for (dir, (sock, to)) in link.iter().enumerate() {
+                let ssrc = (call as u32) << 1 | dir as u32;
+                packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let sent = base.elapsed().as_nanos() as u64;
+                packet[12..20].copy_from_slice(&sent.to_be_bytes());
+                // The socket belongs to the receivers' runtime; a non-blocking send works from
+                // any thread (loopback never makes it wait).
+                if sock.try_send_to(&packet, *to).is_err() {
+                    phones.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            phones.sent.fetch_add(2, Ordering::Relaxed);
+        }
+        cycle += 1;
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
-    let calls: u16 = args.next().map_or(100, |a| a.parse().expect("CALLS"));
-    let seconds: u64 = args.next().map_or(10, |a| a.parse().expect("SECONDS"));
+    let (mut numbers, mut arrivals, mut workers, mut shards) =
+        (Vec::new(), Arrivals::Even, 2usize, 0usize);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--burst" => arrivals = Arrivals::Burst,
+            "--workers" => {
+                workers = args
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .expect("--workers N");
+            }
+            "--shards" => {
+                shards = args
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .expect("--shards N");
+            }
+            _ => numbers.push(arg),
+        }
+    }
+    let mut numbers = numbers.into_iter();
+    let calls: u16 = numbers.next().map_or(100, |a| a.parse().expect("CALLS"));
+    let seconds: u64 = numbers.next().map_or(10, |a| a.parse().expect("SECONDS"));
+    let base: u16 = numbers
+        .next()
+        .map_or(20000, |a| a.parse().expect("PORT_BASE"));
+    assert!(workers >= 1, "--workers must be at least 1");
+    let last = u32::from(base) + u32::from(calls) * 4 + 99;
+    assert!(
+        calls >= 1 && base >= 1024 && last <= 65535,
+        "need CALLS >= 1 and 1024 <= PORT_BASE <= PORT_BASE + 4 x CALLS + 99 <= 65535"
+    );
+    let latency = Arc::new(Latency::new());
+    // With --shards the sessions run on that many single-threaded runtimes (threads
+    // `relay-shard-*`), and this runtime only sets them up.
     let relay_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("relay-worker")
+        .worker_threads(if shards > 0 { 1 } else { workers })
+        .thread_name(if shards > 0 {
+            "control"
+        } else {
+            "relay-worker"
+        })
         .enable_all()
         .build()
         .unwrap();
-    let phones_rt = tokio::runtime::Builder::new_current_thread()
+    let shards_stop = CancellationToken::new();
+    let mut shard_threads = Vec::new();
+    let mut session_rts = Vec::new();
+    for k in 0..shards {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        session_rts.push(rt.handle().clone());
+        let stop = shards_stop.clone();
+        let thread = std::thread::Builder::new().name(format!("relay-shard-{k}"));
+        shard_threads.push(thread.spawn(move || rt.block_on(stop.cancelled())).unwrap());
+    }
+    if session_rts.is_empty() {
+        session_rts.push(relay_rt.handle().clone());
+    }
+    // The phones' receivers (and their sockets) live on this runtime; the senders are a plain
+    // thread (`phones-tx`, see below).
+    let phones_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("phones-rx")
         .enable_all()
         .build()
         .unwrap();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let rss_before = rss_kib();
+    let relay_ports = base..=u16::try_from(last).unwrap();
     let config = RelayConfig {
         advertise: LOCAL,
         bind: LOCAL,
-        ports: 20000..=20000 + calls * 4 + 99,
+        ports: relay_ports.clone(),
         ..RelayConfig::default()
     };
     let (relay, _events) = {
         let _guard = relay_rt.enter();
         LocalRelay::start(config, shutdown.clone(), &tasks).unwrap()
     };
-    let sent = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = CancellationToken::new();
-    // The phones' runtime runs on this thread; session setup goes through the relay's runtime.
-    std::thread::Builder::new()
-        .name("phones".into())
-        .spawn({
-            let (sent, received, stop) = (sent.clone(), received.clone(), stop.clone());
+    // Let both runtimes start their threads before the first reading.
+    std::thread::sleep(Duration::from_millis(100));
+    let rss_start = rss_kib();
+
+    // 1. The phones' sockets.
+    let sockets: Vec<(Arc<UdpSocket>, Arc<UdpSocket>)> = phones_rt.block_on(async {
+        let mut v = Vec::with_capacity(usize::from(calls));
+        for _ in 0..calls {
+            let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            v.push((Arc::new(a), Arc::new(b)));
+        }
+        v
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let rss_phones = rss_kib();
+
+    // 2. The relay's sessions: offer from the caller (phone a), answer from the callee (b), on
+    // the runtime the session task is to run on (it is spawned on the caller's runtime).
+    let t_setup = Instant::now();
+    let targets: Vec<(SocketAddr, SocketAddr)> = relay_rt.block_on(async {
+        let mut v = Vec::with_capacity(sockets.len());
+        for (call, (a, b)) in sockets.iter().enumerate() {
+            let id = SessionId(format!("call-{call}"));
+            let (pa, pb) = (
+                a.local_addr().unwrap().port(),
+                b.local_addr().unwrap().port(),
+            );
             let relay = relay.clone();
-            let handle = relay_rt.handle().clone();
-            move || {
-                phones_rt.block_on(async move {
-                    let phones = TaskTracker::new();
-                    for call in 0..calls {
-                        let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-                        let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-                        let id = SessionId(format!("call-{call}"));
-                        let (relay, id2) = (relay.clone(), id.clone());
-                        let (pa, pb) = (
-                            a.local_addr().unwrap().port(),
-                            b.local_addr().unwrap().port(),
-                        );
-                        let (to_b, to_a) = handle
-                            .spawn(async move {
-                                let o = relay
-                                    .offer(OfferRequest {
-                                        session: id2.clone(),
-                                        side: Side::Caller,
-                                        sdp: sdp(pa),
-                                        signalling_source: LOCAL,
-                                        recording: None,
-                                    })
-                                    .await
-                                    .unwrap();
-                                let ans = relay
-                                    .answer(AnswerRequest {
-                                        session: id2,
-                                        side: Side::Callee,
-                                        sdp: sdp(pb),
-                                        signalling_source: LOCAL,
-                                    })
-                                    .await
-                                    .unwrap();
-                                (media_port(&o.sdp), media_port(&ans.sdp))
-                            })
-                            .await
-                            .unwrap();
-                        for sock in [a.clone(), b.clone()] {
-                            let (received, stop) = (received.clone(), stop.clone());
-                            phones.spawn(async move {
-                                let mut buf = [0u8; 2048];
-                                loop {
-                                    tokio::select! {
-                                        r = sock.recv_from(&mut buf) => if r.is_ok() {
-                                            received.fetch_add(1, Ordering::Relaxed);
-                                        },
-                                        _ = stop.cancelled() => break,
-                                    }
-                                }
-                            });
-                        }
-                        let (sent, stop) = (sent.clone(), stop.clone());
-                        phones.spawn(async move {
-                            // Stagger calls over the 20 ms period.
-                            let offset =
-                                Duration::from_micros(u64::from(call) * 20_000 / u64::from(calls));
-                            tokio::time::sleep(offset).await;
-                            let mut tick = tokio::time::interval(Duration::from_millis(20));
-                            let mut packet = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-                            packet.extend_from_slice(&[0xff; 160]);
-                            let mut seq = 0u16;
-                            loop {
-                                tokio::select! {
-                                    _ = tick.tick() => {}
-                                    _ = stop.cancelled() => break,
-                                }
-                                seq = seq.wrapping_add(1);
-                                packet[2..4].copy_from_slice(&seq.to_be_bytes());
-                                let _ = a.send_to(&packet, to_a).await;
-                                let _ = b.send_to(&packet, to_b).await;
-                                sent.fetch_add(2, Ordering::Relaxed);
-                            }
-                        });
-                    }
-                    stop.cancelled().await;
-                    phones.close();
-                    phones.wait().await;
-                });
-            }
-        })
-        .unwrap();
-    // Warm up: all calls set up and flowing.
-    std::thread::sleep(Duration::from_secs(2));
-    let (cpu0, m0, t0) = (thread_cpu_ns("relay-"), relay.metrics(), Instant::now());
-    let (sent0, recv0) = (
-        sent.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-    );
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (cpu1, m1, elapsed) = (thread_cpu_ns("relay-"), relay.metrics(), t0.elapsed());
-    let (sent1, recv1) = (
-        sent.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-    );
-    let rss = rss_kib();
-    let phones_cpu = thread_cpu_ns("phones");
-    stop.cancel();
+            let setup = async move {
+                let o = relay
+                    .offer(OfferRequest {
+                        session: id.clone(),
+                        side: Side::Caller,
+                        sdp: sdp(pa),
+                        signalling_source: LOCAL,
+                        recording: None,
+                    })
+                    .await
+                    .unwrap();
+                let ans = relay
+                    .answer(AnswerRequest {
+                        session: id,
+                        side: Side::Callee,
+                        sdp: sdp(pb),
+                        signalling_source: LOCAL,
+                    })
+                    .await
+                    .unwrap();
+                // a sends to the relay port the callee's answer was rewritten to, b to the one
+                // in the rewritten offer.
+                (media_port(&ans.sdp), media_port(&o.sdp))
+            };
+            let rt = &session_rts[call % session_rts.len()];
+            v.push(rt.spawn(setup).await.unwrap());
+        }
+        v
+    });
+    let setup = t_setup.elapsed();
     std::thread::sleep(Duration::from_millis(200));
+    let rss_sessions = rss_kib();
+
+    // 3. Traffic.
+    let base = Instant::now();
+    let phones = Arc::new(Phones::default());
+    // Senders stop first; receivers once the last packets had time to arrive.
+    let (stop_send, stop_recv) = (CancellationToken::new(), CancellationToken::new());
+    let phone_tasks = TaskTracker::new();
+    for (a, b) in &sockets {
+        for sock in [a.clone(), b.clone()] {
+            let (phones, stop, latency) = (phones.clone(), stop_recv.clone(), latency.clone());
+            phone_tasks.spawn_on(
+                async move {
+                    let mut buf = [0u8; 2048];
+                    loop {
+                        tokio::select! {
+                            r = sock.recv_from(&mut buf) => if let Ok((len, _)) = r {
+                                let now = base.elapsed().as_nanos() as u64;
+                                phones.received.fetch_add(1, Ordering::Relaxed);
+                                if len >= 20 {
+                                    let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+                                    latency.record(now.saturating_sub(sent));
+                                }
+                            },
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                },
+                phones_rt.handle(),
+            );
+        }
+    }
+    phone_tasks.close();
+    let senders = {
+        let links: Vec<_> = sockets
+            .iter()
+            .zip(&targets)
+            .map(|((a, b), &(a_to, b_to))| [(a.clone(), a_to), (b.clone(), b_to)])
+            .collect();
+        let (phones, stop) = (phones.clone(), stop_send.clone());
+        std::thread::Builder::new()
+            .name("phones-tx".into())
+            .spawn(move || send_paced(&links, arrivals, base, &phones, &stop))
+            .unwrap()
+    };
+
+    // Warm up: all calls flowing.
+    std::thread::sleep(WARM_UP);
+    let read = || {
+        (
+            thread_cpu_ns("relay-"),
+            thread_cpu_ns("phones"),
+            relay.metrics(),
+            phones.sent.load(Ordering::Relaxed),
+            phones.received.load(Ordering::Relaxed),
+        )
+    };
+    let phone_ports: HashSet<u16> = sockets
+        .iter()
+        .flat_map(|(a, b)| [a, b])
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_queues(relay_ports, phone_ports, stop_sampling.clone());
+    latency.on.store(true, Ordering::Relaxed);
+    let (cpu0, pcpu0, m0, sent0, recv0) = read();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (cpu1, pcpu1, m1, sent1, recv1) = read();
+    let elapsed = t0.elapsed();
+    latency.on.store(false, Ordering::Relaxed);
+    let rss_traffic = rss_kib();
+    stop_sampling.store(true, Ordering::Relaxed);
+    let [q_relay_max, q_relay_mean, q_phones_max, q_phones_mean] = sampler.join().unwrap();
+
+    // Stop sending, let the last packets arrive, then count over the whole run.
+    stop_send.cancel();
+    senders.join().unwrap();
+    std::thread::sleep(DRAIN);
+    let m_end = relay.metrics();
+    let total_sent = phones.sent.load(Ordering::Relaxed);
+    let total_recv = phones.received.load(Ordering::Relaxed);
+    stop_recv.cancel();
+    phones_rt.block_on(phone_tasks.wait());
+
     let relayed = m1.rtp_relayed - m0.rtp_relayed;
-    let cpu = cpu1 - cpu0;
-    println!("calls                {calls}");
-    println!("sessions active      {}", m1.sessions_active);
-    println!("window               {:.2} s", elapsed.as_secs_f64());
+    let (cpu, pcpu) = (cpu1 - cpu0, pcpu1 - pcpu0);
+    let secs = elapsed.as_secs_f64();
+    let (q, max_us, samples) = latency.quantiles(&[0.5, 0.99, 0.999]);
+    let per_call = |kib: u64| kib as f64 / f64::from(calls);
+    let relay_kib = rss_sessions.saturating_sub(rss_phones);
+    let phones_kib = rss_phones.saturating_sub(rss_start);
+    let traffic_kib = rss_traffic.saturating_sub(rss_sessions);
+    let dropped =
+        m_end.dropped_no_destination + m_end.dropped_wrong_source + m_end.dropped_not_media;
+    let lost_window = (sent1 - sent0) as i64 - (recv1 - recv0) as i64;
+    let lost_total = total_sent.saturating_sub(total_recv);
+    let threads = if shards > 0 {
+        format!("{shards} single-threaded relay runtimes")
+    } else {
+        format!("{workers} relay workers")
+    };
+    println!("calls                {calls} ({arrivals:?} arrivals, {threads})");
+    println!(
+        "sessions active      {} (set up in {:.0} ms)",
+        m1.sessions_active,
+        setup.as_secs_f64() * 1e3
+    );
+    println!("window               {secs:.2} s");
     println!("packets sent         {}", sent1 - sent0);
     println!(
         "packets relayed      {relayed} ({:.0} pps)",
-        relayed as f64 / elapsed.as_secs_f64()
+        relayed as f64 / secs
     );
-    println!("packets received     {}", recv1 - recv0);
     println!(
-        "dropped by relay     {}",
-        m1.dropped_no_destination + m1.dropped_wrong_source + m1.dropped_not_media
+        "packets received     {} (window difference {lost_window})",
+        recv1 - recv0
     );
-    println!("send errors          {}", m1.send_errors);
+    println!(
+        "whole run            {total_sent} sent, {total_recv} received, {lost_total} lost \
+         (after {} ms of drain)",
+        DRAIN.as_millis()
+    );
+    println!("dropped by relay     {dropped}");
+    println!(
+        "send errors          relay {}, phones {}",
+        m_end.send_errors,
+        phones.send_errors.load(Ordering::Relaxed)
+    );
     println!(
         "relay CPU            {:.3} s ({:.0}% of one core)",
         cpu as f64 / 1e9,
-        cpu as f64 / 1e7 / elapsed.as_secs_f64()
+        cpu as f64 / 1e7 / secs
     );
     println!(
         "relay CPU / packet   {:.2} µs",
         cpu as f64 / 1e3 / relayed.max(1) as f64
     );
-    println!("phones CPU (total)   {:.3} s", phones_cpu as f64 / 1e9);
     println!(
-        "RSS growth           {} KiB ({:.1} KiB per call, phones' sockets included)",
-        rss.saturating_sub(rss_before),
-        rss.saturating_sub(rss_before) as f64 / f64::from(calls.max(1))
+        "phones CPU           {:.3} s ({:.0}% of one core, {:.2} µs per packet sent+received)",
+        pcpu as f64 / 1e9,
+        pcpu as f64 / 1e7 / secs,
+        pcpu as f64 / 1e3 / ((sent1 - sent0) + (recv1 - recv0)).max(1) as f64
+    );
+    println!(
+        "latency (one way)    p50 {} µs, p99 {} µs, p99.9 {} µs, max {}{} µs ({samples} packets)",
+        q[0],
+        q[1],
+        q[2],
+        if max_us >= HIST_US { ">=" } else { "" },
+        max_us
+    );
+    println!(
+        "RSS                  start {rss_start} KiB, +phones' sockets {phones_kib} KiB \
+         ({:.1} KiB/call), +relay sessions {relay_kib} KiB ({:.1} KiB/call), \
+         +during traffic {traffic_kib} KiB ({:.1} KiB/call)",
+        per_call(phones_kib),
+        per_call(relay_kib),
+        per_call(traffic_kib)
+    );
+    println!(
+        "queued in sockets    relay max {} KiB, mean {} KiB; phones max {} KiB, mean {} KiB \
+         (/proc/net/udp rx_queue every second of the window, kernel accounting)",
+        q_relay_max / 1024,
+        q_relay_mean / 1024,
+        q_phones_max / 1024,
+        q_phones_mean / 1024
+    );
+    println!(
+        "RESULT calls={calls} arrivals={} workers={workers} shards={shards} seconds={secs:.2} sent={} relayed={relayed} received={} \
+         lost_window={lost_window} sent_total={total_sent} received_total={total_recv} \
+         lost_total={lost_total} relay_dropped={dropped} relay_send_errors={} pps={:.0} \
+         relay_cpu_pct={:.1} cpu_us_per_packet={:.2} phones_cpu_pct={:.1} p50_us={} p99_us={} \
+         p999_us={} max_us={max_us} relay_kib_per_call={:.1} phones_kib_per_call={:.1} \
+         traffic_kib_per_call={:.1} relay_queue_max_kib={} phones_queue_max_kib={}",
+        format!("{arrivals:?}").to_lowercase(),
+        sent1 - sent0,
+        recv1 - recv0,
+        m_end.send_errors,
+        relayed as f64 / secs,
+        cpu as f64 / 1e7 / secs,
+        cpu as f64 / 1e3 / relayed.max(1) as f64,
+        pcpu as f64 / 1e7 / secs,
+        q[0],
+        q[1],
+        q[2],
+        per_call(relay_kib),
+        per_call(phones_kib),
+        per_call(traffic_kib),
+        q_relay_max / 1024,
+        q_phones_max / 1024,
     );
     shutdown.cancel();
+    relay_rt.block_on(async {
+        tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    });
+    shards_stop.cancel();
+    for t in shard_threads {
+        let _ = t.join();
+    }
 }
