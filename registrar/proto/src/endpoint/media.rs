@@ -82,6 +82,40 @@ pub struct MediaFailure {
     pub retry_after: Option<u32>,
 }
 
+impl MediaFailure {
+    /// The response refusing `request` for this failure (with `Retry-After` for a 503).
+    pub(super) fn response<'a>(
+        &'a self,
+        request: &'a Request,
+        source: std::net::SocketAddr,
+    ) -> ResponseBuilder<'a> {
+        let b = ResponseBuilder::new(request, source, self.code, &self.reason);
+        match self.retry_after {
+            Some(s) => b.header("Retry-After", s.to_string()),
+            None => b,
+        }
+    }
+}
+
+/// Whether an SDP passing through is an offer or an answer.
+#[derive(Debug)]
+pub(super) enum Role {
+    /// An offer; the first of a call may ask for the call to be recorded.
+    Offer(Option<RecordRequest>),
+    /// An answer.
+    Answer,
+}
+
+/// An SDP for the relay: what it is, whose, and from where it came.
+#[derive(Debug)]
+pub(super) struct SdpFor {
+    pub session: String,
+    pub side: Side,
+    pub sdp: String,
+    pub source: IpAddr,
+    pub role: Role,
+}
+
 /// A message waiting for the relay.
 #[derive(Debug)]
 pub(super) enum Parked {
@@ -129,15 +163,35 @@ impl Endpoint {
         self.media_commands.pop_front()
     }
 
-    /// Parks `parked` until the relay answers `command` (built with the returned op number).
-    pub(super) fn media_request(
-        &mut self,
-        parked: Parked,
-        command: impl FnOnce(u64) -> MediaCommand,
-    ) {
+    /// Asks the relay about `sdp` and parks `parked` until it answers.
+    pub(super) fn media_request(&mut self, parked: Parked, sdp: SdpFor) {
         self.next_media_op += 1;
         let op = self.next_media_op;
-        self.media_commands.push_back(command(op));
+        let SdpFor {
+            session,
+            side,
+            sdp,
+            source,
+            role,
+        } = sdp;
+        let command = match role {
+            Role::Offer(record) => MediaCommand::Offer {
+                op,
+                session,
+                side,
+                sdp,
+                source,
+                record,
+            },
+            Role::Answer => MediaCommand::Answer {
+                op,
+                session,
+                side,
+                sdp,
+                source,
+            },
+        };
+        self.media_commands.push_back(command);
         self.parked.insert(op, parked);
     }
 
@@ -174,15 +228,7 @@ impl Endpoint {
             } => match result {
                 Ok(sdp) => self.forward_in_dialog(now, call, &reply, &request, Some(&sdp)),
                 Err(failure) if offer => {
-                    let mut b = ResponseBuilder::new(
-                        &request,
-                        reply.source.remote,
-                        failure.code,
-                        &failure.reason,
-                    );
-                    if let Some(s) = failure.retry_after {
-                        b = b.header("Retry-After", s.to_string());
-                    }
+                    let b = failure.response(&request, reply.source.remote);
                     self.respond(now, &reply, b);
                 }
                 Err(_) => self.forward_in_dialog(now, call, &reply, &request, None),

@@ -15,7 +15,7 @@
 
 use super::auth_flow::AuthKind;
 use super::events::{CallSummary, EndReason};
-use super::media::{MediaCommand, MediaFailure, Parked, RecordRequest, Side, sdp_of};
+use super::media::{MediaFailure, Parked, RecordRequest, Role, SdpFor, Side, sdp_of};
 use super::{Endpoint, EndpointEvent, Now, Reply};
 use crate::builder::ResponseBuilder;
 use crate::client::Received;
@@ -421,14 +421,14 @@ impl Endpoint {
             Some(sdp) => {
                 let record = self.recording_of(&name, &caller, &callee);
                 let source = reply.source.remote.ip();
-                self.media_request(Parked::Fork { call: id }, |op| MediaCommand::Offer {
-                    op,
+                let sdp = SdpFor {
                     session,
                     side: Side::Caller,
                     sdp,
                     source,
-                    record,
-                });
+                    role: Role::Offer(record),
+                };
+                self.media_request(Parked::Fork { call: id }, sdp);
             }
             None => self.fork(now, id, None),
         }
@@ -506,15 +506,7 @@ impl Endpoint {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
-        let mut b = ResponseBuilder::new(
-            &call.invite,
-            call.uas.source.remote,
-            failure.code,
-            &failure.reason,
-        );
-        if let Some(s) = failure.retry_after {
-            b = b.header("Retry-After", s.to_string());
-        }
+        let b = failure.response(&call.invite, call.uas.source.remote);
         self.respond(now, &call.uas, b);
         self.call_ended(now, call, failure.code, EndReason::MediaRefused);
     }
@@ -598,15 +590,14 @@ impl Endpoint {
                 && (200..300).contains(&response.code)
                 && let Some(sdp) = sdp_of(&response.headers, &response.body)
             {
-                self.media_request(Parked::RelayResponse { upstream, response }, |op| {
-                    MediaCommand::Answer {
-                        op,
-                        session,
-                        side,
-                        sdp,
-                        source,
-                    }
-                });
+                let sdp = SdpFor {
+                    session,
+                    side,
+                    sdp,
+                    source,
+                    role: Role::Answer,
+                };
+                self.media_request(Parked::RelayResponse { upstream, response }, sdp);
                 return;
             }
             self.forward_relay_response(now, &upstream, &response, None);
@@ -660,33 +651,24 @@ impl Endpoint {
             let session = call.session.clone();
             let source = call.branches[index].flow.remote.ip();
             // With a late offer, the callee's SDP is the offer (and may ask for recording).
-            let offer = call
-                .late_offer
-                .then(|| self.recording_of(&call.name, &call.caller, &call.callee));
-            self.media_request(
-                Parked::BranchResponse {
-                    call: call_id,
-                    index,
-                    response,
-                },
-                |op| match offer {
-                    Some(record) => MediaCommand::Offer {
-                        op,
-                        session,
-                        side: Side::Callee,
-                        sdp,
-                        source,
-                        record,
-                    },
-                    None => MediaCommand::Answer {
-                        op,
-                        session,
-                        side: Side::Callee,
-                        sdp,
-                        source,
-                    },
-                },
-            );
+            let role = if call.late_offer {
+                Role::Offer(self.recording_of(&call.name, &call.caller, &call.callee))
+            } else {
+                Role::Answer
+            };
+            let parked = Parked::BranchResponse {
+                call: call_id,
+                index,
+                response,
+            };
+            let sdp = SdpFor {
+                session,
+                side: Side::Callee,
+                sdp,
+                source,
+                role,
+            };
+            self.media_request(parked, sdp);
             return;
         }
         self.branch_response(now, call_id, index, response, None);
@@ -851,32 +833,13 @@ impl Endpoint {
         };
         let b = ResponseBuilder::new(request, source, 200, "OK");
         self.respond(now, reply, b);
-        let waiting_for_relay = self
+        if self
             .calls
             .calls
             .get(&call_id)
-            .is_some_and(|c| c.state == CallState::Ringing && c.branches.is_empty());
-        if waiting_for_relay && let Some(call) = self.calls.remove(call_id) {
-            // Nothing was sent downstream yet: the INVITE ends here. The relay's pending
-            // result finds no call and is dropped; the session is released after it.
-            let b = ResponseBuilder::new(
-                &call.invite,
-                call.uas.source.remote,
-                487,
-                "Request Terminated",
-            );
-            self.respond(now, &call.uas, b);
-            self.call_ended(now, call, 487, EndReason::Cancelled);
-            return;
-        }
-        let pending: Vec<usize> = match self.calls.calls.get(&call_id) {
-            Some(call) if call.state == CallState::Ringing => (0..call.branches.len())
-                .filter(|&i| !call.branches[i].done)
-                .collect(),
-            _ => return,
-        };
-        for i in pending {
-            self.cancel_branch(now, call_id, i);
+            .is_some_and(|c| c.state == CallState::Ringing)
+        {
+            self.end_call(now, call_id, EndReason::Cancelled);
         }
     }
 
@@ -918,26 +881,19 @@ impl Endpoint {
                 request: request.clone(),
                 offer,
             };
-            self.media_request(parked, |op| {
-                if offer {
-                    MediaCommand::Offer {
-                        op,
-                        session,
-                        side,
-                        sdp,
-                        source,
-                        record: None,
-                    }
-                } else {
-                    MediaCommand::Answer {
-                        op,
-                        session,
-                        side,
-                        sdp,
-                        source,
-                    }
-                }
-            });
+            let role = if offer {
+                Role::Offer(None)
+            } else {
+                Role::Answer
+            };
+            let sdp = SdpFor {
+                session,
+                side,
+                sdp,
+                source,
+                role,
+            };
+            self.media_request(parked, sdp);
             return;
         }
         self.forward_in_dialog(now, call_id, reply, request, None);
@@ -1100,8 +1056,9 @@ impl Endpoint {
         }
     }
 
-    /// The PBX ends a call itself. Ringing: every pending branch is cancelled and the caller
-    /// gets a final failure naming the reason (at once when nothing was sent downstream yet).
+    /// Ends a call: the caller's CANCEL, Timer C, the admin API, the relay's media timeout.
+    /// Ringing: every pending branch is cancelled and the caller gets a final failure naming
+    /// the reason (at once when nothing was sent downstream yet).
     /// Answered: a BYE goes to each phone, in the dialog as the other party would send it.
     fn end_call(&mut self, now: Now, id: u64, reason: EndReason) {
         let Some(call) = self.calls.calls.get_mut(&id) else {
@@ -1115,6 +1072,7 @@ impl Endpoint {
             return;
         }
         let (code, phrase) = match reason {
+            EndReason::Cancelled => (487, "Request Terminated"),
             EndReason::NoAnswer => (408, "Request Timeout"),
             EndReason::MediaTimeout => (408, "Media Timeout"),
             _ => (487, "Call Ended By The PBX"),
