@@ -98,6 +98,15 @@ impl HttpMedia {
             .unwrap_or_else(|_| self.unavailable(format!("{path} answered HTTP {status}"))))
     }
 
+    /// A request without a body, within the usual time limit.
+    async fn bodiless<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, MediaError> {
+        self.call(method, path, None::<&()>, REQUEST_TIMEOUT).await
+    }
+
     fn session_path(id: &SessionId) -> String {
         format!("/v1/sessions/{}", encode_segment(&id.0))
     }
@@ -130,9 +139,8 @@ impl HttpMedia {
                 Some(n) => format!("/v1/events?from={n}&wait={}", wait.as_secs()),
                 None => "/v1/events".to_owned(),
             };
-            let no_body: Option<&()> = None;
             match self
-                .call::<EventsPage>(Method::GET, &path, no_body, wait + REQUEST_TIMEOUT)
+                .call::<EventsPage>(Method::GET, &path, None::<&()>, wait + REQUEST_TIMEOUT)
                 .await
             {
                 Ok(page) => {
@@ -175,36 +183,20 @@ impl MediaControl for HttpMedia {
     }
 
     async fn delete(&self, session: &SessionId) -> Result<Option<SessionStats>, MediaError> {
-        let no_body: Option<&()> = None;
-        self.call(
-            Method::DELETE,
-            &Self::session_path(session),
-            no_body,
-            REQUEST_TIMEOUT,
-        )
-        .await
+        self.bodiless(Method::DELETE, &Self::session_path(session))
+            .await
     }
 
     async fn stats(&self, session: &SessionId) -> Result<Option<SessionStats>, MediaError> {
-        let no_body: Option<&()> = None;
-        self.call(
-            Method::GET,
-            &Self::session_path(session),
-            no_body,
-            REQUEST_TIMEOUT,
-        )
-        .await
+        self.bodiless(Method::GET, &Self::session_path(session))
+            .await
     }
 
     async fn list(&self) -> Result<Vec<SessionStats>, MediaError> {
-        let no_body: Option<&()> = None;
-        self.call(Method::GET, "/v1/sessions", no_body, REQUEST_TIMEOUT)
-            .await
+        self.bodiless(Method::GET, "/v1/sessions").await
     }
 
     async fn metrics(&self) -> Result<MetricsSnapshot, MediaError> {
-        let no_body: Option<&()> = None;
-        self.call(Method::GET, "/v1/metrics", no_body, REQUEST_TIMEOUT)
-            .await
+        self.bodiless(Method::GET, "/v1/metrics").await
     }
 }
