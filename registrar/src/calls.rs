@@ -210,39 +210,77 @@ impl CdrLog {
     }
 }
 
-/// Appends lines to `path`, rotating it past [`CDR_FILE_MAX`].
+/// Appends lines to `path` (kept open between batches), rotating it past [`CDR_FILE_MAX`].
+/// Lines a write failed for (disk full, out of descriptors) are kept, up to [`CDR_KEEP`]
+/// of them, and written first when the next write succeeds; they are retried every few seconds
+/// even when no new record comes.
 async fn write_loop(path: PathBuf, mut rx: mpsc::Receiver<String>) {
-    let mut lines = Vec::new();
-    while rx.recv_many(&mut lines, 256).await > 0 {
-        let batch = std::mem::take(&mut lines);
+    let mut file: Option<std::fs::File> = None;
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        // Wait for records; with failed ones waiting, no longer than RETRY.
+        let closed = if lines.is_empty() {
+            rx.recv_many(&mut lines, 256).await == 0
+        } else {
+            matches!(
+                tokio::time::timeout(RETRY, rx.recv_many(&mut lines, 256)).await,
+                Ok(0)
+            )
+        };
+        if lines.is_empty() {
+            return;
+        }
         let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || append(&target, &batch)).await;
+        let batch = std::mem::take(&mut lines);
+        let mut open = file.take();
+        let written = tokio::task::spawn_blocking(move || {
+            let result = append(&target, &mut open, &batch);
+            (result, open, batch)
+        })
+        .await;
         match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(file = %path.display(), error = %e, "writing call records failed")
+            Ok((Ok(()), open, _)) => file = open,
+            Ok((Err(e), _, mut failed)) => {
+                tracing::error!(file = %path.display(), error = %e, lines = failed.len(),
+                    "writing call records failed; retrying");
+                if failed.len() > CDR_KEEP {
+                    failed.drain(..failed.len() - CDR_KEEP);
+                }
+                lines = failed;
             }
             Err(e) => tracing::error!(error = %e, "the call record writer panicked"),
+        }
+        if closed {
+            return;
         }
     }
 }
 
-fn append(path: &Path, lines: &[String]) -> std::io::Result<()> {
+/// How long failed call records wait before they are written again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn append(path: &Path, file: &mut Option<std::fs::File>, lines: &[String]) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > CDR_FILE_MAX) {
         let mut old = path.as_os_str().to_owned();
         old.push(".1");
         std::fs::rename(path, old)?;
+        *file = None;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let open = match file {
+        Some(f) => f,
+        None => file.insert(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+    };
     let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for line in lines {
         text.push_str(line);
         text.push('\n');
     }
-    file.write_all(text.as_bytes())
+    open.write_all(text.as_bytes())
 }
 
 #[cfg(test)]
