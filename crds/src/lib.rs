@@ -10,6 +10,7 @@
 //! - [`keys`]: the key layout shared by every store implementation (`ext/…`, `reg/…`, `status/…`).
 //! - [`store`]: the [`Store`](store::Store) trait — a batched write path and a watch — and its
 //!   embedded implementation used by `kubepbx up` and by tests.
+//! - [`replicas`]: the replica registry (`replicas/{kind}/{id}`): who is alive, where, how busy.
 //! - [`manifest`]: reading a folder of manifests (Extensions and Secrets) into extension records.
 
 pub mod extension;
@@ -17,6 +18,7 @@ pub mod ha1;
 pub mod keys;
 pub mod manifest;
 pub mod records;
+pub mod replicas;
 pub mod store;
 pub mod time;
 

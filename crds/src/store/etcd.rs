@@ -63,6 +63,9 @@ mod failure;
 mod health;
 mod lease;
 mod plan;
+mod registry;
+#[cfg(test)]
+mod registry_tests;
 mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -71,6 +74,7 @@ mod tests;
 mod watch;
 
 pub use health::EtcdHealth;
+pub use registry::{Announcement, ReplicaMap};
 
 use super::{Snapshot, Store, StoreError, Subscription, Write};
 use crate::keys::DEFAULT_PREFIX;

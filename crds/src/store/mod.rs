@@ -20,7 +20,7 @@ pub mod etcd;
 mod contract;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
-pub use etcd::{EtcdHealth, EtcdOptions, EtcdStore};
+pub use etcd::{Announcement, EtcdHealth, EtcdOptions, EtcdStore, ReplicaMap};
 
 use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
 use crate::time::UnixMillis;

@@ -24,17 +24,17 @@ const D: &str = "pbx.example.com";
 static SERVER: OnceLock<EtcdServer> = OnceLock::new();
 
 /// The etcd shared by this test binary.
-fn server() -> &'static EtcdServer {
+pub(super) fn server() -> &'static EtcdServer {
     SERVER.get_or_init(|| EtcdServer::start().unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// A key prefix no other test uses.
-fn unique_prefix(name: &str) -> String {
+pub(super) fn unique_prefix(name: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("/test/{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn quick(prefix: String) -> EtcdOptions {
+pub(super) fn quick(prefix: String) -> EtcdOptions {
     EtcdOptions {
         prefix,
         lease_bucket: BUCKET,
@@ -46,19 +46,19 @@ fn quick(prefix: String) -> EtcdOptions {
     }
 }
 
-async fn connect(endpoints: &[String], options: EtcdOptions) -> EtcdStore {
+pub(super) async fn connect(endpoints: &[String], options: EtcdOptions) -> EtcdStore {
     EtcdStore::connect(endpoints, options)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"))
 }
 
 /// A store on the shared etcd under a fresh prefix.
-async fn store(name: &str) -> EtcdStore {
+pub(super) async fn store(name: &str) -> EtcdStore {
     connect(&server().endpoints(), quick(unique_prefix(name))).await
 }
 
 /// A plain etcd client, to look under the store or to damage it.
-async fn raw(endpoints: &[String]) -> Client {
+pub(super) async fn raw(endpoints: &[String]) -> Client {
     Client::connect(endpoints, None).await.expect("raw client")
 }
 
