@@ -1,6 +1,7 @@
 //! `kubepbx`: one binary, many roles: `kubepbx up -f DIR` (the whole PBX in one process serving
-//! the Extensions of a manifest folder) and `kubepbx apply -f DIR --etcd URL` (a manifest folder
-//! into etcd).
+//! the Extensions of a manifest folder), and for clusters sharing etcd: `kubepbx registrar` (a
+//! SIP registrar/proxy replica), `kubepbx media` (an RTP relay replica) and
+//! `kubepbx apply -f DIR --etcd URL` (a manifest folder into etcd).
 //!
 //! Every flag can also be given as `KUBEPBX_<FLAG>` in the environment (`--admin-token` →
 //! `KUBEPBX_ADMIN_TOKEN`). Logs go to stderr and follow `RUST_LOG` (default `info`; full SIP
@@ -8,7 +9,10 @@
 
 mod apply;
 mod etcd;
+mod media;
 mod net;
+mod registrar;
+mod serve;
 mod token;
 mod up;
 
@@ -36,6 +40,10 @@ enum Command {
     Up(up::UpArgs),
     /// Write the Extensions of a manifest folder into etcd (HA1 digests only).
     Apply(apply::ApplyArgs),
+    /// Run one registrar replica of a cluster sharing etcd.
+    Registrar(registrar::RegistrarArgs),
+    /// Run one media replica (RTP relay) of a cluster sharing etcd.
+    Media(media::MediaArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,7 +51,7 @@ fn main() -> ExitCode {
     // A one-shot command reports on stdout/stderr itself; the servers log.
     let default_filter = match cli.command {
         Command::Apply(_) => "error",
-        Command::Up(_) => "info",
+        Command::Up(_) | Command::Registrar(_) | Command::Media(_) => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -66,6 +74,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Apply(args) => apply::run(args).await,
+            Command::Registrar(args) => registrar::run(args).await,
+            Command::Media(args) => media::run(args).await,
         }
     });
     match result {

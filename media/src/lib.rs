@@ -18,6 +18,7 @@
 //! - [`relay`]: [`LocalRelay`], the [`MediaControl`] implementation; binds sockets, spawns tasks
 //! - `driver`: the task per session — socket readiness → core → `try_send_to`
 //! - [`recorder`]: the WAV writer task per recorded call
+//! - [`pool`]: [`MediaPool`], sessions spread over several media replicas reached over HTTP
 //!
 //! Data flow: `offer` → [`sdp::parse`] → lease 2 port pairs, bind 4 sockets → spawn session task
 //! → [`sdp::ParsedSdp::rewrite`]; packets → session task → [`session::Session::handle_packet`] →
@@ -32,6 +33,7 @@ pub mod error;
 pub mod g711;
 pub mod latch;
 pub mod metrics;
+pub mod pool;
 pub mod ports;
 pub mod recorder;
 pub mod recording;
@@ -44,4 +46,5 @@ pub use api::*;
 pub use config::{RelayConfig, parse_port_range};
 pub use error::MediaError;
 pub use metrics::MetricsSnapshot;
+pub use pool::{MediaPool, MediaReplica};
 pub use relay::{LocalRelay, RelayEvents};

@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Packets taken from the inbound queue per loop turn.
@@ -106,6 +106,10 @@ pub(crate) struct Core {
     pub pending_cdrs: HashMap<String, CallSummary>,
     /// Final counters of sessions the relay closed on its own, until their call is recorded.
     pub media_final: HashMap<String, SessionStats>,
+    /// The socket other replicas send to (in a cluster).
+    pub internal: Option<Arc<UdpSocket>>,
+    /// The other live registrar replicas (in a cluster).
+    pub peers: Option<watch::Receiver<Vec<(String, std::net::SocketAddr)>>>,
 }
 
 impl Core {
@@ -139,6 +143,12 @@ impl Core {
                 Some(query) = self.queries.recv() => self.answer(query),
                 () = media_room(&self.media, !self.media_backlog.is_empty()) => {
                     self.send_media_backlog();
+                }
+                () = peers_changed(&mut self.peers) => {
+                    if let Some(peers) = &mut self.peers {
+                        let list = peers.borrow_and_update().clone();
+                        self.endpoint.set_peers(list);
+                    }
                 }
                 fresh = recv_resync(&mut self.resync) => {
                     self.resync = None;
@@ -356,6 +366,16 @@ impl Core {
     async fn transmit(&mut self, Transmit { flow, bytes }: Transmit) {
         log_sip("sent", &flow, &bytes);
         match flow.transport {
+            Transport::Udp if flow.is_internal() => {
+                let Some(socket) = &self.internal else {
+                    self.undeliverable += 1;
+                    return;
+                };
+                if let Err(e) = socket.send_to(&bytes, flow.remote).await {
+                    self.undeliverable += 1;
+                    tracing::debug!(remote = %flow.remote, error = %e, "internal send failed");
+                }
+            }
             Transport::Udp => {
                 if let Err(e) = self.udp.send_to(&bytes, flow.remote).await {
                     self.undeliverable += 1;
@@ -399,6 +419,19 @@ async fn media_room(media: &Option<mpsc::Sender<MediaCommand>>, waiting: bool) {
             }
         }
         _ => std::future::pending().await,
+    }
+}
+
+/// Ready when the set of peers changed; never without a cluster. A closed registry (its task
+/// ended) stops being watched.
+async fn peers_changed(peers: &mut Option<watch::Receiver<Vec<(String, std::net::SocketAddr)>>>) {
+    match peers {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *peers = None;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

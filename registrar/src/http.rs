@@ -10,7 +10,7 @@
 //! | `GET /api/v1/recordings` | bearer | [`RecordingView`](crate::recordings::RecordingView)s, newest first |
 //! | `GET /api/v1/recordings/{id}` | bearer | the WAV file (`audio/wav`) |
 //! | `GET /healthz` | — | 200 while the process runs |
-//! | `GET /readyz` | — | 200 once the registrar serves SIP, 503 before and while stopping |
+//! | `GET /readyz` | — | 200 once the registrar serves SIP, 503 before, while stopping and while etcd is unreachable (the reason in the problem's `detail`) |
 //! | `GET /metrics` | — | OpenMetrics text ([`crate::metrics`]) |
 //!
 //! Errors are RFC 9457 problem documents (`application/problem+json`).
@@ -39,6 +39,15 @@ pub struct AppState {
     pub media: Option<Arc<dyn kubepbx_media::MediaControl>>,
     /// Where the relay writes recordings.
     pub recordings_dir: Option<PathBuf>,
+    /// What else must hold for `/readyz` (the shared store answering), beyond a running
+    /// registrar.
+    pub readiness: Option<Arc<dyn Readiness>>,
+}
+
+/// A condition of `/readyz` besides the registrar itself.
+pub trait Readiness: Send + Sync + std::fmt::Debug + 'static {
+    /// `Some(reason)` while not ready (e.g. "etcd at http://…: unreachable").
+    fn not_ready(&self) -> Option<String>;
 }
 
 /// An RFC 9457 problem document.
@@ -259,10 +268,12 @@ async fn recording(
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
-    if state.registrar.is_ready() && state.registrar.metrics().await.is_some() {
-        Ok("ready\n")
-    } else {
-        Err(unavailable())
+    if !state.registrar.is_ready() || state.registrar.metrics().await.is_none() {
+        return Err(unavailable());
+    }
+    match state.readiness.as_ref().and_then(|r| r.not_ready()) {
+        None => Ok("ready\n"),
+        Some(reason) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
     }
 }
 

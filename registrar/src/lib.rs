@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -137,6 +137,15 @@ pub struct MediaLink {
     pub events: mpsc::Receiver<kubepbx_media::RelayEvent>,
 }
 
+/// A replica's place in a cluster: the socket other replicas send SIP to, and who they are.
+#[derive(Debug)]
+pub struct ClusterLink {
+    /// The bound `--internal` socket.
+    pub internal: UdpSocket,
+    /// The other live registrar replicas: id and internal address.
+    pub peers: watch::Receiver<Vec<(String, SocketAddr)>>,
+}
+
 /// Everything [`start`] needs.
 #[derive(Debug)]
 pub struct Setup {
@@ -151,6 +160,8 @@ pub struct Setup {
     pub media: Option<MediaLink>,
     /// Where finished calls are appended (JSON lines); `None` keeps them in memory only.
     pub cdr_file: Option<PathBuf>,
+    /// Set for a replica of a cluster (the endpoint config's `cluster` must then be set).
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Why the registrar could not start.
@@ -181,6 +192,7 @@ pub async fn start(
         store,
         media,
         cdr_file,
+        cluster,
     } = setup;
     let cdrs = match cdr_file {
         Some(path) => CdrLog::open(path.clone(), calls::CDR_KEEP, tasks)
@@ -190,6 +202,13 @@ pub async fn start(
     let (snapshot, subscription) = store.watch().await?;
     let mut endpoint = Endpoint::new(config);
     endpoint.load(snapshot);
+    let (internal, peers) = match cluster {
+        Some(link) => {
+            endpoint.set_peers(link.peers.borrow().iter().cloned());
+            (Some(Arc::new(link.internal)), Some(link.peers))
+        }
+        None => (None, None),
+    };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (queries_tx, queries_rx) = mpsc::channel(64);
     let udp = Arc::new(listeners.udp);
@@ -215,9 +234,14 @@ pub async fn start(
         cdrs,
         pending_cdrs: HashMap::new(),
         media_final: HashMap::new(),
+        internal: internal.clone(),
+        peers,
     };
     tasks.spawn(core.run());
-    tasks.spawn(udp::run(udp, inbound_tx.clone(), shutdown.clone()));
+    tasks.spawn(udp::run(udp, inbound_tx.clone(), shutdown.clone(), false));
+    if let Some(socket) = internal {
+        tasks.spawn(udp::run(socket, inbound_tx.clone(), shutdown.clone(), true));
+    }
     tasks.spawn(tcp::run(
         listeners.tcp,
         inbound_tx,

@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 /// Largest datagram read; anything longer is cut and then rejected as too large by the parser.
 const RECV_BUFFER: usize = 65_536;
 
-/// Reads datagrams until `shutdown` or until the drive loop is gone.
+/// Reads datagrams until `shutdown` or until the drive loop is gone. `internal`: the socket
+/// is the one other replicas send to (`--internal`).
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
+    internal: bool,
 ) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
@@ -30,8 +32,12 @@ pub(crate) async fn run(
         };
         match received {
             Ok((n, remote)) => {
-                let packet =
-                    crate::core::packet(Flow::udp(remote), Bytes::copy_from_slice(&buf[..n]));
+                let flow = if internal {
+                    Flow::internal(remote)
+                } else {
+                    Flow::udp(remote)
+                };
+                let packet = crate::core::packet(flow, Bytes::copy_from_slice(&buf[..n]));
                 if inbound.send(packet).await.is_err() {
                     return;
                 }

@@ -111,6 +111,7 @@ async fn sip_is_answered_while_the_store_cannot_resync() {
         secret: [9; 32],
         instance: 0,
         challenge: Vec::new(),
+        cluster: None,
     };
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -120,6 +121,7 @@ async fn sip_is_answered_while_the_store_cannot_resync() {
         store: Arc::clone(&store) as Arc<dyn Store>,
         media: None,
         cdr_file: None,
+        cluster: None,
     };
     let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)
         .await

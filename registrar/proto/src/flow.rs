@@ -4,6 +4,8 @@
 //! socket, for TCP/TLS/WS one connection (numbered by the driver). Every inbound message names
 //! its flow; every outbound [`Transmit`] names the flow to send on, so a driver never has to
 //! guess which connection a response belongs to.
+//!
+//! In a cluster, a flow can also be the internal socket between replicas ([`Flow::INTERNAL`]).
 
 use bytes::Bytes;
 use kubepbx_api::Transport;
@@ -26,6 +28,22 @@ pub struct Flow {
 impl Flow {
     /// Flow id used for datagram transports (the remote address identifies the flow).
     pub const DATAGRAM: FlowId = 0;
+    /// Flow id of the internal socket (`--internal`): SIP between the replicas of a cluster.
+    pub const INTERNAL: FlowId = u64::MAX;
+
+    /// A flow to or from another replica's internal address.
+    pub fn internal(remote: SocketAddr) -> Self {
+        Flow {
+            transport: Transport::Udp,
+            id: Self::INTERNAL,
+            remote,
+        }
+    }
+
+    /// Whether this is a flow between replicas.
+    pub fn is_internal(&self) -> bool {
+        self.id == Self::INTERNAL
+    }
 
     /// A UDP flow to or from `remote`.
     pub fn udp(remote: SocketAddr) -> Self {

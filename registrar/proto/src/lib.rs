@@ -13,6 +13,7 @@
 //! - [`auth`]: digest authentication (RFC 7616/8760): challenges, stateless nonces, verification.
 //! - [`registrar`]: REGISTER processing (RFC 3261 §10.3, RFC 5626 instance/reg-id).
 //! - [`location`]: the in-memory view of extensions and bindings, fed by store events.
+//! - [`token`]: signed tokens naming a flow or a replica, for headers other replicas echo.
 //! - [`ban`]: per-source failure counting and bans.
 //! - [`endpoint`]: ties it together: the one object a driver owns and feeds.
 //!
@@ -29,4 +30,5 @@ pub mod framing;
 pub mod location;
 pub mod message;
 pub mod registrar;
+pub mod token;
 pub mod transaction;

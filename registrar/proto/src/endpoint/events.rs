@@ -204,6 +204,11 @@ pub enum DropReason {
     StrayResponse,
     /// An ACK outside any transaction or dialog.
     StrayAck,
+    /// Internal SIP from an address that is not a live replica's internal address.
+    NotAReplica,
+    /// A flow token or hop that does not check out (bad signature, another replica's flow, a
+    /// flow nobody can reach any more).
+    BadHop,
 }
 
 impl DropReason {
@@ -214,15 +219,19 @@ impl DropReason {
             DropReason::Unparseable => "unparseable",
             DropReason::StrayResponse => "stray_response",
             DropReason::StrayAck => "stray_ack",
+            DropReason::NotAReplica => "not_a_replica",
+            DropReason::BadHop => "bad_hop",
         }
     }
 
     /// Every reason, for metrics.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Banned,
         DropReason::Unparseable,
         DropReason::StrayResponse,
         DropReason::StrayAck,
+        DropReason::NotAReplica,
+        DropReason::BadHop,
     ];
 }
 
@@ -253,6 +262,11 @@ pub struct Stats {
     pub calls_ended: [u64; EndReason::ALL.len()],
     /// Calls that ended before an answer, by reason (index of [`EndReason::ALL`]).
     pub calls_failed: [u64; EndReason::ALL.len()],
+    /// Requests sent to a phone through the replica that owns its flow.
+    pub via_owner: u64,
+    /// Messages this replica passed on as a stateless hop for another replica (requests onto
+    /// its flows or to a call's owner, and their responses).
+    pub hops: u64,
 }
 
 /// Bounded method labels for metrics.

@@ -15,6 +15,7 @@
 //! OPTIONS 200, CANCEL 481, known-but-unsupported methods 405 with `Allow`, unknown 501).
 
 mod auth_flow;
+mod cluster;
 mod events;
 mod media;
 mod proxy;
@@ -22,6 +23,7 @@ mod register;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{ClusterConfig, REMOTE, is_remote};
 pub use events::{
     BindingChange, CallSummary, DropReason, EndReason, EndpointEvent, METHOD_LABELS, Stats,
     method_label,
@@ -99,6 +101,9 @@ pub struct EndpointConfig {
     /// that read only the *first* challenge and know only MD5 (sipp, some old phones) need
     /// `[Md5]`. An empty list means the default.
     pub challenge: Vec<Algorithm>,
+    /// Set when this replica is one of several sharing etcd (`kubepbx registrar`): flows of
+    /// other replicas are reached through them (see `cluster.rs`).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The default challenge order: SHA-256 first, MD5 last.
@@ -112,6 +117,7 @@ pub struct Endpoint {
     txs: ServerTransactions,
     clients: ClientTransactions,
     calls: proxy::Calls,
+    cluster: Option<cluster::Cluster>,
     location: Location,
     bans: Bans,
     transmits: VecDeque<Transmit>,
@@ -130,13 +136,23 @@ impl Endpoint {
     /// A new endpoint with an empty location view (call [`Self::load`] before serving).
     pub fn new(config: EndpointConfig) -> Self {
         let auth = Authenticator::new(config.secret, config.instance, config.nonce);
-        let tag_salt = u32::from_le_bytes([
-            config.secret[0],
-            config.secret[1],
-            config.secret[2],
-            config.secret[3],
-        ]);
+        // Replicas of a cluster share the secret: the replica id keeps their tags and branches
+        // apart.
+        let tag_salt = config.replica.bytes().fold(
+            u32::from_le_bytes([
+                config.secret[0],
+                config.secret[1],
+                config.secret[2],
+                config.secret[3],
+            ]),
+            |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193),
+        );
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| cluster::Cluster::new(c, &config.replica));
         Endpoint {
+            cluster,
             bans: Bans::new(config.bans),
             auth,
             config,
@@ -200,7 +216,12 @@ impl Endpoint {
 
     /// The next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        while let Some(t) = self.transmits.pop_front() {
+            if let Some(t) = self.route_transmit(t) {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// Store writes decided since the last call, in order.
@@ -261,7 +282,13 @@ impl Endpoint {
             self.stats.drop(DropReason::Banned);
             return;
         }
+        if flow.is_internal() && !self.is_peer(flow.remote) {
+            self.stats.drop(DropReason::NotAReplica);
+            return;
+        }
         match parsed {
+            Ok(Message::Request(request))
+                if flow.is_internal() && self.hop_request(flow, &request) => {}
             Ok(Message::Request(request)) => self.handle_request(now, flow, request),
             Ok(Message::Response(response)) => self.handle_response(now, response),
             Err(_) => self.stats.drop(DropReason::Unparseable),
@@ -290,6 +317,9 @@ impl Endpoint {
                 return;
             }
         };
+        if self.cluster.is_some() && self.hop_to_owner(flow, &request, &essentials) {
+            return;
+        }
         let key = TxKey::for_request(&request.method, &essentials);
         match self.txs.on_request(key, &request.method, flow, now.mono) {
             Disposition::New => {}
@@ -305,13 +335,15 @@ impl Endpoint {
             self.stats.drop(DropReason::StrayAck);
             return;
         }
+        // Between replicas, responses go back where the request came from.
+        let destination = if flow.is_internal() {
+            flow.remote
+        } else {
+            response_destination(&essentials.via, flow.remote, flow.is_reliable())
+        };
         let reply = Reply {
             key,
-            flow: flow.with_remote(response_destination(
-                &essentials.via,
-                flow.remote,
-                flow.is_reliable(),
-            )),
+            flow: flow.with_remote(destination),
             source: flow,
             to_tag: self.next_tag(),
         };

@@ -162,6 +162,11 @@ impl Calls {
         self.calls.len()
     }
 
+    /// Whether a call with this SIP Call-ID goes through this replica.
+    pub(super) fn has_call_id(&self, call_id: &str) -> bool {
+        self.by_call_id.contains_key(call_id)
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = &Call> {
         self.calls.values()
     }
@@ -208,7 +213,7 @@ fn user_of(uri: &SipUri) -> String {
     }
 }
 
-fn transport_token(t: Transport) -> &'static str {
+pub(super) fn transport_token(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",
@@ -232,10 +237,11 @@ impl Endpoint {
     /// differ the proxy record-routes twice (RFC 5658): the top entry, which the callee sends
     /// to, names the callee's transport; the second, which the caller sends to, the caller's.
     fn record_route(&self, caller: Transport, callee: Transport) -> String {
+        let owner = self.owner_param();
         let entry = |t: Transport| match t {
-            Transport::Udp => format!("<sip:{};lr>", self.config.advertise),
+            Transport::Udp => format!("<sip:{};lr{owner}>", self.config.advertise),
             other => format!(
-                "<sip:{};transport={};lr>",
+                "<sip:{};transport={};lr{owner}>",
                 self.config.advertise,
                 other.as_str()
             ),
@@ -281,9 +287,12 @@ impl Endpoint {
     /// A request that names this proxy in one of its Vias has been here before.
     fn is_loop(&self, request: &Request) -> bool {
         request.headers.get_raw(&Name::VIA).any(|line| {
-            split_values(line)
-                .iter()
-                .any(|v| v.contains(&self.config.advertise) && v.contains("branch=z9hG4bK-kp"))
+            split_values(line).iter().any(|v| {
+                v.contains(&self.config.advertise)
+                        && v.contains("branch=z9hG4bK-kp")
+                        // A stateless hop between replicas is not a loop.
+                        && !v.contains(super::cluster::HOP_BRANCH)
+            })
         })
     }
 
@@ -343,20 +352,16 @@ impl Endpoint {
             }
             Some(_) => {}
         }
-        let targets: Vec<(String, Flow)> = self
+        let bindings: Vec<_> = self
             .location
             .bindings(&callee)
             .iter()
             .filter(|c| c.is_live(now.wall))
-            .map(|c| {
-                let b = &c.binding;
-                let flow = Flow {
-                    transport: b.transport,
-                    id: b.flow,
-                    remote: b.source,
-                };
-                (b.contact.to_string(), flow)
-            })
+            .map(|c| std::sync::Arc::clone(&c.binding))
+            .collect();
+        let targets: Vec<(String, Flow)> = bindings
+            .iter()
+            .filter_map(|b| Some((b.contact.to_string(), self.flow_to(b)?)))
             .collect();
         if targets.is_empty() {
             let b = ResponseBuilder::new(request, source, 480, "Temporarily Unavailable");
@@ -532,6 +537,9 @@ impl Endpoint {
 
     /// A response from downstream.
     pub(super) fn handle_response(&mut self, now: Now, response: Response) {
+        if self.hop_response(now, &response) {
+            return;
+        }
         let Some(branch) = response
             .header(&Name::VIA)
             .and_then(|v| split_values(v).first().map(|s| s.to_string()))

@@ -40,6 +40,7 @@ fn endpoint(records: Vec<ExtensionRecord>) -> Endpoint {
         secret: [7; 32],
         instance: 1,
         challenge: Vec::new(),
+        cluster: None,
     });
     ep.load(Snapshot {
         extensions: records,

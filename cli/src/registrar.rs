@@ -1,0 +1,291 @@
+//! `kubepbx registrar`: one registrar replica of a cluster sharing etcd.
+//!
+//! Start-up: etcd (extensions, bindings and the cluster key) → SIP, internal and HTTP sockets →
+//! the replica registry (the other registrars, for flows they own; the media replicas, for
+//! placing calls) → registrar → announcement under `replicas/registrar/{id}`.
+//!
+//! Every replica serves the same PBX: bindings are shared through etcd, a request for a phone
+//! whose flow another replica owns goes through that replica (`--internal`), and in-dialog
+//! requests reach the replica that routed the call (docs/adr/0003-replicas.md).
+//!
+//! While etcd is unreachable the replica keeps serving from its cache, `/readyz` says why it is
+//! not ready, and writes are retried until etcd is back. SIGTERM: `/readyz` turns 503 and the
+//! replica announces it is draining (peers stop sending through it), waits (at most
+//! `--drain-timeout`) for the calls it routed to end, leaves the registry and exits 0.
+
+use crate::etcd::EtcdArgs;
+use crate::media::ANNOUNCE_TTL;
+use crate::net;
+use crate::serve::{Identity, SipArgs, bind_error, shutdown_signal, stop_tasks};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kubepbx_api::replicas::{self, ReplicaKind, ReplicaRecord};
+use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
+use kubepbx_media::{MediaPool, MediaReplica};
+use kubepbx_registrar::http::{AppState, Readiness, router};
+use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup, SipListeners};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Flags of `kubepbx registrar`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistrarArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// This replica's id, unique among registrars (the pod name in Kubernetes).
+    #[arg(long, env = "KUBEPBX_REPLICA_ID", value_name = "ID")]
+    pub replica_id: String,
+    #[command(flatten)]
+    pub sip: SipArgs,
+    /// Where the other replicas send SIP to this one (UDP; keep it off the public network).
+    #[arg(
+        long,
+        env = "KUBEPBX_INTERNAL",
+        default_value = "0.0.0.0:5070",
+        value_name = "ADDR:PORT"
+    )]
+    pub internal: SocketAddr,
+    /// Bearer token for the admin API (the same on every replica).
+    #[arg(
+        long,
+        env = "KUBEPBX_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: String,
+    /// On SIGTERM, how long to wait for the calls this replica routed to end.
+    #[arg(long, env = "KUBEPBX_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Runs a registrar replica until SIGTERM or Ctrl-C.
+pub async fn run(args: RegistrarArgs) -> Result<()> {
+    args.sip.check()?;
+    if !replicas::is_valid_id(&args.replica_id) {
+        bail!(
+            "--replica-id {:?} is not a valid id: use 1-63 letters, digits, '-', '_' or '.' \
+             (in Kubernetes, the pod name)",
+            args.replica_id
+        );
+    }
+    if args.admin_token.len() < 16 {
+        bail!(
+            "--admin-token is too short: use at least 16 characters (e.g. `openssl rand -hex 24`)"
+        );
+    }
+    let store = Arc::new(args.etcd.connect().await?);
+    let key = store
+        .cluster_key()
+        .await
+        .context("reading the cluster key from etcd")?;
+
+    let listeners = SipListeners::bind(args.sip.sip)
+        .await
+        .map_err(|e| bind_error("SIP", args.sip.sip, &e))?;
+    let sip_addr = listeners.local_addr()?;
+    let internal_socket = tokio::net::UdpSocket::bind(args.internal)
+        .await
+        .map_err(|e| bind_error("internal", args.internal, &e))?;
+    let internal_bound = internal_socket.local_addr()?;
+    let internal = if internal_bound.ip().is_unspecified() {
+        SocketAddr::new(net::default_advertise(), internal_bound.port())
+    } else {
+        internal_bound
+    };
+    let http_listener = tokio::net::TcpListener::bind(args.sip.http)
+        .await
+        .map_err(|e| bind_error("HTTP", args.sip.http, &e))?;
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let registrars = store
+        .replicas(ReplicaKind::Registrar)
+        .await
+        .context("reading the registrar replicas from etcd")?;
+    let medias = store
+        .replicas(ReplicaKind::Media)
+        .await
+        .context("reading the media replicas from etcd")?;
+    let peers = follow(registrars, &shutdown, &tasks, |map| {
+        map.values()
+            .filter(|r| !r.draining)
+            .filter_map(|r| Some((r.id.clone(), r.internal?)))
+            .collect::<Vec<_>>()
+    });
+    let media_set = follow(medias, &shutdown, &tasks, |map| {
+        map.values()
+            .filter(|r| !r.draining)
+            .filter_map(|r| {
+                Some(MediaReplica {
+                    id: r.id.clone(),
+                    control: r.control.clone()?,
+                    sessions: r.load.sessions,
+                    free_port_pairs: r.load.free_port_pairs,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let (pool, media_events) = MediaPool::new(media_set, shutdown.clone(), &tasks);
+    let pool: Arc<dyn kubepbx_media::MediaControl> = Arc::new(pool);
+
+    let config = args.sip.endpoint_config(Identity {
+        replica: args.replica_id.clone(),
+        sip: sip_addr,
+        secret: key,
+        instance: instance_tag(&args.replica_id),
+        cluster: Some(kubepbx_sip::endpoint::ClusterConfig { internal, key }),
+    });
+    let advertise = config.advertise.clone();
+    let setup = Setup {
+        config,
+        listeners,
+        store: Arc::clone(&store) as Arc<dyn Store>,
+        media: Some(MediaLink {
+            control: Arc::clone(&pool),
+            events: media_events,
+        }),
+        cdr_file: None,
+        cluster: Some(ClusterLink {
+            internal: internal_socket,
+            peers,
+        }),
+    };
+    let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)
+        .await
+        .context("starting the registrar")?;
+
+    let mut record = ReplicaRecord::new(ReplicaKind::Registrar, &args.replica_id);
+    record.internal = Some(internal);
+    record.sip = Some(advertise.clone());
+    let announcement = store
+        .announce(record, ANNOUNCE_TTL)
+        .await
+        .context("announcing this replica in etcd")?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = router(AppState {
+        registrar: registrar.clone(),
+        admin_token: args.admin_token.clone().into(),
+        media: Some(pool),
+        recordings_dir: None,
+        readiness: Some(Arc::new(EtcdReadiness {
+            store: Arc::clone(&store),
+            draining: Arc::clone(&draining),
+        })),
+    });
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+    tracing::info!(
+        replica = %args.replica_id,
+        sip = %sip_addr,
+        internal = %internal,
+        http = %args.sip.http,
+        advertise = %advertise,
+        etcd = %args.etcd.endpoints.join(","),
+        "kubepbx registrar: serving SIP on udp and tcp",
+    );
+
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = shutdown.cancelled() => {}
+    }
+    draining.store(true, Ordering::Relaxed);
+    announcement.update(|r| r.draining = true);
+    drain(&registrar, args.drain_timeout).await;
+    announcement.release().await;
+    stop_tasks(&shutdown, &tasks).await;
+    Ok(())
+}
+
+/// The nonce instance tag of a replica: a hash of its id (FNV-1a folded to 16 bits).
+fn instance_tag(id: &str) -> u16 {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (hash ^ (hash >> 16)) as u16
+}
+
+/// A watch of `map(registry)`, kept current by a task until `shutdown`.
+fn follow<T: Send + Sync + 'static>(
+    mut registry: watch::Receiver<ReplicaMap>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+    map: impl Fn(&ReplicaMap) -> T + Send + 'static,
+) -> watch::Receiver<T> {
+    let (tx, rx) = watch::channel(map(&registry.borrow_and_update()));
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = registry.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            let next = map(&registry.borrow_and_update());
+            if tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most `timeout`) until the calls this replica routed have ended: it holds their
+/// transactions and in-dialog requests reach it.
+async fn drain(registrar: &RegistrarHandle, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let busy = match registrar.metrics().await {
+            Some(m) => m.active_calls,
+            None => return,
+        };
+        if busy == 0 {
+            tracing::info!("stopping");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                calls = busy,
+                "calls still in progress at the end of --drain-timeout; stopping anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/readyz`: etcd must answer, and the replica must not be stopping.
+#[derive(Debug)]
+struct EtcdReadiness {
+    store: Arc<EtcdStore>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Readiness for EtcdReadiness {
+    fn not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("stopping: waiting for the calls it routed to end".to_owned());
+        }
+        let health = self.store.health();
+        (!health.connected).then(|| {
+            format!(
+                "etcd unreachable: {}; serving registered phones from cache",
+                health.last_error.unwrap_or_else(|| "no answer".to_owned())
+            )
+        })
+    }
+}

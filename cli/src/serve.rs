@@ -1,0 +1,245 @@
+//! What every server role (`up`, `registrar`, `media`) shares: flag parsers, bind errors that
+//! name the fix, the stop signal and the orderly stop of a role's tasks.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use kubepbx_sip::auth::{Algorithm, NonceConfig};
+use kubepbx_sip::ban::BanConfig;
+use kubepbx_sip::endpoint::{ClusterConfig, EndpointConfig};
+use kubepbx_sip::registrar::RegistrarConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The SIP and HTTP flags of every role that serves phones (`up`, `registrar`).
+#[derive(Debug, Clone, Args)]
+pub struct SipArgs {
+    /// SIP address and port, UDP and TCP.
+    #[arg(
+        long,
+        env = "KUBEPBX_SIP",
+        default_value = "0.0.0.0:5060",
+        value_name = "ADDR:PORT"
+    )]
+    pub sip: SocketAddr,
+    /// HTTP address and port (admin API, health, metrics).
+    #[arg(
+        long,
+        env = "KUBEPBX_HTTP",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR:PORT"
+    )]
+    pub http: SocketAddr,
+    /// Default SIP domain (and digest realm) for Extensions without `spec.domain`.
+    #[arg(
+        long,
+        env = "KUBEPBX_DOMAIN",
+        default_value = "pbx.example.com",
+        value_name = "NAME"
+    )]
+    pub domain: String,
+    /// Host written into Via/Record-Route/SDP [default: the first non-loopback address].
+    #[arg(long, env = "KUBEPBX_ADVERTISE", value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// Failed attempts from one source tolerated within --ban-window; one more bans it
+    /// (0: never ban).
+    #[arg(
+        long,
+        env = "KUBEPBX_BAN_THRESHOLD",
+        default_value_t = 10,
+        value_name = "N"
+    )]
+    pub ban_threshold: u32,
+    /// Window in which failed attempts are counted (e.g. 60s, 5m).
+    #[arg(long, env = "KUBEPBX_BAN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ban_window: Duration,
+    /// How long a banned source is ignored (e.g. 10m, 1h).
+    #[arg(long, env = "KUBEPBX_BAN_DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ban_duration: Duration,
+    /// Shortest registration lifetime accepted, seconds (shorter requests get 423).
+    #[arg(
+        long,
+        env = "KUBEPBX_MIN_EXPIRES",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    pub min_expires: u32,
+    /// Digest algorithms offered in each 401, in order (one WWW-Authenticate each). Clients
+    /// that read only the first challenge and know only MD5 (sipp, some old phones) need `md5`.
+    #[arg(
+        long,
+        env = "KUBEPBX_DIGEST_CHALLENGE",
+        default_value = "sha-256,md5",
+        value_delimiter = ',',
+        value_parser = parse_algorithm,
+        value_name = "ALGORITHMS"
+    )]
+    pub digest_challenge: Vec<Algorithm>,
+    /// Longest registration lifetime granted, seconds.
+    #[arg(
+        long,
+        env = "KUBEPBX_MAX_EXPIRES",
+        default_value_t = 3600,
+        value_name = "SECONDS"
+    )]
+    pub max_expires: u32,
+}
+
+/// Who this endpoint is: what [`SipArgs::endpoint_config`] needs besides the flags.
+pub struct Identity {
+    /// Replica id (`up` for the single process).
+    pub replica: String,
+    /// The bound SIP address (its port is advertised).
+    pub sip: SocketAddr,
+    /// Secret for nonces and tags (shared by a cluster's replicas).
+    pub secret: [u8; 32],
+    /// Nonce instance tag.
+    pub instance: u16,
+    /// Cluster membership, for `registrar`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl SipArgs {
+    /// Rejects flag values that cannot work, naming the fix.
+    pub fn check(&self) -> Result<()> {
+        if !kubepbx_api::extension::is_valid_domain(&self.domain) {
+            bail!(
+                "--domain {:?} is not a valid domain name: use letters, digits, '-' and '.', \
+                 e.g. --domain pbx.example.com",
+                self.domain
+            );
+        }
+        if self.min_expires == 0 || self.min_expires > self.max_expires {
+            bail!(
+                "--min-expires ({}) must be at least 1 and at most --max-expires ({})",
+                self.min_expires,
+                self.max_expires
+            );
+        }
+        Ok(())
+    }
+
+    /// The advertised host: `--advertise` or this machine's first non-loopback address.
+    pub fn advertise_host(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| crate::net::default_advertise().to_string())
+    }
+
+    /// The SIP endpoint's configuration.
+    pub fn endpoint_config(&self, id: Identity) -> EndpointConfig {
+        let advertise = self.advertise_host();
+        EndpointConfig {
+            replica: id.replica,
+            default_domain: self.domain.to_ascii_lowercase(),
+            advertise: advertise_hostport(&advertise, id.sip.port()),
+            anchor_media: true,
+            local_hosts: crate::net::local_hosts(&advertise, id.sip),
+            registrar: RegistrarConfig {
+                min_expires: self.min_expires,
+                max_expires: self.max_expires,
+                default_expires: 3600.clamp(self.min_expires, self.max_expires),
+            },
+            bans: BanConfig {
+                threshold: self.ban_threshold,
+                window: self.ban_window,
+                duration: self.ban_duration,
+                ..BanConfig::default()
+            },
+            nonce: NonceConfig::default(),
+            secret: id.secret,
+            instance: id.instance,
+            challenge: self.digest_challenge.clone(),
+            cluster: id.cluster,
+        }
+    }
+}
+
+/// How long stopping may take before the remaining tasks are abandoned.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cancels `shutdown` and waits (at most [`STOP_TIMEOUT`]) for `tasks` to end.
+pub async fn stop_tasks(shutdown: &CancellationToken, tasks: &TaskTracker) {
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(STOP_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop in time");
+    }
+}
+
+/// `host:port` for Via and Record-Route; IPv6 addresses in brackets.
+pub fn advertise_hostport(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `--media-timeout`: at least 5 s.
+pub fn parse_media_timeout(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(5) {
+        return Err(format!(
+            "{value} is too short: phones on hold may send no RTP for a while; use at least 5s (default 60s)"
+        ));
+    }
+    Ok(d)
+}
+
+/// `--rtp-ports LO-HI`.
+pub fn parse_ports(value: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    kubepbx_media::parse_port_range(value).map_err(|e| e.to_string())
+}
+
+/// One `--digest-challenge` algorithm (`sha-256`, `sha256`, `md5`).
+pub fn parse_algorithm(value: &str) -> Result<Algorithm, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("sha256") {
+        return Ok(Algorithm::Sha256);
+    }
+    Algorithm::parse(value).ok_or_else(|| format!("{value:?} is not SHA-256 or MD5"))
+}
+
+/// A failed bind of `--{what}` as an error naming the fix.
+pub fn bind_error(what: &str, addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let flag = what.to_ascii_lowercase();
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; run as root or choose another \
+             port, e.g. --{flag} {}:{}",
+            addr.ip(),
+            if what == "SIP" { 5070 } else { 8081 }
+        ),
+        std::io::ErrorKind::AddrInUse => format!(
+            "another program (or another kubepbx) uses it; stop it or choose another port with \
+             --{flag}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine; use 0.0.0.0 or one of its addresses with --{flag}",
+            addr.ip()
+        ),
+        _ => format!("choose another address with --{flag}"),
+    };
+    anyhow::anyhow!("cannot listen for {what} on {addr}: {e}: {hint}")
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,409 @@
+//! Many replicas, one PBX: flows other replicas own, the stateless hop, and call owners
+//! (docs/adr/0003-replicas.md).
+//!
+//! Only the replica that received a phone's packets can send to it (NAT and the load balancer pin
+//! the path). So:
+//!
+//! - **Sending on another replica's flow.** A binding names its owner. When the owner is a live
+//!   peer, the proxy addresses the request to a *remote flow* — an ordinary [`Flow`] whose id
+//!   carries the peer's index and the owner's flow id ([`REMOTE`]) — so transactions, CANCEL
+//!   and in-dialog routing work unchanged. On its way out ([`Endpoint::poll_transmit`]) such a
+//!   request gets `Route: <sip:{owner-internal};lr;kpf={flow token}>` on top and goes to the
+//!   owner's internal address. When the owner is gone, a UDP contact is tried directly.
+//! - **The stateless hop.** A request arriving on the internal socket with a `kpf` Route is
+//!   passed on by its owner without any state: the Route is popped, a `Via` is pushed whose
+//!   branch is a signed token of the flow the request came from (`z9hG4bK-kps…`), and the
+//!   request goes out on the named flow. A response whose top `Via` is such a branch is passed
+//!   back the same way, on the flow the token names.
+//! - **Call owners.** The replica that routed an INVITE keeps the call (transactions, media,
+//!   the record). Its `Record-Route` carries `kpo={owner token}`; an in-dialog request that
+//!   lands on another replica is passed to the owner's internal address by the same stateless
+//!   hop (the owner pops its Route as usual).
+//!
+//! Internal SIP is accepted only from the internal addresses of live peers; tokens are signed
+//! with the cluster key ([`crate::token`]), so a phone cannot forge one.
+
+use super::{DropReason, Endpoint, Now};
+use crate::flow::{Flow, FlowId, Transmit};
+use crate::forward::{self, Forward, split_values};
+use crate::message::{Essentials, Request, Response};
+use crate::token::{FlowToken, TokenCodec};
+use bytes::{BufMut, Bytes, BytesMut};
+use ezk_sip_types::Name;
+use kubepbx_api::Binding;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Marks a remote flow id: bit 62 set, the peer's index in bits 32..62, the owner's flow id in
+/// bits 0..32. ([`Flow::INTERNAL`] has every bit set and is tested first.)
+pub const REMOTE: FlowId = 1 << 62;
+const INDEX_BITS: FlowId = (1 << 30) - 1;
+/// Branch prefix of the stateless hop's `Via`.
+pub(super) const HOP_BRANCH: &str = "z9hG4bK-kps";
+/// Route parameter naming the flow a request is for.
+const FLOW_PARAM: &str = "kpf=";
+/// Record-Route parameter naming the call's owner.
+const OWNER_PARAM: &str = "kpo=";
+
+/// What a replica of a cluster needs beyond a single-process PBX.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This replica's internal SIP address (UDP), where the others send to it.
+    pub internal: SocketAddr,
+    /// The cluster key: signs the tokens every replica must accept from the others.
+    pub key: [u8; 32],
+}
+
+/// The peers this replica knows and the tokens it makes.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    codec: TokenCodec,
+    /// `;kpo=…` for this replica's Record-Routes.
+    owner_param: String,
+    /// Live peers: id → internal address.
+    live: HashMap<String, SocketAddr>,
+    /// Live peers by internal address (to accept internal SIP).
+    by_addr: HashMap<SocketAddr, String>,
+    /// Every peer id ever seen, by the index remote flow ids carry.
+    ids: Vec<String>,
+    index: HashMap<String, FlowId>,
+}
+
+impl Cluster {
+    pub(super) fn new(config: &ClusterConfig, me: &str) -> Self {
+        let codec = TokenCodec::new(&config.key);
+        Cluster {
+            owner_param: format!(";{OWNER_PARAM}{}", codec.replica(me)),
+            codec,
+            live: HashMap::new(),
+            by_addr: HashMap::new(),
+            ids: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn index_of(&mut self, id: &str) -> Option<FlowId> {
+        if let Some(&i) = self.index.get(id) {
+            return Some(i);
+        }
+        let i = FlowId::try_from(self.ids.len()).ok()?;
+        if i > INDEX_BITS {
+            return None;
+        }
+        self.ids.push(id.to_owned());
+        self.index.insert(id.to_owned(), i);
+        Some(i)
+    }
+}
+
+/// Whether `id` is a remote flow id.
+pub fn is_remote(id: FlowId) -> bool {
+    id != Flow::INTERNAL && id & REMOTE != 0
+}
+
+fn hash8(text: &str) -> [u8; 8] {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// The value of `param` (`kpf=`, `kpo=`) in one header value, up to the next `;` or `>`.
+fn param<'a>(value: &'a str, param: &str) -> Option<&'a str> {
+    let start = value.find(param)? + param.len();
+    let rest = &value[start..];
+    let end = rest.find([';', '>', ',', ' ']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The topmost `Via` branch of a message.
+fn top_branch(headers: &ezk_sip_types::Headers) -> Option<String> {
+    let via = headers.get_raw(&Name::VIA).next()?;
+    let first = split_values(via).into_iter().next()?;
+    first
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("branch=").map(str::to_owned))
+}
+
+/// `bytes` (a request) with `Route: route` as its first header.
+fn with_route_on_top(bytes: &Bytes, route: &str) -> Option<Bytes> {
+    let line_end = bytes.windows(2).position(|w| w == b"\r\n")? + 2;
+    let mut out = BytesMut::with_capacity(bytes.len() + route.len() + 9);
+    out.put_slice(&bytes[..line_end]);
+    out.put_slice(b"Route: ");
+    out.put_slice(route.as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(&bytes[line_end..]);
+    Some(out.freeze())
+}
+
+impl Endpoint {
+    /// Replaces the set of live peers (the other registrar replicas and their internal
+    /// addresses); this replica's own id is ignored.
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = (String, SocketAddr)>) {
+        let me = self.config.replica.clone();
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.live = peers.into_iter().filter(|(id, _)| *id != me).collect();
+        cluster.by_addr = cluster
+            .live
+            .iter()
+            .map(|(id, addr)| (*addr, id.clone()))
+            .collect();
+    }
+
+    /// The flow to send to `b` on: its own when this replica owns it (or runs alone), a remote
+    /// flow through its live owner, or — the owner is gone — the phone's address directly (UDP
+    /// only; `None` for a stream flow nobody can reach).
+    pub(super) fn flow_to(&mut self, b: &Binding) -> Option<Flow> {
+        let own = Flow {
+            transport: b.transport,
+            id: b.flow,
+            remote: b.source,
+        };
+        let me = self.config.replica.as_str();
+        let Some(cluster) = &mut self.cluster else {
+            return Some(own);
+        };
+        if *b.replica == *me {
+            return Some(own);
+        }
+        if cluster.live.contains_key(&*b.replica)
+            && let Ok(low) = u32::try_from(b.flow)
+            && let Some(index) = cluster.index_of(&b.replica)
+        {
+            return Some(Flow {
+                id: REMOTE | (index << 32) | FlowId::from(low),
+                ..own
+            });
+        }
+        (!b.transport.is_stream()).then(|| Flow::udp(b.source))
+    }
+
+    /// A transmit on its way out: a request for a remote flow goes to the owner's internal
+    /// address with the owner's `kpf` Route on top; everything else as is. `None` when it
+    /// cannot be sent (counted).
+    pub(super) fn route_transmit(&mut self, t: Transmit) -> Option<Transmit> {
+        if !is_remote(t.flow.id) {
+            return Some(t);
+        }
+        let Some(cluster) = &self.cluster else {
+            return Some(t);
+        };
+        let index = usize::try_from((t.flow.id >> 32) & INDEX_BITS).ok()?;
+        let flow = Flow {
+            id: t.flow.id & 0xffff_ffff,
+            ..t.flow
+        };
+        let Some(owner) = cluster.ids.get(index) else {
+            self.stats.drop(DropReason::BadHop);
+            return None;
+        };
+        let Some(&internal) = cluster.live.get(owner) else {
+            // The owner died after the request was addressed: a UDP phone may still be
+            // reachable directly.
+            if flow.transport.is_stream() {
+                self.stats.drop(DropReason::BadHop);
+                return None;
+            }
+            return Some(Transmit {
+                flow: Flow::udp(flow.remote),
+                bytes: t.bytes,
+            });
+        };
+        if t.bytes.starts_with(b"SIP/2.0 ") {
+            // Responses follow Vias, never remote flows.
+            self.stats.drop(DropReason::BadHop);
+            return None;
+        }
+        let token = cluster.codec.flow(
+            &FlowToken {
+                replica: owner.clone(),
+                flow,
+            },
+            b"",
+        );
+        let route = format!("<sip:{internal};lr;{FLOW_PARAM}{token}>");
+        let bytes = with_route_on_top(&t.bytes, &route)?;
+        self.stats.via_owner += 1;
+        Some(Transmit {
+            flow: Flow::internal(internal),
+            bytes,
+        })
+    }
+
+    /// Whether internal SIP from `remote` may be accepted (a live peer's internal address).
+    pub(super) fn is_peer(&self, remote: SocketAddr) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.by_addr.contains_key(&remote))
+    }
+
+    /// `;kpo=…` for this replica's Record-Route, in a cluster.
+    pub(super) fn owner_param(&self) -> &str {
+        self.cluster.as_ref().map_or("", |c| c.owner_param.as_str())
+    }
+
+    /// A request from a peer whose top Route names one of this replica's flows (`kpf`): passed
+    /// on statelessly. Returns `false` when it has no such Route (handle it normally).
+    pub(super) fn hop_request(&mut self, flow: Flow, request: &Request) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let Some(top) = request
+            .headers
+            .get_raw(&Name::ROUTE)
+            .next()
+            .and_then(|line| split_values(line).into_iter().next())
+        else {
+            return false;
+        };
+        let Some(token) = param(top, FLOW_PARAM) else {
+            return false;
+        };
+        let target = match cluster.codec.open_flow(token) {
+            Some(t) if t.replica == self.config.replica && !t.flow.is_internal() => t.flow,
+            _ => {
+                self.stats.drop(DropReason::BadHop);
+                return true;
+            }
+        };
+        self.pass_on(flow, request, target, 1);
+        true
+    }
+
+    /// An in-dialog request for a call this replica does not hold, whose Record-Route names a
+    /// live peer as the call's owner: passed to the owner. `false` when this replica must handle
+    /// it itself.
+    pub(super) fn hop_to_owner(&mut self, flow: Flow, request: &Request, e: &Essentials) -> bool {
+        if e.to.tag.is_none() || flow.is_internal() || self.calls.has_call_id(e.call_id.as_str()) {
+            return false;
+        }
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let owner = request
+            .headers
+            .get_raw(&Name::ROUTE)
+            .flat_map(|line| split_values(line))
+            .take_while(|v| v.contains(&self.config.advertise))
+            .find_map(|v| param(v, OWNER_PARAM))
+            .and_then(|t| cluster.codec.open_replica(t));
+        let Some(internal) = owner.and_then(|o| cluster.live.get(&o).copied()) else {
+            return false;
+        };
+        self.pass_on(flow, request, Flow::internal(internal), 0);
+        true
+    }
+
+    /// The stateless hop: `request` (which came on `from`) goes out on `to` with a Via whose
+    /// branch names `from`, after popping `pop_routes` Routes.
+    fn pass_on(&mut self, from: Flow, request: &Request, to: Flow, pop_routes: usize) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let max_forwards = request
+            .header(&Name::MAX_FORWARDS)
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if max_forwards == Some(0) {
+            self.stats.drop(DropReason::BadHop);
+            return;
+        }
+        let incoming = top_branch(&request.headers).unwrap_or_default();
+        let back = cluster.codec.flow(
+            &FlowToken {
+                replica: self.config.replica.clone(),
+                flow: from,
+            },
+            &hash8(&incoming),
+        );
+        let via = format!(
+            "SIP/2.0/{} {};branch={HOP_BRANCH}{back}",
+            super::proxy::transport_token(to.transport),
+            self.config.advertise
+        );
+        let bytes = forward::request(
+            request,
+            &Forward {
+                uri: None,
+                via: &via,
+                record_route: None,
+                pop_routes,
+                body: None,
+                strip_proxy_auth: false,
+            },
+        );
+        self.stats.hops += 1;
+        self.transmits.push_back(Transmit { flow: to, bytes });
+    }
+
+    /// A response whose top Via is a stateless hop's: passed back on the flow its branch names.
+    /// Returns `false` for other responses.
+    pub(super) fn hop_response(&mut self, _now: Now, response: &Response) -> bool {
+        let Some(branch) = top_branch(&response.headers) else {
+            return false;
+        };
+        let Some(token) = branch.strip_prefix(HOP_BRANCH) else {
+            return false;
+        };
+        let Some(cluster) = &mut self.cluster else {
+            self.stats.drop(DropReason::BadHop);
+            return true;
+        };
+        let Some(back) = cluster.codec.open_flow(token) else {
+            self.stats.drop(DropReason::BadHop);
+            return true;
+        };
+        let flow = if back.replica == self.config.replica || back.flow.is_internal() {
+            Some(back.flow)
+        } else if cluster.live.contains_key(&back.replica)
+            && let Ok(low) = u32::try_from(back.flow.id)
+            && let Some(index) = cluster.index_of(&back.replica)
+        {
+            // The response reached another replica than the hop (the phone's path moved):
+            // through the hop's owner, like any remote flow.
+            Some(Flow {
+                id: REMOTE | (index << 32) | FlowId::from(low),
+                ..back.flow
+            })
+        } else {
+            None
+        };
+        match (flow, forward::response(response, None)) {
+            (Some(flow), Some(bytes)) if !is_remote(flow.id) => {
+                self.stats.hops += 1;
+                self.transmits.push_back(Transmit { flow, bytes });
+            }
+            _ => self.stats.drop(DropReason::BadHop),
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_and_routes() {
+        assert_eq!(
+            param("<sip:10.0.0.1:5070;lr;kpf=AbC-_9>", FLOW_PARAM),
+            Some("AbC-_9")
+        );
+        assert_eq!(param("<sip:h;kpo=x;lr>", OWNER_PARAM), Some("x"));
+        assert_eq!(param("<sip:h;lr>", OWNER_PARAM), None);
+        let out = with_route_on_top(
+            &Bytes::from_static(b"BYE sip:a SIP/2.0\r\nVia: x\r\n\r\n"),
+            "<sip:r;lr>",
+        );
+        assert_eq!(
+            out.as_deref(),
+            Some(&b"BYE sip:a SIP/2.0\r\nRoute: <sip:r;lr>\r\nVia: x\r\n\r\n"[..])
+        );
+        assert!(is_remote(REMOTE | 5));
+        assert!(!is_remote(Flow::INTERNAL));
+        assert!(!is_remote(7));
+    }
+}
