@@ -39,8 +39,10 @@ pub struct SipArgs {
         value_name = "NAME"
     )]
     pub domain: String,
-    /// Host written into Via/Record-Route/SDP [default: the first non-loopback address].
-    #[arg(long, env = "KUBEPBX_ADVERTISE", value_name = "HOST")]
+    /// Host (and port, when phones reach the PBX at another port than --sip, e.g. through a
+    /// load balancer) written into Via/Record-Route/SDP [default: the first non-loopback
+    /// address and the --sip port].
+    #[arg(long, env = "KUBEPBX_ADVERTISE", value_name = "HOST[:PORT]")]
     pub advertise: Option<String>,
     /// Failed attempts from one source tolerated within --ban-window; one more bans it
     /// (0: never ban).
@@ -120,20 +122,27 @@ impl SipArgs {
         Ok(())
     }
 
-    /// The advertised host: `--advertise` or this machine's first non-loopback address.
+    /// The advertised host: `--advertise` (without a port) or this machine's first
+    /// non-loopback address.
     pub fn advertise_host(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| crate::net::default_advertise().to_string())
+        match &self.advertise {
+            Some(a) => split_host_port(a).0.to_owned(),
+            None => crate::net::default_advertise().to_string(),
+        }
     }
 
     /// The SIP endpoint's configuration.
     pub fn endpoint_config(&self, id: Identity) -> EndpointConfig {
         let advertise = self.advertise_host();
+        let port = self
+            .advertise
+            .as_deref()
+            .and_then(|a| split_host_port(a).1)
+            .unwrap_or(id.sip.port());
         EndpointConfig {
             replica: id.replica,
             default_domain: self.domain.to_ascii_lowercase(),
-            advertise: advertise_hostport(&advertise, id.sip.port()),
+            advertise: advertise_hostport(&advertise, port),
             anchor_media: true,
             local_hosts: crate::net::local_hosts(&advertise, id.sip),
             registrar: RegistrarConfig {
@@ -153,6 +162,22 @@ impl SipArgs {
             challenge: self.digest_challenge.clone(),
             cluster: id.cluster,
         }
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → host (without brackets) and port.
+pub fn split_host_port(text: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = text.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match text.split_once(':') {
+        Some((host, port)) if !port.contains(':') => match port.parse() {
+            Ok(p) => (host, Some(p)),
+            Err(_) => (text, None),
+        },
+        _ => (text, None),
     }
 }
 
@@ -242,4 +267,27 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn advertise_with_and_without_port() {
+        assert_eq!(
+            split_host_port("pbx.example.com"),
+            ("pbx.example.com", None)
+        );
+        assert_eq!(
+            split_host_port("203.0.113.7:5070"),
+            ("203.0.113.7", Some(5070))
+        );
+        assert_eq!(split_host_port("2001:db8::1"), ("2001:db8::1", None));
+        assert_eq!(
+            split_host_port("[2001:db8::1]:5080"),
+            ("2001:db8::1", Some(5080))
+        );
+        assert_eq!(split_host_port("[2001:db8::1]"), ("2001:db8::1", None));
+    }
 }

@@ -47,6 +47,9 @@ pub struct ContactView {
     pub expires_in: u64,
     /// The contact is behind NAT (private address, different source).
     pub nat: bool,
+    /// The replica that owns the phone's flow (received its REGISTER); `up` for the
+    /// single-process PBX.
+    pub replica: String,
 }
 
 /// One binding as listed by `GET /api/v1/registrations`.
@@ -97,6 +100,7 @@ fn contact(c: &CachedBinding, now: UnixMillis) -> ContactView {
         // Rounded up: a binding with 0.4 s left is still there.
         expires_in: now.until(c.expires_at).as_millis().div_ceil(1000) as u64,
         nat: b.nat,
+        replica: b.replica.to_string(),
     }
 }
 

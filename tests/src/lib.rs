@@ -27,6 +27,8 @@
 //! |---|---|
 //! | [`ports`] | free loopback ports, UDP+TCP for SIP, TCP for HTTP, UDP blocks for the relay |
 //! | [`pbx`] | [`Pbx`]: `kubepbx up` in a temp dir, ready-wait, admin API requests, restart, kill on drop |
+//! | [`cluster`] | [`Replica`]: `kubepbx registrar` / `kubepbx media` sharing a test's etcd; kill, terminate, start again |
+//! | [`lb`] | [`UdpBalancer`]: a UDP load balancer in front of registrar replicas, pinning and steering phones |
 //! | [`manifests`] | Extension + Secret YAML written into the `-f` folder |
 //! | [`sipp`] | [`Sipp`]: runs a scenario of `tests/sipp/` with an injection CSV, reads the verdict |
 //! | [`baresip`] | [`Baresip`]: Debian's baresip as a headless softphone, registration watched in its log |
@@ -45,8 +47,10 @@
 //! the pip package `pjsua2-python`; `scripts/install-deps.sh test` installs them. Nothing here sends a packet off 127.0.0.1.
 
 pub mod baresip;
+pub mod cluster;
 pub mod error;
 pub mod fixtures;
+pub mod lb;
 pub mod manifests;
 pub mod pbx;
 pub mod pjsua2;
@@ -57,7 +61,9 @@ pub mod sipp;
 pub mod wait;
 
 pub use baresip::{Account, Baresip, Registration};
+pub use cluster::{ClusterConfig, Replica};
 pub use error::{Error, Result};
+pub use lb::UdpBalancer;
 pub use manifests::{ExtensionOpts, default_password, remove_extension, write_extension};
 pub use pbx::{Pbx, PbxBuilder, kubepbx_binary};
 pub use pjsua2::{Analysis, Channel, Phone, SdpLine, analyse, analyse_channel};

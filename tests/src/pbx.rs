@@ -543,20 +543,20 @@ fn fresh_token() -> String {
 }
 
 /// One blocking GET with a 5 s timeout; any status is a success here.
-fn http_get(url: &str, token: Option<&str>) -> Result<(u16, String)> {
+pub(crate) fn http_get(url: &str, token: Option<&str>) -> Result<(u16, String)> {
     let r = http_request("GET", url, token)?;
     Ok((r.status, r.text()))
 }
 
 /// What [`http_request`] got back.
-struct HttpResponse {
-    status: u16,
-    content_type: Option<String>,
-    body: Vec<u8>,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) content_type: Option<String>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HttpResponse {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -566,7 +566,11 @@ const MAX_BODY: u64 = 64 << 20;
 
 /// One blocking request without a body (`GET` or `DELETE`) with a 5 s timeout; any status is a
 /// success here.
-fn http_request(method: &'static str, url: &str, token: Option<&str>) -> Result<HttpResponse> {
+pub(crate) fn http_request(
+    method: &'static str,
+    url: &str,
+    token: Option<&str>,
+) -> Result<HttpResponse> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))

@@ -52,6 +52,19 @@ impl Phone {
     /// the standard ones; its output goes to `<dir>/<name>.out` and `<dir>/<name>.err`. A
     /// `--timeout` in `args` overrides the default [`DEFAULT_PHONE_TIMEOUT_SECS`].
     pub fn start(pbx: &Pbx, dir: &Path, name: &str, user: &str, args: &[&str]) -> Result<Phone> {
+        Self::start_at(pbx.sip_addr(), pbx.domain(), dir, name, user, args)
+    }
+
+    /// Like [`Phone::start`] for a PBX at `registrar` (its outbound proxy) serving `domain`:
+    /// a cluster's load balancer, a replica.
+    pub fn start_at(
+        registrar: SocketAddr,
+        domain: &str,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        args: &[&str],
+    ) -> Result<Phone> {
         let stdout = dir.join(format!("{name}.out"));
         let stderr = dir.join(format!("{name}.err"));
         let out =
@@ -60,8 +73,8 @@ impl Phone {
             std::fs::File::create(&stderr).context(|| format!("create {}", stderr.display()))?;
         let mut cmd = Command::new("python3");
         cmd.arg(script())
-            .args(["--registrar", &pbx.sip_addr().to_string()])
-            .args(["--domain", pbx.domain()])
+            .args(["--registrar", &registrar.to_string()])
+            .args(["--domain", domain])
             .args(["--user", user, "--password", &default_password(user)]);
         if !args.contains(&"--timeout") {
             cmd.args(["--timeout", &DEFAULT_PHONE_TIMEOUT_SECS.to_string()]);

@@ -164,6 +164,19 @@ pub fn response(resp: &Response, body: Option<(&str, &[u8])>) -> Option<Bytes> {
     })
 }
 
+/// The response as received (every `Via` kept), to hand it to another replica that will
+/// forward it itself.
+pub fn response_unchanged(resp: &Response) -> Bytes {
+    let mut out = String::with_capacity(resp.body.len() + 1024);
+    let _ = write!(out, "SIP/2.0 {} {}\r\n", resp.code, resp.reason);
+    for (name, value) in resp.headers.iter() {
+        if *name != Name::CONTENT_LENGTH {
+            head_line(&mut out, name.as_print_str(), value);
+        }
+    }
+    finish(out, None, &resp.body)
+}
+
 /// Copies the headers a CANCEL or ACK shares with the INVITE it belongs to: the top `Via`,
 /// `From`, `Call-ID`, `Route`s and `Max-Forwards`.
 fn hop_by_hop(invite: &Request, method: &str, to: &str) -> String {

@@ -341,7 +341,7 @@ impl Endpoint {
 
     /// A response whose top Via is a stateless hop's: passed back on the flow its branch names.
     /// Returns `false` for other responses.
-    pub(super) fn hop_response(&mut self, _now: Now, response: &Response) -> bool {
+    pub(super) fn hop_response(&mut self, now: Now, response: &Response) -> bool {
         let Some(branch) = top_branch(&response.headers) else {
             return false;
         };
@@ -356,28 +356,39 @@ impl Endpoint {
             self.stats.drop(DropReason::BadHop);
             return true;
         };
-        let flow = if back.replica == self.config.replica || back.flow.is_internal() {
-            Some(back.flow)
-        } else if cluster.live.contains_key(&back.replica)
-            && let Ok(low) = u32::try_from(back.flow.id)
-            && let Some(index) = cluster.index_of(&back.replica)
-        {
-            // The response reached another replica than the hop (the phone's path moved):
-            // through the hop's owner, like any remote flow.
-            Some(Flow {
-                id: REMOTE | (index << 32) | FlowId::from(low),
-                ..back.flow
-            })
-        } else {
-            None
-        };
-        match (flow, forward::response(response, None)) {
-            (Some(flow), Some(bytes)) if !is_remote(flow.id) => {
-                self.stats.hops += 1;
-                self.transmits.push_back(Transmit { flow, bytes });
+        let me = back.replica == self.config.replica;
+        if !me {
+            // The response reached another replica than the hop (the phone's path moved): the
+            // hop passes it back itself.
+            match cluster.live.get(&back.replica) {
+                Some(&internal) => {
+                    self.stats.hops += 1;
+                    self.transmits.push_back(Transmit {
+                        flow: Flow::internal(internal),
+                        bytes: forward::response_unchanged(response),
+                    });
+                }
+                None => self.stats.drop(DropReason::BadHop),
             }
-            _ => self.stats.drop(DropReason::BadHop),
+            return true;
         }
+        let Some(bytes) = forward::response(response, None) else {
+            self.stats.drop(DropReason::BadHop);
+            return true;
+        };
+        self.stats.hops += 1;
+        let internal = self.config.cluster.as_ref().map(|c| c.internal);
+        if back.flow.is_internal() && Some(back.flow.remote) == internal {
+            // The hop's upstream is this replica itself (the phone answered here): go on here.
+            if let Ok(crate::message::Message::Response(next)) = crate::message::parse(bytes) {
+                self.handle_response(now, next);
+            }
+            return true;
+        }
+        self.transmits.push_back(Transmit {
+            flow: back.flow,
+            bytes,
+        });
         true
     }
 }

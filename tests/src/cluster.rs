@@ -1,0 +1,269 @@
+//! [`Replica`]: one process of a kubepbx cluster — `kubepbx registrar` or `kubepbx media` —
+//! sharing an etcd the test started, on free loopback ports.
+//!
+//! ```text
+//! Replica::registrar(&cfg, "a") ──► kubepbx registrar --etcd <url> --replica-id a
+//!     --sip 127.0.0.1:<p> --internal 127.0.0.1:<i> --http 127.0.0.1:<q> --advertise <cfg.advertise>
+//!     --domain <d> --admin-token <t>        ◄── polls GET /readyz until 200
+//! Replica::media(&cfg, "m0") ──► kubepbx media --etcd <url> --replica-id m0
+//!     --control 127.0.0.1:<c> --rtp-ports <block> --advertise 127.0.0.1
+//! ```
+//!
+//! A replica can be killed (SIGKILL, a crash), terminated (SIGTERM, a rolling update) and started
+//! again with the same ports and flags. Its log (every run) is `<dir>/<id>.log`.
+
+use crate::error::{Error, Result};
+use crate::pbx::{http_get, http_request, kubepbx_binary};
+use crate::ports::{free_tcp_port, free_udp_port, free_udp_port_block, free_udp_tcp_port};
+use crate::process::{Child, append_marker};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// How long a replica may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Relay ports per media replica (25 calls).
+const MEDIA_PORTS: u16 = 100;
+
+/// What every replica of one test cluster shares.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// etcd URL.
+    pub etcd: String,
+    /// Key prefix (one per test, so tests sharing an etcd do not meet).
+    pub prefix: String,
+    /// SIP domain.
+    pub domain: String,
+    /// `host:port` every registrar advertises (the load balancer's front address).
+    pub advertise: String,
+    /// Admin token of every registrar.
+    pub token: String,
+    /// Where logs go.
+    pub dir: PathBuf,
+    /// `RUST_LOG` of every replica.
+    pub rust_log: String,
+}
+
+/// Which role a replica plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `kubepbx registrar`.
+    Registrar,
+    /// `kubepbx media`.
+    Media,
+}
+
+/// One replica process (see the module doc). Killed when dropped.
+#[derive(Debug)]
+pub struct Replica {
+    role: Role,
+    id: String,
+    config: ClusterConfig,
+    /// Registrar: SIP; media: unused.
+    sip: Option<SocketAddr>,
+    /// Registrar: internal SIP.
+    internal: Option<SocketAddr>,
+    /// Registrar: HTTP API; media: control API.
+    http: SocketAddr,
+    rtp_ports: Option<std::ops::RangeInclusive<u16>>,
+    log_path: PathBuf,
+    child: Option<Child>,
+    runs: u32,
+}
+
+impl Replica {
+    /// Starts `kubepbx registrar` as replica `id` and waits until it is ready.
+    pub fn registrar(config: &ClusterConfig, id: &str) -> Result<Replica> {
+        let sip = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()?));
+        let internal = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let mut r = Replica {
+            role: Role::Registrar,
+            id: id.to_owned(),
+            config: config.clone(),
+            sip: Some(sip),
+            internal: Some(internal),
+            http,
+            rtp_ports: None,
+            log_path: config.dir.join(format!("{id}.log")),
+            child: None,
+            runs: 0,
+        };
+        r.launch()?;
+        Ok(r)
+    }
+
+    /// Starts `kubepbx media` as replica `id` with its own block of relay ports and waits
+    /// until it is ready.
+    pub fn media(config: &ClusterConfig, id: &str) -> Result<Replica> {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let mut r = Replica {
+            role: Role::Media,
+            id: id.to_owned(),
+            config: config.clone(),
+            sip: None,
+            internal: None,
+            http,
+            rtp_ports: Some(free_udp_port_block(MEDIA_PORTS)?),
+            log_path: config.dir.join(format!("{id}.log")),
+            child: None,
+            runs: 0,
+        };
+        r.launch()?;
+        Ok(r)
+    }
+
+    /// The replica id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A registrar's SIP address (UDP and TCP).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip.unwrap_or(self.http)
+    }
+
+    /// A media replica's relay ports.
+    pub fn rtp_ports(&self) -> Option<std::ops::RangeInclusive<u16>> {
+        self.rtp_ports.clone()
+    }
+
+    /// The log of every run.
+    pub fn log(&self) -> String {
+        crate::process::read_lossy(&self.log_path)
+    }
+
+    /// `GET <path>` on the replica's HTTP port (with the admin token); JSON; errors unless 2xx.
+    pub fn api_get(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("http://{}{path}", self.http);
+        let (status, body) = http_get(&url, Some(&self.config.token))?;
+        if !(200..300).contains(&status) {
+            return Err(Error::Http {
+                method: "GET",
+                url,
+                message: format!("status {status}: {body}"),
+            });
+        }
+        serde_json::from_str(&body).map_err(|source| Error::Json { url, body, source })
+    }
+
+    /// `GET <path>`: status and body, whatever the status.
+    pub fn get_status(&self, path: &str) -> Result<(u16, String)> {
+        let r = http_request(
+            "GET",
+            &format!("http://{}{path}", self.http),
+            Some(&self.config.token),
+        )?;
+        Ok((r.status, r.text()))
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub fn is_ready(&self) -> bool {
+        matches!(
+            http_get(&format!("http://{}/readyz", self.http), None),
+            Ok((200, _))
+        )
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        match self.child.take() {
+            Some(mut child) => child.kill(),
+            None => Err(Error::Invalid(format!("{} is not running", self.id))),
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit; how it exited.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        match self.child.take() {
+            Some(mut child) => child.terminate(timeout),
+            None => Err(Error::Invalid(format!("{} is not running", self.id))),
+        }
+    }
+
+    /// Starts the process again with the same ports and flags; waits until it is ready.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Err(Error::Invalid(format!("{} is running", self.id)));
+        }
+        self.launch()
+    }
+
+    fn command(&self) -> Result<Command> {
+        let c = &self.config;
+        let mut cmd = Command::new(kubepbx_binary()?);
+        match self.role {
+            Role::Registrar => {
+                cmd.arg("registrar")
+                    .args(["--sip", &self.sip_addr().to_string()])
+                    .args([
+                        "--internal",
+                        &self.internal.map(|a| a.to_string()).unwrap_or_default(),
+                    ])
+                    .args(["--http", &self.http.to_string()])
+                    .args(["--advertise", &c.advertise])
+                    .args(["--domain", &c.domain])
+                    .args(["--admin-token", &c.token])
+                    .args(["--digest-challenge", "md5"]);
+            }
+            Role::Media => {
+                let ports = self.rtp_ports.clone().unwrap_or(20000..=20099);
+                cmd.arg("media")
+                    .args(["--control", &self.http.to_string()])
+                    .args(["--rtp-ports", &format!("{}-{}", ports.start(), ports.end())])
+                    .args(["--advertise", "127.0.0.1", "--rtp-bind", "127.0.0.1"]);
+            }
+        }
+        cmd.args(["--etcd", &c.etcd])
+            .args(["--etcd-prefix", &c.prefix])
+            .args(["--replica-id", &self.id])
+            .env("RUST_LOG", &c.rust_log)
+            .env("NO_COLOR", "1");
+        Ok(cmd)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        self.runs += 1;
+        let cmd = self.command()?;
+        append_marker(
+            &self.log_path,
+            &format!("=== kubepbx-tests: run {}: {cmd:?}", self.runs),
+        )?;
+        let mut child = Child::spawn("kubepbx", cmd, &self.log_path)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.is_ready() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            child.ensure_running()?;
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    program: "kubepbx",
+                    what: format!("{} ready", self.id),
+                    timeout: READY_TIMEOUT,
+                    log: child.tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A fresh directory for a cluster's logs (kept with `KUBEPBX_TEST_KEEP=1`).
+pub fn log_dir() -> Result<tempfile::TempDir> {
+    let keep = std::env::var_os("KUBEPBX_TEST_KEEP").is_some_and(|v| v != "0" && !v.is_empty());
+    tempfile::Builder::new()
+        .prefix("kubepbx-cluster-")
+        .disable_cleanup(keep)
+        .tempdir()
+        .map_err(|e| Error::io("create temp dir", e))
+}
