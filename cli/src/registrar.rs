@@ -111,9 +111,10 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         .replicas(ReplicaKind::Media)
         .await
         .context("reading the media replicas from etcd")?;
+    // A draining registrar still sends on its flows and ends its calls: it stays a peer until
+    // it leaves the registry.
     let peers = follow(registrars, &shutdown, &tasks, |map| {
         map.values()
-            .filter(|r| !r.draining)
             .filter_map(|r| Some((r.id.clone(), r.internal?)))
             .collect::<Vec<_>>()
     });

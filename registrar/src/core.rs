@@ -10,6 +10,10 @@
 //! Inbound packets are taken in batches; after each batch (and each timer or store event) the
 //! loop drains the endpoint's transmits, store writes and events. Store writes go to a writer
 //! task through a bounded queue, so a slow store slows the loop down instead of growing memory.
+//! While the store is unreachable (etcd down) the writer keeps taking writes, retries them with
+//! backoff until the store is back (bounded: the oldest go beyond `MAX_PENDING_WRITES`), and
+//! logs the outage once when it starts and once when it ends; the endpoint serves from memory
+//! meanwhile.
 //! When the store reports that this loop fell behind ([`Event::Resync`]), the loop reloads a
 //! fresh snapshot.
 
@@ -38,8 +42,12 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 256;
 /// Store write batches queued for the writer task.
 const WRITE_QUEUE: usize = 64;
-/// Attempts at a store write before the batch is given up (and logged).
-const WRITE_ATTEMPTS: u32 = 5;
+/// First wait before a write is retried while the store is unreachable; doubles up to
+/// [`RETRY_MAX`]. Writes are retried until the store is back (or the registrar stops).
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Writes kept while the store is unreachable (about 300 bytes each); beyond, the oldest go.
+const MAX_PENDING_WRITES: usize = 200_000;
 
 /// What drivers send to the loop.
 #[derive(Debug)]
@@ -681,24 +689,72 @@ pub(crate) async fn relay_events(
 
 /// Applies write batches in order, merging whatever has queued up meanwhile.
 async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Vec<Write>>) {
-    while let Some(mut batch) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
+    let mut pending: Vec<Write> = Vec::new();
+    // Since when the store has been unreachable, and how many writes were dropped meanwhile.
+    let mut outage: Option<(Instant, u64)> = None;
+    let mut backoff = RETRY_FIRST;
+    let mut closed = false;
+    loop {
+        if pending.is_empty() {
+            if closed {
+                return;
+            }
+            match rx.recv().await {
+                Some(batch) => pending = batch,
+                None => return,
+            }
         }
-        let count = batch.len();
-        let mut attempt = 1;
-        loop {
-            match store.apply(batch.clone()).await {
-                Ok(()) => break,
-                Err(e) if attempt < WRITE_ATTEMPTS && matches!(e, StoreError::Unavailable(_)) => {
-                    tracing::warn!(error = %e, attempt, "store write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
+        while let Ok(more) = rx.try_recv() {
+            pending.extend(more);
+        }
+        if pending.len() > MAX_PENDING_WRITES {
+            // Only during a long outage under load: the oldest go first (later writes of the
+            // same records supersede most of them).
+            let excess = pending.len() - MAX_PENDING_WRITES;
+            pending.drain(..excess);
+            if let Some((_, dropped)) = &mut outage {
+                *dropped += excess as u64;
+            }
+        }
+        match store.apply(pending.clone()).await {
+            Ok(()) => {
+                if let Some((since, dropped)) = outage.take() {
+                    tracing::info!(
+                        writes = pending.len(),
+                        dropped,
+                        after = ?since.elapsed(),
+                        "the store is reachable again; the changes made meanwhile are written"
+                    );
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, writes = count, "store write failed; these changes are lost");
-                    break;
+                pending.clear();
+                backoff = RETRY_FIRST;
+            }
+            Err(e @ StoreError::Unavailable(_)) if !closed => {
+                if outage.is_none() {
+                    tracing::warn!(error = %e, "store writes fail; serving from memory and retrying until the store is back");
+                    outage = Some((Instant::now(), 0));
                 }
+                // Keep taking new writes while waiting, so the drive loop never waits for
+                // the store.
+                let wait = tokio::time::sleep(backoff);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = &mut wait => break,
+                        more = rx.recv() => match more {
+                            Some(batch) => pending.extend(batch),
+                            None => {
+                                closed = true;
+                                break;
+                            }
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = pending.len(), "store write failed; these changes are lost");
+                pending.clear();
             }
         }
     }
