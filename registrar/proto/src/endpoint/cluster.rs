@@ -396,6 +396,191 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::NonceConfig;
+    use crate::ban::BanConfig;
+    use crate::endpoint::EndpointConfig;
+    use crate::message::Message;
+    use crate::registrar::RegistrarConfig;
+    use kubepbx_api::Transport;
+    use kubepbx_api::time::UnixMillis;
+    use std::time::Instant;
+
+    const PHONE: &str = "198.51.100.7:40000";
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn internal(id: &str) -> SocketAddr {
+        match id {
+            "b" => addr("10.0.0.2:5070"),
+            _ => addr("10.0.0.3:5070"),
+        }
+    }
+
+    fn replica(id: &str, key: [u8; 32]) -> Endpoint {
+        let mut ep = Endpoint::new(EndpointConfig {
+            replica: id.into(),
+            default_domain: "pbx.example.com".into(),
+            advertise: "192.0.2.1:5060".into(),
+            anchor_media: false,
+            local_hosts: Vec::new(),
+            registrar: RegistrarConfig::default(),
+            bans: BanConfig::default(),
+            nonce: NonceConfig::default(),
+            secret: key,
+            instance: 1,
+            challenge: Vec::new(),
+            cluster: Some(ClusterConfig {
+                internal: internal(id),
+                key,
+            }),
+        });
+        ep.set_peers([
+            ("b".to_owned(), internal("b")),
+            ("c".to_owned(), internal("c")),
+        ]);
+        ep
+    }
+
+    fn binding_on_b() -> Binding {
+        Binding {
+            domain: "pbx.example.com".into(),
+            user: "1002".into(),
+            id: "x".into(),
+            contact: format!("sip:1002@{PHONE}").into(),
+            q: None,
+            source: addr(PHONE),
+            transport: Transport::Udp,
+            replica: "b".into(),
+            flow: 0,
+            user_agent: None,
+            instance: None,
+            reg_id: None,
+            call_id: "r".into(),
+            cseq: 1,
+            registered_at: UnixMillis(0),
+            expires_at: UnixMillis(u64::MAX),
+            nat: false,
+        }
+    }
+
+    fn now() -> Now {
+        Now {
+            mono: Instant::now(),
+            wall: UnixMillis(1_795_000_000_000),
+        }
+    }
+
+    const BYE: &str = "BYE sip:1002@198.51.100.7:40000 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-kp1-2-3\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:1001@pbx.example.com>;tag=a\r\n\
+        To: <sip:1002@pbx.example.com>;tag=b\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_request_for_a_peer_s_flow_goes_through_the_peer_and_back() {
+        let key = [9; 32];
+        let mut c = replica("c", key);
+        let mut b = replica("b", key);
+        let flow = c
+            .flow_to(&binding_on_b())
+            .unwrap_or_else(|| panic!("reachable"));
+        assert!(is_remote(flow.id));
+        c.transmits.push_back(Transmit {
+            flow,
+            bytes: Bytes::from_static(BYE.as_bytes()),
+        });
+        let out = c.poll_transmit().unwrap_or_else(|| panic!("sent"));
+        assert_eq!(out.flow, Flow::internal(internal("b")));
+        let text = String::from_utf8_lossy(&out.bytes).into_owned();
+        assert!(
+            text.contains("\r\nRoute: <sip:10.0.0.2:5070;lr;kpf="),
+            "{text}"
+        );
+
+        // b passes it on to the phone, statelessly, with its own Via on top.
+        b.handle_packet(now(), Flow::internal(internal("c")), out.bytes);
+        let to_phone = b.poll_transmit().unwrap_or_else(|| panic!("passed on"));
+        assert_eq!(to_phone.flow, Flow::udp(addr(PHONE)));
+        let Ok(Message::Request(req)) = crate::message::parse(to_phone.bytes) else {
+            panic!("a request");
+        };
+        assert!(
+            req.header(&Name::ROUTE).is_none(),
+            "the kpf Route is popped"
+        );
+        let via = req
+            .header(&Name::VIA)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            via.starts_with("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-kps"),
+            "{via}"
+        );
+
+        // The phone's 200 goes back to c's internal address with b's Via popped.
+        let top = via.split(',').next().unwrap_or_default().trim().to_owned();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {top}\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-kp1-2-3\r\n\
+             From: <sip:1001@pbx.example.com>;tag=a\r\nTo: <sip:1002@pbx.example.com>;tag=b\r\n\
+             Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        b.handle_packet(now(), Flow::udp(addr(PHONE)), Bytes::from(ok.clone()));
+        let back = b.poll_transmit().unwrap_or_else(|| panic!("passed back"));
+        assert_eq!(back.flow, Flow::internal(internal("c")));
+        assert!(!String::from_utf8_lossy(&back.bytes).contains("kps"));
+
+        // A forged hop branch or a stranger on the internal socket gets nothing.
+        let forged = ok.replace(
+            &top,
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-kpsAAAAAAAAAAAAAAAA",
+        );
+        b.handle_packet(now(), Flow::udp(addr(PHONE)), Bytes::from(forged));
+        assert!(b.poll_transmit().is_none());
+        b.handle_packet(
+            now(),
+            Flow::internal(addr("10.9.9.9:5070")),
+            Bytes::from_static(BYE.as_bytes()),
+        );
+        assert!(b.poll_transmit().is_none());
+        let dropped = |r: DropReason| {
+            let i = DropReason::ALL
+                .iter()
+                .position(|x| *x == r)
+                .unwrap_or_default();
+            b.stats().dropped[i]
+        };
+        assert_eq!(dropped(DropReason::BadHop), 1);
+        assert_eq!(dropped(DropReason::NotAReplica), 1);
+
+        // Another cluster's token is refused by the owner.
+        let mut other = replica("c", [1; 32]);
+        let flow = other
+            .flow_to(&binding_on_b())
+            .unwrap_or_else(|| panic!("reachable"));
+        other.transmits.push_back(Transmit {
+            flow,
+            bytes: Bytes::from_static(BYE.as_bytes()),
+        });
+        let foreign = other.poll_transmit().unwrap_or_else(|| panic!("sent"));
+        b.handle_packet(now(), Flow::internal(internal("c")), foreign.bytes);
+        assert!(b.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn a_dead_owner_s_udp_phone_is_tried_directly() {
+        let mut c = replica("c", [9; 32]);
+        c.set_peers([]);
+        assert_eq!(c.flow_to(&binding_on_b()), Some(Flow::udp(addr(PHONE))));
+        let tcp = Binding {
+            transport: Transport::Tcp,
+            flow: 7,
+            ..binding_on_b()
+        };
+        assert_eq!(c.flow_to(&tcp), None, "a stream flow dies with its owner");
+    }
 
     #[test]
     fn params_and_routes() {
