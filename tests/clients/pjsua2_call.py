@@ -7,16 +7,18 @@ and then makes or takes one call with audio, or analyses a recording.
     pjsua2_call.py --registrar 127.0.0.1:5060 --user 1002 --password change-me-1002 \
         --answer [--ring 0.3] [--hangup [--duration 3]] [--tone 880] [--record callee.wav]
     (both also: [--bind 127.0.0.2] [--public-address 10.255.255.1] [--no-outbound]
-     [--codec PCMU])
+     [--port 5062] [--codec PCMU] [--keep-registration]; the caller also [--call-delay 2])
     pjsua2_call.py --analyse callee.wav [--channel left|right] [--min-rms 300] [--expect-hz 440]
 
-Calling: registers, calls sip:NUMBER@DOMAIN, keeps the call up for --duration seconds once it
-is confirmed, hangs up (BYE) and waits for the end. With --expect-hangup the caller does not hang
-up: it waits up to --duration seconds after the answer for a BYE from the PBX (the callee hung
-up, or the PBX's admin API ended the call); none by then is a failure (it hangs up itself and
-exits 1). Answering: registers, waits for one call, rings (180) for --ring seconds, answers 200
-and keeps the call until a BYE arrives (--expect-hangup says the same explicitly); with --hangup
-it sends the BYE itself --duration seconds after the answer.
+Calling: registers, waits --call-delay seconds (default 0), calls sip:NUMBER@DOMAIN, keeps the
+call up for --duration seconds once it is confirmed, hangs up (BYE) and waits for the end. With
+--expect-hangup the caller does not hang up: it waits up to --duration seconds after the answer
+for a BYE from the PBX (the callee hung up, or the PBX's admin API ended the call); none by then
+is a failure (it hangs up itself and exits 1). Answering: registers, waits for one call, rings
+(180) for --ring seconds, answers 200 and keeps the call until a BYE arrives (--expect-hangup says
+the same explicitly); with --hangup it sends the BYE itself --duration seconds after the answer.
+Both unregister before they exit, unless --keep-registration: then they leave without a word (no
+un-REGISTER, as a phone that loses power), and the binding stays until it expires.
 Both sides play a sine tone of --tone Hz (a WAV generated into a temp file, looped with
 AudioMediaPlayer) into the call and record what they receive from it with AudioMediaRecorder
 into --record. No sound device is opened (null device); the conference bridge still runs on its
@@ -70,6 +72,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 import struct
 import sys
 import tempfile
@@ -345,7 +348,7 @@ def run_phone(a):
     ep.libInit(cfg)
     public = a.public_address or a.bind
     tcfg = pj.TransportConfig()
-    tcfg.port = 0
+    tcfg.port = a.port
     tcfg.boundAddress = a.bind
     tcfg.publicAddress = public
     ttype = pj.PJSIP_TRANSPORT_UDP if a.transport == "udp" else pj.PJSIP_TRANSPORT_TCP
@@ -398,6 +401,7 @@ def run_phone(a):
     if acc.code == 200:
         say("registered")
         if a.call:
+            pump(time.time() + a.call_delay)
             call = Call(acc)
             prm = pj.CallOpParam(True)
             try:
@@ -472,6 +476,15 @@ def run_phone(a):
         call.player = None
     if a.record and os.path.exists(a.record):
         say("recorded %s %d" % (a.record, os.path.getsize(a.record)))
+    if a.keep_registration:
+        # pjsua unregisters when the account or the library goes: leave before either does.
+        if not outcome["ok"]:
+            say("error %s" % outcome["why"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # (os._exit skips the temporary folder's clean-up.)
+        shutil.rmtree(os.path.dirname(a.tone_file), ignore_errors=True)
+        os._exit(0 if outcome["ok"] else 1)
     try:
         acc.setRegistration(False)
         pump(time.time() + 0.5)
@@ -511,7 +524,27 @@ def main():
         help="do not hang up: the call must end with a BYE from the PBX within --duration",
     )
     ap.add_argument("--hangup", action="store_true", help="callee: hang up after --duration")
+    ap.add_argument(
+        "--call-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="caller: seconds to wait between the registration and the call",
+    )
+    ap.add_argument(
+        "--keep-registration",
+        action="store_true",
+        help="exit without unregistering (a phone that loses power): the binding stays until it "
+        "expires",
+    )
     ap.add_argument("--bind", default="127.0.0.1", help="address SIP and media sockets bind to")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="SIP port to bind (default: any free one); a phone started again on the same port "
+        "is the same device to the PBX",
+    )
     ap.add_argument(
         "--public-address",
         metavar="IP",

@@ -13,8 +13,9 @@
 //!
 //! The script's options are passed through as `args`; the ones tests use most: `--call N` /
 //! `--answer`, `--duration S`, `--expect-hangup`, `--tone HZ`, `--record WAV`, `--bind IP`,
-//! `--public-address IP` (a phone behind NAT), `--codec PCMU`. Needs `python3` with the pip
-//! package `pjsua2-python` (`scripts/install-deps.sh test`).
+//! `--port N` (the same device when started again), `--public-address IP` (a phone behind NAT),
+//! `--codec PCMU`, `--call-delay S`, `--keep-registration` (exit without unregistering). Needs
+//! `python3` with the pip package `pjsua2-python` (`scripts/install-deps.sh test`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

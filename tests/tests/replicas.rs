@@ -14,16 +14,17 @@
 
 use kubepbx_api::replicas::ReplicaKind;
 use kubepbx_api::store::etcd::testing::EtcdServer;
-use kubepbx_api::store::{EtcdOptions, EtcdStore};
+use kubepbx_api::store::{EtcdOptions, EtcdStore, ReplicaMap};
 use kubepbx_tests::cluster::{ClusterConfig, Replica, log_dir};
 use kubepbx_tests::{
-    ExtensionOpts, Phone, UdpBalancer, analyse, default_password, kubepbx_binary, wait_until,
-    write_extension,
+    ExtensionOpts, Phone, UdpBalancer, analyse, default_password, free_udp_port, kubepbx_binary,
+    wait_until, write_extension,
 };
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 const DOMAIN: &str = "pbx.example.com";
 const CALLER_IP: &str = "127.0.0.2";
@@ -35,13 +36,90 @@ const C: usize = 2;
 const REGISTER_WAIT: Duration = Duration::from_secs(15);
 /// For a phone to finish: the script's own --timeout (30 s) plus its shutdown.
 const PHONE_WAIT: Duration = Duration::from_secs(40);
+/// How long etcd is away in `registrars_ride_out_an_etcd_outage`.
+const OUTAGE: Duration = Duration::from_secs(10);
+/// For a registrar to find etcd again (its retries back off up to 5 s).
+const RECOVERY: Duration = Duration::from_secs(10);
 
+/// Dropped in field order: the replicas go before etcd (so they do not log its loss) and the
+/// log folder last.
 struct Cluster {
-    _etcd: EtcdServer,
-    dir: tempfile::TempDir,
-    lb: UdpBalancer,
+    registry: Registry,
     registrars: Vec<Replica>,
     media: Vec<Replica>,
+    lb: UdpBalancer,
+    etcd: EtcdServer,
+    dir: tempfile::TempDir,
+}
+
+/// The test's own view of the replica registry (`replicas/`): an [`EtcdStore`] following both
+/// kinds on a runtime of its own, so the maps stay current between the test's steps.
+struct Registry {
+    registrars: watch::Receiver<ReplicaMap>,
+    media: watch::Receiver<ReplicaMap>,
+    _store: EtcdStore,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Registry {
+    fn follow(etcd: &str, prefix: &str) -> Registry {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (store, registrars, media) = runtime.block_on(async {
+            let options = EtcdOptions {
+                prefix: prefix.to_owned(),
+                ..EtcdOptions::default()
+            };
+            let store = EtcdStore::connect(&[etcd.to_owned()], options)
+                .await
+                .unwrap();
+            let registrars = store.replicas(ReplicaKind::Registrar).await.unwrap();
+            let media = store.replicas(ReplicaKind::Media).await.unwrap();
+            (store, registrars, media)
+        });
+        Registry {
+            registrars,
+            media,
+            _store: store,
+            runtime,
+        }
+    }
+
+    /// The ids announced under `replicas/{kind}/` now.
+    fn ids(&self, kind: ReplicaKind) -> Vec<String> {
+        let map = match kind {
+            ReplicaKind::Registrar => &self.registrars,
+            ReplicaKind::Media => &self.media,
+        };
+        map.borrow().keys().cloned().collect()
+    }
+
+    fn lists(&self, kind: ReplicaKind, id: &str) -> bool {
+        self.ids(kind).iter().any(|i| i == id)
+    }
+
+    /// Waits up to `timeout` until `n` replicas of `kind` are announced.
+    fn wait_for(&self, kind: ReplicaKind, n: usize, timeout: Duration) -> bool {
+        let mut seen = match kind {
+            ReplicaKind::Registrar => self.registrars.clone(),
+            ReplicaKind::Media => self.media.clone(),
+        };
+        self.runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + timeout;
+            while seen.borrow_and_update().len() < n {
+                if tokio::time::timeout_at(deadline, seen.changed())
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            true
+        })
+    }
 }
 
 impl Cluster {
@@ -94,42 +172,48 @@ impl Cluster {
             .collect();
         lb.set_backends(registrars.iter().map(Replica::sip_addr).collect());
         let cluster = Cluster {
-            _etcd: etcd,
-            dir,
-            lb,
+            registry: Registry::follow(&cluster_etcd, prefix),
             registrars,
             media,
+            lb,
+            etcd,
+            dir,
         };
         // Every replica is announced (each registrar's watch follows within milliseconds).
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let options = EtcdOptions {
-                prefix: prefix.to_owned(),
-                ..EtcdOptions::default()
-            };
-            let store = EtcdStore::connect(std::slice::from_ref(&cluster_etcd), options)
-                .await
-                .unwrap();
-            for (kind, n) in [
-                (ReplicaKind::Registrar, cluster.registrars.len()),
-                (ReplicaKind::Media, cluster.media.len()),
-            ] {
-                let mut seen = store.replicas(kind).await.unwrap();
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while seen.borrow_and_update().len() < n {
-                    assert!(
-                        tokio::time::timeout_at(deadline, seen.changed())
-                            .await
-                            .is_ok(),
-                        "{n} {kind} replicas announced"
-                    );
-                }
-            }
-        });
+        for (kind, n) in [
+            (ReplicaKind::Registrar, cluster.registrars.len()),
+            (ReplicaKind::Media, cluster.media.len()),
+        ] {
+            assert!(
+                cluster.registry.wait_for(kind, n, Duration::from_secs(10)),
+                "{n} {kind} replicas announced"
+            );
+        }
         cluster
+    }
+
+    /// A pjsua2 phone of `ext` behind the balancer (see [`Phone::start_at`]).
+    fn phone(&self, name: &str, ext: &str, args: &[&str]) -> Phone {
+        Phone::start_at(self.lb.front(), DOMAIN, self.dir(), name, ext, args).unwrap()
+    }
+
+    /// Waits until `check` holds for the contacts of `ext` every registrar lists; panics with
+    /// the report otherwise.
+    fn wait_listed(&self, ext: &str, check: impl Fn(&[Value]) -> bool, phones: &[&Phone]) {
+        for r in &self.registrars {
+            assert!(
+                wait_until(REGISTER_WAIT, || check(&registrations(r, ext))),
+                "{} lists {ext} as {:?}\n{}",
+                r.id(),
+                registrations(r, ext),
+                self.report(phones)
+            );
+        }
+    }
+
+    /// Waits until every registrar lists exactly one contact of `ext`, for which `check` holds.
+    fn wait_listed_once(&self, ext: &str, check: impl Fn(&Value) -> bool, phones: &[&Phone]) {
+        self.wait_listed(ext, |l| l.len() == 1 && check(&l[0]), phones);
     }
 
     fn dir(&self) -> &Path {
@@ -334,4 +418,446 @@ fn a_call_routed_by_one_replica_reaches_a_phone_registered_on_another() {
         "{:?}\n{ctx}",
         cluster.registrars[C].api_get("/api/v1/cdrs")
     );
+}
+
+/// Options of a callee that answers one call playing 880 Hz and records into `<name>.wav`,
+/// bound to [`CALLEE_IP`], then `extra`.
+fn answering(dir: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--answer",
+        "--tone",
+        "880",
+        "--record",
+        &wav(dir, name),
+        "--bind",
+        CALLEE_IP,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Options of a caller of 1002 playing 440 Hz, recording into `<name>.wav`, bound to
+/// [`CALLER_IP`], then `extra`.
+fn calling(dir: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--call",
+        "1002",
+        "--tone",
+        "440",
+        "--record",
+        &wav(dir, name),
+        "--bind",
+        CALLER_IP,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Waits for both phones of a call; both must have ended well, and each must have heard the
+/// other's tone (the caller 880 Hz, the callee 440 Hz).
+fn assert_talked(cluster: &Cluster, caller: &mut Phone, callee: &mut Phone) {
+    let first = caller.wait(PHONE_WAIT);
+    let second = callee.wait(Duration::from_secs(10));
+    let ctx = cluster.report(&[caller, callee]);
+    assert!(
+        first.is_some_and(|s| s.success()),
+        "caller: {first:?}\n{ctx}"
+    );
+    assert!(
+        second.is_some_and(|s| s.success()),
+        "callee: {second:?}\n{ctx}"
+    );
+    for (phone, hz) in [(&*caller, 880), (&*callee, 440)] {
+        let path = cluster.dir().join(format!("{}.wav", phone.name()));
+        let a = analyse(&path, hz).unwrap();
+        assert!(
+            a.ok,
+            "{} should hear {hz} Hz: {}\n{ctx}",
+            phone.name(),
+            a.text
+        );
+    }
+}
+
+/// `sessionsStarted` of each media replica that answers.
+fn sessions_started(cluster: &Cluster) -> Vec<Option<u64>> {
+    cluster
+        .media
+        .iter()
+        .map(|m| {
+            m.api_get("/v1/metrics")
+                .ok()
+                .and_then(|v| v["sessionsStarted"].as_u64())
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_registrar_s_phones_stay_reachable_and_its_restart_duplicates_nothing() {
+    let mut cluster = Cluster::start(3, 2);
+    let dir = cluster.dir().to_owned();
+    cluster.lb.pin(ip(CALLEE_IP), B);
+    cluster.lb.pin(ip(CALLER_IP), A);
+
+    // 1002 registers through b (and stays registered when its phone exits).
+    let port = free_udp_port().unwrap().to_string();
+    let args = answering(
+        &dir,
+        "callee",
+        &["--port", &port, "--keep-registration", "--timeout", "45"],
+    );
+    let mut callee = cluster.phone("callee", "1002", &strs(&args));
+    cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[&callee]);
+    let source = registrations(&cluster.registrars[A], "1002")[0]["source"].clone();
+
+    // b crashes. a and c keep its binding, owner and all.
+    cluster.registrars[B].kill().unwrap();
+    let killed = Instant::now();
+    let kept = |cluster: &Cluster| {
+        for r in [&cluster.registrars[A], &cluster.registrars[C]] {
+            let listed = registrations(r, "1002");
+            assert!(
+                listed.len() == 1 && listed[0]["replica"] == "b" && listed[0]["source"] == source,
+                "{} lists 1002 as {listed:?}",
+                r.id()
+            );
+        }
+    };
+    kept(&cluster);
+    // While b is still announced (its lease runs 10 s), requests for its flows go to its
+    // internal address and are lost; once it is gone they go to the phone directly.
+    assert!(
+        wait_until(Duration::from_secs(15), || !cluster
+            .registry
+            .lists(ReplicaKind::Registrar, "b")),
+        "b is still announced {:?} after its death",
+        killed.elapsed()
+    );
+    eprintln!("b left the registry {:?} after SIGKILL", killed.elapsed());
+    kept(&cluster);
+
+    // The balancer now sends 1002's packets to c (b's endpoint is gone), but keeps the path b
+    // used, the address in the binding.
+    cluster.lb.pin(ip(CALLEE_IP), C);
+    let args = calling(&dir, "caller", &["--keep-registration", "--duration", "2"]);
+    let mut caller = cluster.phone("caller", "1001", &strs(&args));
+    assert_talked(&cluster, &mut caller, &mut callee);
+    let ctx = cluster.report(&[&caller, &callee]);
+    let invites = cluster.lb.relayed(ip(CALLER_IP), false, "INVITE ");
+    assert!(
+        !invites.is_empty() && invites.iter().all(|r| r.backend == A),
+        "1001's INVITEs go to a\n{ctx}"
+    );
+    let delivered = cluster.lb.relayed(ip(CALLEE_IP), true, "INVITE ");
+    assert!(
+        !delivered.is_empty() && delivered.iter().all(|r| r.backend == B),
+        "a sends the INVITE straight to the binding's address, b's path\n{ctx}"
+    );
+    let answers = cluster.lb.relayed(ip(CALLEE_IP), false, "SIP/2.0 200 ");
+    assert!(
+        !answers.is_empty() && answers.iter().all(|r| r.backend == C),
+        "1002's answer reaches c, which passes it to a\n{ctx}"
+    );
+    let byes = cluster.lb.relayed(ip(CALLEE_IP), true, "BYE ");
+    assert!(
+        !byes.is_empty() && byes.iter().all(|r| r.backend == B),
+        "the BYE takes the same path\n{ctx}"
+    );
+
+    // b comes back: one binding per phone on every replica, b's own included.
+    cluster.registrars[B].start_again().unwrap();
+    cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[]);
+    cluster.wait_listed_once("1001", |b| b["replica"] == "a", &[]);
+
+    // The phone starts again (same address) and registers through b: its binding is renewed,
+    // not doubled.
+    cluster.lb.pin(ip(CALLEE_IP), B);
+    let before = registrations(&cluster.registrars[A], "1002")[0]["expiresIn"]
+        .as_u64()
+        .unwrap();
+    let again = cluster.phone(
+        "callee-again",
+        "1002",
+        &[
+            "--answer",
+            "--bind",
+            CALLEE_IP,
+            "--port",
+            &port,
+            "--timeout",
+            "20",
+        ],
+    );
+    cluster.wait_listed_once(
+        "1002",
+        |b| {
+            b["replica"] == "b"
+                && b["source"] == source
+                && b["expiresIn"].as_u64().is_some_and(|e| e > before)
+        },
+        &[&again],
+    );
+    cluster.wait_listed_once("1001", |b| b["replica"] == "a", &[&again]);
+}
+
+#[test]
+fn a_killed_media_replica_gets_no_new_calls() {
+    let mut cluster = Cluster::start(2, 2);
+    let dir = cluster.dir().to_owned();
+    cluster.lb.pin(ip(CALLEE_IP), B);
+    cluster.lb.pin(ip(CALLER_IP), A);
+    let args = answering(&dir, "callee", &[]);
+    let mut callee = cluster.phone("callee", "1002", &strs(&args));
+    cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[&callee]);
+
+    // Both media replicas are idle, so m0 (the lower id) would get the next call. It crashes;
+    // its announcement lives on for up to 10 s.
+    assert_eq!(sessions_started(&cluster), [Some(0), Some(0)]);
+    cluster.media[0].kill().unwrap();
+    let killed = Instant::now();
+    let args = calling(&dir, "caller", &["--duration", "2"]);
+    let mut caller = cluster.phone("caller", "1001", &strs(&args));
+    assert!(
+        callee.wait_for_line("incoming call", PHONE_WAIT),
+        "no call reached 1002\n{}",
+        cluster.report(&[&caller, &callee])
+    );
+    // The call was placed while m0 was still announced: a's pool skipped it at once.
+    let announced = cluster.registry.lists(ReplicaKind::Media, "m0");
+    let placed_after = killed.elapsed();
+    assert_talked(&cluster, &mut caller, &mut callee);
+    let ctx = cluster.report(&[&caller, &callee]);
+    assert!(
+        announced,
+        "m0 had left the registry when the call was placed ({placed_after:?} after its death): \
+         the test did not exercise the failover\n{ctx}"
+    );
+    assert_eq!(
+        sessions_started(&cluster),
+        [None, Some(1)],
+        "the call went to m1\n{ctx}"
+    );
+    assert!(
+        cluster.registrars[A]
+            .log()
+            .lines()
+            .any(|l| l.contains("trying the next one") && l.contains("replica=m0")),
+        "a tried m0 first, then m1\n{ctx}"
+    );
+    eprintln!("the call was placed on m1 {placed_after:?} after m0's death");
+}
+
+#[test]
+fn registrars_ride_out_an_etcd_outage() {
+    let mut cluster = Cluster::start(3, 2);
+    let dir = cluster.dir().to_owned();
+    cluster.lb.pin(ip(CALLEE_IP), B);
+    cluster.lb.pin(ip(CALLER_IP), A);
+
+    // 1002 registers through b, 1001 through a; the caller waits before it calls.
+    let args = answering(&dir, "callee", &["--keep-registration"]);
+    let mut callee = cluster.phone("callee", "1002", &strs(&args));
+    cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[&callee]);
+    let args = calling(
+        &dir,
+        "caller",
+        &[
+            "--keep-registration",
+            "--duration",
+            "2",
+            "--call-delay",
+            "3",
+        ],
+    );
+    let mut caller = cluster.phone("caller", "1001", &strs(&args));
+    cluster.wait_listed_once("1001", |b| b["replica"] == "a", &[&caller, &callee]);
+
+    // etcd goes away.
+    cluster.etcd.stop();
+    let stopped = Instant::now();
+    assert!(
+        !caller.has_line("call state"),
+        "the call started before etcd stopped (raise --call-delay)\n{}",
+        cluster.report(&[&caller, &callee])
+    );
+    for r in &cluster.registrars {
+        let mut last = None;
+        let unready = wait_until(Duration::from_secs(5), || {
+            last = r.get_status("/readyz").ok();
+            last.as_ref()
+                .is_some_and(|(code, body)| *code == 503 && body.contains("etcd"))
+        });
+        assert!(
+            unready,
+            "{}'s /readyz during the outage: {last:?}\n{}",
+            r.id(),
+            cluster.report(&[&caller, &callee])
+        );
+    }
+    eprintln!(
+        "every registrar reported etcd unreachable {:?} after it stopped",
+        stopped.elapsed()
+    );
+
+    // The registered phones talk meanwhile.
+    assert_talked(&cluster, &mut caller, &mut callee);
+    let talked = stopped.elapsed();
+    assert!(
+        talked < OUTAGE,
+        "the call ended {talked:?} after etcd stopped, after the outage"
+    );
+    eprintln!("the call ended {talked:?} into the outage");
+    for r in &cluster.registrars {
+        for (ext, owner) in [("1001", "a"), ("1002", "b")] {
+            let listed = registrations(r, ext);
+            assert!(
+                listed.len() == 1 && listed[0]["replica"] == owner,
+                "{} lists {ext} as {listed:?} during the outage",
+                r.id()
+            );
+        }
+    }
+
+    // Another phone of 1002 registers through c meanwhile: c answers from memory and keeps the
+    // write until etcd is back.
+    cluster.lb.pin(ip(CALLEE_IP), C);
+    let callee_again = cluster.phone(
+        "callee-again",
+        "1002",
+        &["--answer", "--bind", CALLEE_IP, "--timeout", "30"],
+    );
+    let through_c =
+        |r: &Replica, ext: &str| registrations(r, ext).iter().any(|b| b["replica"] == "c");
+    assert!(
+        wait_until(REGISTER_WAIT, || through_c(&cluster.registrars[C], "1002")),
+        "1002 did not register through c during the outage\n{}",
+        cluster.report(&[&callee_again])
+    );
+    let talked = stopped.elapsed();
+    assert!(
+        talked < OUTAGE,
+        "the registration ended {talked:?} after etcd stopped, after the outage"
+    );
+    std::thread::sleep(OUTAGE - talked);
+    for r in cluster
+        .registrars
+        .iter_mut()
+        .chain(cluster.media.iter_mut())
+    {
+        assert!(r.is_running(), "{} exited during the outage", r.id());
+    }
+    for r in &cluster.registrars {
+        let (code, body) = r.get_status("/readyz").unwrap();
+        assert!(
+            code == 503 && body.contains("etcd"),
+            "{}'s /readyz at the end of the outage: {code} {body}",
+            r.id()
+        );
+    }
+    for r in [&cluster.registrars[A], &cluster.registrars[B]] {
+        assert!(
+            !through_c(r, "1002"),
+            "{} learnt of c's binding without etcd",
+            r.id()
+        );
+    }
+
+    // etcd is back: every registrar is ready again within seconds.
+    cluster.etcd.restart().unwrap();
+    let back = Instant::now();
+    for r in &cluster.registrars {
+        assert!(
+            wait_until(RECOVERY, || r.is_ready()),
+            "{} not ready {RECOVERY:?} after etcd came back: {:?}",
+            r.id(),
+            r.get_status("/readyz")
+        );
+    }
+    eprintln!(
+        "every registrar was ready {:?} after etcd came back",
+        back.elapsed()
+    );
+
+    // Another phone of 1001 registers, through c: every replica learns it, and the one of 1002
+    // that registered during the outage; the first phones' bindings stay.
+    cluster.lb.pin(ip(CALLER_IP), C);
+    let caller_again = cluster.phone(
+        "caller-again",
+        "1001",
+        &["--answer", "--bind", CALLER_IP, "--timeout", "20"],
+    );
+    let phones = [&callee_again, &caller_again];
+    assert!(
+        wait_until(REGISTER_WAIT, || through_c(&cluster.registrars[C], "1001")),
+        "1001 did not register through c\n{}",
+        cluster.report(&phones)
+    );
+    let registered = Instant::now();
+    let owners = |l: &[Value]| {
+        let mut owners: Vec<String> = l
+            .iter()
+            .filter_map(|b| b["replica"].as_str().map(str::to_owned))
+            .collect();
+        owners.sort_unstable();
+        owners
+    };
+    cluster.wait_listed("1001", |l| owners(l) == ["a", "c"], &phones);
+    cluster.wait_listed("1002", |l| owners(l) == ["b", "c"], &phones);
+    eprintln!(
+        "1001 registered through c {:?} after etcd came back; every replica listed both new \
+         bindings {:?} later",
+        registered - back,
+        registered.elapsed()
+    );
+    for r in cluster
+        .registrars
+        .iter_mut()
+        .chain(cluster.media.iter_mut())
+    {
+        assert!(r.is_running(), "{} exited", r.id());
+    }
+}
+
+#[test]
+fn sigterm_stops_a_registrar_gracefully() {
+    let mut cluster = Cluster::start(2, 1);
+    let started = Instant::now();
+    let status = cluster.registrars[B]
+        .terminate(Duration::from_secs(10))
+        .unwrap();
+    let exited = started.elapsed();
+    assert!(
+        status.success(),
+        "b exited with {status:?}\n{}",
+        cluster.report(&[])
+    );
+    assert!(exited < Duration::from_secs(3), "b took {exited:?} to stop");
+    assert!(
+        wait_until(Duration::from_secs(1), || !cluster
+            .registry
+            .lists(ReplicaKind::Registrar, "b")),
+        "b is still announced {:?} after SIGTERM\n{}",
+        started.elapsed(),
+        cluster.report(&[])
+    );
+    eprintln!(
+        "b exited {exited:?} after SIGTERM and left the registry {:?} after it",
+        started.elapsed()
+    );
+    assert_eq!(
+        cluster.registry.ids(ReplicaKind::Registrar),
+        ["a"],
+        "a stays"
+    );
+    assert!(cluster.registrars[A].is_ready());
 }

@@ -9,7 +9,9 @@
 //!   carries the peer's index and the owner's flow id ([`REMOTE`]) — so transactions, CANCEL
 //!   and in-dialog routing work unchanged. On its way out ([`Endpoint::poll_transmit`]) such a
 //!   request gets `Route: <sip:{owner-internal};lr;kpf={flow token}>` on top and goes to the
-//!   owner's internal address. When the owner is gone, a UDP contact is tried directly.
+//!   owner's internal address. When the owner is gone, a UDP contact is tried directly; the
+//!   phone answers through the load balancer, which may lead to another replica: that one
+//!   passes the response to the sender, whom the salt of the branch names.
 //! - **The stateless hop.** A request arriving on the internal socket with a `kpf` Route is
 //!   passed on by its owner without any state: the Route is popped, a `Via` is pushed whose
 //!   branch is a signed token of the flow the request came from (`z9hG4bK-kps…`), and the
@@ -41,6 +43,9 @@ pub const REMOTE: FlowId = 1 << 62;
 const INDEX_BITS: FlowId = (1 << 30) - 1;
 /// Branch prefix of the stateless hop's `Via`.
 pub(super) const HOP_BRANCH: &str = "z9hG4bK-kps";
+/// Branch prefix of the proxy's own requests: `z9hG4bK-kp{salt:x}-…`, the salt naming the
+/// replica (hex digits, so never the hop's `kps`).
+const PROXY_BRANCH: &str = "z9hG4bK-kp";
 /// Route parameter naming the flow a request is for.
 const FLOW_PARAM: &str = "kpf=";
 /// Record-Route parameter naming the call's owner.
@@ -65,6 +70,8 @@ pub(super) struct Cluster {
     live: HashMap<String, SocketAddr>,
     /// Live peers by internal address (to accept internal SIP).
     by_addr: HashMap<SocketAddr, String>,
+    /// Live peers by the salt of their branches (to pass back responses meant for them).
+    by_salt: HashMap<u32, String>,
     /// Every peer id ever seen, by the index remote flow ids carry.
     ids: Vec<String>,
     index: HashMap<String, FlowId>,
@@ -78,6 +85,7 @@ impl Cluster {
             codec,
             live: HashMap::new(),
             by_addr: HashMap::new(),
+            by_salt: HashMap::new(),
             ids: Vec::new(),
             index: HashMap::new(),
         }
@@ -143,6 +151,7 @@ impl Endpoint {
     /// addresses); this replica's own id is ignored.
     pub fn set_peers(&mut self, peers: impl IntoIterator<Item = (String, SocketAddr)>) {
         let me = self.config.replica.clone();
+        let secret = self.config.secret;
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -151,6 +160,11 @@ impl Endpoint {
             .live
             .iter()
             .map(|(id, addr)| (*addr, id.clone()))
+            .collect();
+        cluster.by_salt = cluster
+            .live
+            .keys()
+            .map(|id| (super::tag_salt(&secret, id), id.clone()))
             .collect();
     }
 
@@ -337,6 +351,38 @@ impl Endpoint {
         );
         self.stats.hops += 1;
         self.transmits.push_back(Transmit { flow: to, bytes });
+    }
+
+    /// A response to a request a live peer sent itself (to a phone whose flow's owner had died,
+    /// so straight to the phone): the phone answered through the load balancer, which led here
+    /// instead of to the sender. Passed to the sender, whom the branch's salt names. Returns
+    /// `false` for other responses (this replica's own, or the sender is not a live peer).
+    pub(super) fn response_for_peer(&mut self, response: &Response) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let Some(salt) = top_branch(&response.headers).and_then(|branch| {
+            let rest = branch.strip_prefix(PROXY_BRANCH)?;
+            u32::from_str_radix(rest.split('-').next()?, 16).ok()
+        }) else {
+            return false;
+        };
+        if salt == self.tag_salt {
+            return false;
+        }
+        let Some(&internal) = cluster
+            .by_salt
+            .get(&salt)
+            .and_then(|id| cluster.live.get(id))
+        else {
+            return false;
+        };
+        self.stats.hops += 1;
+        self.transmits.push_back(Transmit {
+            flow: Flow::internal(internal),
+            bytes: forward::response_unchanged(response),
+        });
+        true
     }
 
     /// A response whose top Via is a stateless hop's: passed back on the flow its branch names.
@@ -580,6 +626,34 @@ mod tests {
             ..binding_on_b()
         };
         assert_eq!(c.flow_to(&tcp), None, "a stream flow dies with its owner");
+    }
+
+    #[test]
+    fn a_response_for_a_peer_s_own_request_goes_back_to_the_peer() {
+        // b sent a request straight to a phone (its flow's owner had died); the phone's answer
+        // came back through the load balancer to c.
+        let key = [9; 32];
+        let mut c = replica("c", key);
+        let response = |sender: &str| {
+            format!(
+                "SIP/2.0 180 Ringing\r\n\
+                 Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-kp{:x}-2-3\r\n\
+                 From: <sip:1001@pbx.example.com>;tag=a\r\nTo: <sip:1002@pbx.example.com>;tag=b\r\n\
+                 Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+                super::super::tag_salt(&key, sender)
+            )
+        };
+        c.handle_packet(now(), Flow::udp(addr(PHONE)), Bytes::from(response("b")));
+        let back = c.poll_transmit().unwrap_or_else(|| panic!("passed to b"));
+        assert_eq!(back.flow, Flow::internal(internal("b")));
+        assert!(String::from_utf8_lossy(&back.bytes).starts_with("SIP/2.0 180 Ringing\r\n"));
+
+        // Its own (stray) responses, and those of replicas that are not live peers, stay here.
+        c.handle_packet(now(), Flow::udp(addr(PHONE)), Bytes::from(response("c")));
+        c.handle_packet(now(), Flow::udp(addr(PHONE)), Bytes::from(response("x")));
+        c.set_peers([]);
+        c.handle_packet(now(), Flow::udp(addr(PHONE)), Bytes::from(response("b")));
+        assert!(c.poll_transmit().is_none());
     }
 
     #[test]

@@ -132,21 +132,20 @@ pub struct Endpoint {
     next_housekeeping: Option<Instant>,
 }
 
+/// The salt of a replica's tags and branches. Replicas of a cluster share the secret: the
+/// replica id keeps their tags and branches apart (and tells a peer whose branch it is).
+pub(super) fn tag_salt(secret: &[u8; 32], replica: &str) -> u32 {
+    replica.bytes().fold(
+        u32::from_le_bytes([secret[0], secret[1], secret[2], secret[3]]),
+        |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193),
+    )
+}
+
 impl Endpoint {
     /// A new endpoint with an empty location view (call [`Self::load`] before serving).
     pub fn new(config: EndpointConfig) -> Self {
         let auth = Authenticator::new(config.secret, config.instance, config.nonce);
-        // Replicas of a cluster share the secret: the replica id keeps their tags and branches
-        // apart.
-        let tag_salt = config.replica.bytes().fold(
-            u32::from_le_bytes([
-                config.secret[0],
-                config.secret[1],
-                config.secret[2],
-                config.secret[3],
-            ]),
-            |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193),
-        );
+        let tag_salt = tag_salt(&config.secret, &config.replica);
         let cluster = config
             .cluster
             .as_ref()

@@ -537,7 +537,7 @@ impl Endpoint {
 
     /// A response from downstream.
     pub(super) fn handle_response(&mut self, now: Now, response: Response) {
-        if self.hop_response(now, &response) {
+        if self.hop_response(now, &response) || self.response_for_peer(&response) {
             return;
         }
         let Some(branch) = response
