@@ -164,6 +164,15 @@ pub fn response(resp: &Response, body: Option<(&str, &[u8])>) -> Option<Bytes> {
     })
 }
 
+/// The `branch` of the topmost `Via` of a message.
+pub fn top_branch(headers: &ezk_sip_types::Headers) -> Option<String> {
+    let via = headers.get_raw(&Name::VIA).next()?;
+    let first = split_values(via).into_iter().next()?;
+    first
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("branch=").map(str::to_owned))
+}
+
 /// The response as received (every `Via` kept), to hand it to another replica that will
 /// forward it itself.
 pub fn response_unchanged(resp: &Response) -> Bytes {

@@ -125,15 +125,6 @@ fn param<'a>(value: &'a str, param: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
-/// The topmost `Via` branch of a message.
-fn top_branch(headers: &ezk_sip_types::Headers) -> Option<String> {
-    let via = headers.get_raw(&Name::VIA).next()?;
-    let first = split_values(via).into_iter().next()?;
-    first
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("branch=").map(str::to_owned))
-}
-
 /// `bytes` (a request) with `Route: route` as its first header.
 fn with_route_on_top(bytes: &Bytes, route: &str) -> Option<Bytes> {
     let line_end = bytes.windows(2).position(|w| w == b"\r\n")? + 2;
@@ -325,7 +316,7 @@ impl Endpoint {
             self.stats.drop(DropReason::BadHop);
             return;
         }
-        let incoming = top_branch(&request.headers).unwrap_or_default();
+        let incoming = forward::top_branch(&request.headers).unwrap_or_default();
         let back = cluster.codec.flow(
             &FlowToken {
                 replica: self.config.replica.clone(),
@@ -353,74 +344,64 @@ impl Endpoint {
         self.transmits.push_back(Transmit { flow: to, bytes });
     }
 
-    /// A response to a request a live peer sent itself (to a phone whose flow's owner had died,
-    /// so straight to the phone): the phone answered through the load balancer, which led here
-    /// instead of to the sender. Passed to the sender, whom the branch's salt names. Returns
-    /// `false` for other responses (this replica's own, or the sender is not a live peer).
-    pub(super) fn response_for_peer(&mut self, response: &Response) -> bool {
+    /// A response that is not this replica's to handle as a proxy, by its top Via `branch`:
+    /// a stateless hop's (passed back on the flow the branch names), or one of a live peer's
+    /// own requests (the peer sent it straight to a phone whose flow's owner had died, and the
+    /// phone answered through the load balancer, which led here). Returns `false` for this
+    /// replica's own responses.
+    pub(super) fn cluster_response(&mut self, now: Now, branch: &str, response: &Response) -> bool {
+        if let Some(token) = branch.strip_prefix(HOP_BRANCH) {
+            self.hop_response(now, token, response);
+            return true;
+        }
         let Some(cluster) = &self.cluster else {
             return false;
         };
-        let Some(salt) = top_branch(&response.headers).and_then(|branch| {
-            let rest = branch.strip_prefix(PROXY_BRANCH)?;
-            u32::from_str_radix(rest.split('-').next()?, 16).ok()
-        }) else {
-            return false;
-        };
-        if salt == self.tag_salt {
-            return false;
+        let peer = branch
+            .strip_prefix(PROXY_BRANCH)
+            .and_then(|rest| u32::from_str_radix(rest.split('-').next()?, 16).ok())
+            .filter(|salt| *salt != self.tag_salt)
+            .and_then(|salt| cluster.by_salt.get(&salt).cloned());
+        match peer {
+            Some(peer) => {
+                self.pass_to_peer(&peer, response);
+                true
+            }
+            None => false,
         }
-        let Some(&internal) = cluster
-            .by_salt
-            .get(&salt)
-            .and_then(|id| cluster.live.get(id))
-        else {
-            return false;
-        };
-        self.stats.hops += 1;
-        self.transmits.push_back(Transmit {
-            flow: Flow::internal(internal),
-            bytes: forward::response_unchanged(response),
-        });
-        true
     }
 
-    /// A response whose top Via is a stateless hop's: passed back on the flow its branch names.
-    /// Returns `false` for other responses.
-    pub(super) fn hop_response(&mut self, now: Now, response: &Response) -> bool {
-        let Some(branch) = top_branch(&response.headers) else {
-            return false;
-        };
-        let Some(token) = branch.strip_prefix(HOP_BRANCH) else {
-            return false;
-        };
-        let Some(cluster) = &mut self.cluster else {
-            self.stats.drop(DropReason::BadHop);
-            return true;
-        };
-        let Some(back) = cluster.codec.open_flow(token) else {
-            self.stats.drop(DropReason::BadHop);
-            return true;
-        };
-        let me = back.replica == self.config.replica;
-        if !me {
-            // The response reached another replica than the hop (the phone's path moved): the
-            // hop passes it back itself.
-            match cluster.live.get(&back.replica) {
-                Some(&internal) => {
-                    self.stats.hops += 1;
-                    self.transmits.push_back(Transmit {
-                        flow: Flow::internal(internal),
-                        bytes: forward::response_unchanged(response),
-                    });
-                }
-                None => self.stats.drop(DropReason::BadHop),
+    /// Hands `response` unchanged to live peer `peer`, which forwards it itself.
+    fn pass_to_peer(&mut self, peer: &str, response: &Response) {
+        let internal = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.live.get(peer).copied());
+        match internal {
+            Some(internal) => {
+                self.stats.hops += 1;
+                self.transmits.push_back(Transmit {
+                    flow: Flow::internal(internal),
+                    bytes: forward::response_unchanged(response),
+                });
             }
-            return true;
+            None => self.stats.drop(DropReason::BadHop),
+        }
+    }
+
+    /// A response through a stateless hop (`token`: its branch after the prefix): passed back on
+    /// the flow the token names, or to the hop when it is another replica.
+    fn hop_response(&mut self, now: Now, token: &str, response: &Response) {
+        let back = self.cluster.as_ref().and_then(|c| c.codec.open_flow(token));
+        let Some(back) = back else {
+            return self.stats.drop(DropReason::BadHop);
+        };
+        if back.replica != self.config.replica {
+            // The phone's path moved: the hop passes it back itself.
+            return self.pass_to_peer(&back.replica, response);
         }
         let Some(bytes) = forward::response(response, None) else {
-            self.stats.drop(DropReason::BadHop);
-            return true;
+            return self.stats.drop(DropReason::BadHop);
         };
         self.stats.hops += 1;
         let internal = self.config.cluster.as_ref().map(|c| c.internal);
@@ -429,13 +410,12 @@ impl Endpoint {
             if let Ok(crate::message::Message::Response(next)) = crate::message::parse(bytes) {
                 self.handle_response(now, next);
             }
-            return true;
+            return;
         }
         self.transmits.push_back(Transmit {
             flow: back.flow,
             bytes,
         });
-        true
     }
 }
 

@@ -537,19 +537,12 @@ impl Endpoint {
 
     /// A response from downstream.
     pub(super) fn handle_response(&mut self, now: Now, response: Response) {
-        if self.hop_response(now, &response) || self.response_for_peer(&response) {
-            return;
-        }
-        let Some(branch) = response
-            .header(&Name::VIA)
-            .and_then(|v| split_values(v).first().map(|s| s.to_string()))
-            .and_then(|v| {
-                v.split(';')
-                    .find_map(|p| p.trim().strip_prefix("branch=").map(str::to_owned))
-            })
-        else {
+        let Some(branch) = forward::top_branch(&response.headers) else {
             return self.stats.drop(super::DropReason::StrayResponse);
         };
+        if self.cluster.is_some() && self.cluster_response(now, &branch, &response) {
+            return;
+        }
         let is_cancel = response
             .header(&Name::CSEQ)
             .is_some_and(|c| c.ends_with("CANCEL"));
