@@ -10,8 +10,11 @@
 
 use crate::etcd::EtcdArgs;
 use crate::net;
-use crate::serve::{bind_error, parse_media_timeout, parse_ports, shutdown_signal, stop_tasks};
-use anyhow::{Context, Result, bail};
+use crate::serve::{
+    bind_error, check_replica_id, parse_media_timeout, parse_ports, shutdown_signal, spawn_http,
+    stop_tasks,
+};
+use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -82,13 +85,7 @@ pub struct MediaArgs {
 
 /// Runs a media replica until SIGTERM or Ctrl-C.
 pub async fn run(args: MediaArgs) -> Result<()> {
-    if !replicas::is_valid_id(&args.replica_id) {
-        bail!(
-            "--replica-id {:?} is not a valid id: use 1-63 letters, digits, '-', '_' or '.' \
-             (in Kubernetes, the pod name)",
-            args.replica_id
-        );
-    }
+    check_replica_id(&args.replica_id)?;
     let store = args.etcd.connect().await?;
     if let Some(dir) = &args.recordings_dir {
         std::fs::create_dir_all(dir).with_context(|| {
@@ -146,14 +143,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
             .route("/readyz", get(readyz))
             .with_state(health),
     );
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "the control server stopped");
-        }
-    });
+    spawn_http(listener, app, &shutdown, &tasks);
     tasks.spawn(report_load(
         relay.clone(),
         Arc::clone(&announcement),

@@ -16,10 +16,12 @@
 use crate::etcd::EtcdArgs;
 use crate::media::ANNOUNCE_TTL;
 use crate::net;
-use crate::serve::{Identity, SipArgs, bind_error, shutdown_signal, stop_tasks};
+use crate::serve::{
+    Identity, SipArgs, bind_error, check_replica_id, shutdown_signal, spawn_http, stop_tasks,
+};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kubepbx_api::replicas::{self, ReplicaKind, ReplicaRecord};
+use kubepbx_api::replicas::{ReplicaKind, ReplicaRecord};
 use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
 use kubepbx_media::{MediaPool, MediaReplica};
 use kubepbx_registrar::http::{AppState, Readiness, router};
@@ -66,13 +68,7 @@ pub struct RegistrarArgs {
 /// Runs a registrar replica until SIGTERM or Ctrl-C.
 pub async fn run(args: RegistrarArgs) -> Result<()> {
     args.sip.check()?;
-    if !replicas::is_valid_id(&args.replica_id) {
-        bail!(
-            "--replica-id {:?} is not a valid id: use 1-63 letters, digits, '-', '_' or '.' \
-             (in Kubernetes, the pod name)",
-            args.replica_id
-        );
-    }
+    check_replica_id(&args.replica_id)?;
     if args.admin_token.len() < 16 {
         bail!(
             "--admin-token is too short: use at least 16 characters (e.g. `openssl rand -hex 24`)"
@@ -179,14 +175,7 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
             draining: Arc::clone(&draining),
         })),
     });
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
-    });
+    spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(
         replica = %args.replica_id,
         sip = %sip_addr,

@@ -181,6 +181,34 @@ pub fn split_host_port(text: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// Serves `app` on `listener` as a task on `tasks` until `shutdown`.
+pub fn spawn_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+}
+
+/// Rejects a `--replica-id` that cannot name a replica, naming the fix.
+pub fn check_replica_id(id: &str) -> Result<()> {
+    if !kubepbx_api::replicas::is_valid_id(id) {
+        bail!(
+            "--replica-id {id:?} is not a valid id: use 1-63 letters, digits, '-', '_' or '.' \
+             (in Kubernetes, the pod name)"
+        );
+    }
+    Ok(())
+}
+
 /// How long stopping may take before the remaining tasks are abandoned.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 

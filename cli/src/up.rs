@@ -9,7 +9,8 @@
 mod folder;
 
 use crate::serve::{
-    Identity, SipArgs, bind_error, parse_media_timeout, parse_ports, shutdown_signal, stop_tasks,
+    Identity, SipArgs, bind_error, parse_media_timeout, parse_ports, shutdown_signal, spawn_http,
+    stop_tasks,
 };
 use crate::{net, token};
 use anyhow::{Context, Result};
@@ -158,14 +159,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         recordings_dir: Some(recordings_dir),
         readiness: None,
     });
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
-    });
+    spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(
         sip = %sip_addr,
         http = %args.sip.http,
