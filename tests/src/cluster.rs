@@ -189,12 +189,35 @@ impl Replica {
         }
     }
 
-    /// Starts the process again with the same ports and flags; waits until it is ready.
+    /// Starts the process again with the same flags and, when they are still free, the same
+    /// ports; waits until it is ready. A port of the dead process may have been taken meanwhile
+    /// (by any program binding an ephemeral port): then the replica comes back on fresh ports,
+    /// as a restarted pod comes back on a new address ([`Self::sip_addr`] says which).
     pub fn start_again(&mut self) -> Result<()> {
         if self.child.is_some() {
             return Err(Error::Invalid(format!("{} is running", self.id)));
         }
-        self.launch()
+        let mut attempts = 0;
+        loop {
+            match self.launch() {
+                Err(Error::Exited { log, .. })
+                    if log.contains("Address already in use") && attempts < 3 =>
+                {
+                    attempts += 1;
+                    self.fresh_ports()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn fresh_ports(&mut self) -> Result<()> {
+        self.http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        if self.role == Role::Registrar {
+            self.sip = Some(SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()?)));
+            self.internal = Some(SocketAddr::from(([127, 0, 0, 1], free_udp_port()?)));
+        }
+        Ok(())
     }
 
     fn command(&self) -> Result<Command> {

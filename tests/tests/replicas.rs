@@ -576,6 +576,10 @@ fn a_killed_registrar_s_phones_stay_reachable_and_its_restart_duplicates_nothing
 
     // b comes back: one binding per phone on every replica, b's own included.
     cluster.registrars[B].start_again().unwrap();
+    // (It may be back on other ports: the balancer follows, as a Service follows a new pod.)
+    cluster
+        .lb
+        .set_backends(cluster.registrars.iter().map(Replica::sip_addr).collect());
     cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[]);
     cluster.wait_listed_once("1001", |b| b["replica"] == "a", &[]);
 
