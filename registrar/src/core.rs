@@ -82,7 +82,10 @@ pub(crate) enum Inbound {
 #[derive(Debug)]
 pub(crate) enum Query {
     Extensions(oneshot::Sender<Vec<ExtensionView>>),
-    Registrations(oneshot::Sender<Vec<RegistrationView>>),
+    Registrations(
+        views::RegistrationFilter,
+        oneshot::Sender<Vec<RegistrationView>>,
+    ),
     Metrics(oneshot::Sender<MetricsSnapshot>),
     Calls(oneshot::Sender<Vec<CallView>>),
     Cdrs(oneshot::Sender<Vec<CdrView>>),
@@ -288,8 +291,8 @@ impl Core {
             Query::Extensions(reply) => {
                 let _ = reply.send(views::extensions(location, wall));
             }
-            Query::Registrations(reply) => {
-                let _ = reply.send(views::registrations(location, wall));
+            Query::Registrations(filter, reply) => {
+                let _ = reply.send(views::registrations(location, wall, &filter));
             }
             Query::Metrics(reply) => {
                 let _ = reply.send(MetricsSnapshot {

@@ -3,7 +3,7 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /api/v1/extensions` | bearer | [`ExtensionView`](crate::views::ExtensionView)s |
-//! | `GET /api/v1/registrations` | bearer | [`RegistrationView`](crate::views::RegistrationView)s |
+//! | `GET /api/v1/registrations` | bearer | [`RegistrationView`](crate::views::RegistrationView)s, `?extension=&domain=` to select |
 //! | `GET /api/v1/calls` | bearer | live [`CallView`](crate::calls::CallView)s with media counters |
 //! | `DELETE /api/v1/calls/{id}` | bearer | hangs the call up: 204, 404 when there is no such call |
 //! | `GET /api/v1/cdrs` | bearer | finished calls, newest first ([`CdrView`](crate::calls::CdrView)) |
@@ -16,7 +16,9 @@
 //! Errors are RFC 9457 problem documents (`application/problem+json`).
 
 use crate::RegistrarHandle;
-use axum::extract::Path;
+use crate::views::RegistrationFilter;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -156,10 +158,22 @@ async fn extensions(State(state): State<AppState>) -> Result<Response, Problem> 
     Ok(Json(list).into_response())
 }
 
-async fn registrations(State(state): State<AppState>) -> Result<Response, Problem> {
+async fn registrations(
+    State(state): State<AppState>,
+    filter: Result<Query<RegistrationFilter>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(filter) = filter.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}; the query takes extension= and domain= (e.g. ?extension=1001)",
+                e.body_text()
+            ),
+        )
+    })?;
     let list = state
         .registrar
-        .registrations()
+        .registrations(filter)
         .await
         .ok_or_else(unavailable)?;
     Ok(Json(list).into_response())

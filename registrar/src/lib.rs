@@ -100,9 +100,12 @@ impl RegistrarHandle {
         self.ask(Query::Extensions).await
     }
 
-    /// Every live binding; `None` when the registrar stopped.
-    pub async fn registrations(&self) -> Option<Vec<RegistrationView>> {
-        self.ask(Query::Registrations).await
+    /// The live bindings `filter` selects; `None` when the registrar stopped.
+    pub async fn registrations(
+        &self,
+        filter: views::RegistrationFilter,
+    ) -> Option<Vec<RegistrationView>> {
+        self.ask(|reply| Query::Registrations(filter, reply)).await
     }
 
     /// Counters and gauges; `None` when the registrar stopped.

@@ -3,7 +3,7 @@
 //! Built by the drive loop from its location view on request, so the API always reads the same
 //! memory the registrar answers phones from.
 
-use kubepbx_api::records::{Failure, FailureReason};
+use kubepbx_api::records::{Failure, FailureReason, UserKey};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_sip::location::{CachedBinding, Location};
 use serde::Serialize;
@@ -135,10 +135,48 @@ pub fn extensions(location: &Location, now: UnixMillis) -> Vec<ExtensionView> {
     out
 }
 
-/// Every live binding, sorted by domain, number and contact.
-pub fn registrations(location: &Location, now: UnixMillis) -> Vec<RegistrationView> {
-    let mut out: Vec<RegistrationView> = location
-        .all_bindings()
+/// Which bindings `GET /api/v1/registrations` lists: `?extension=1001&domain=pbx.example.com`,
+/// either or both; none lists every binding.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationFilter {
+    /// Only this extension number (exact).
+    pub extension: Option<String>,
+    /// Only this domain (any case).
+    pub domain: Option<String>,
+}
+
+impl RegistrationFilter {
+    fn matches(&self, user: &str, domain: &str) -> bool {
+        self.extension.as_deref().is_none_or(|e| e == user)
+            && self
+                .domain
+                .as_deref()
+                .is_none_or(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// The live bindings `filter` selects, sorted by domain, number and contact. One extension in
+/// one domain is a lookup, not a walk over every binding.
+pub fn registrations(
+    location: &Location,
+    now: UnixMillis,
+    filter: &RegistrationFilter,
+) -> Vec<RegistrationView> {
+    let bindings: Box<dyn Iterator<Item = &CachedBinding>> =
+        match (&filter.extension, &filter.domain) {
+            (Some(user), Some(domain)) => Box::new(
+                location
+                    .bindings(&UserKey::new(domain.to_ascii_lowercase(), user.as_str()))
+                    .iter(),
+            ),
+            _ => Box::new(
+                location
+                    .all_bindings()
+                    .filter(|c| filter.matches(&c.binding.user, &c.binding.domain)),
+            ),
+        };
+    let mut out: Vec<RegistrationView> = bindings
         .filter(|c| c.is_live(now))
         .map(|c| RegistrationView {
             extension: c.binding.user.to_string(),

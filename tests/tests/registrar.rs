@@ -68,6 +68,31 @@ fn sipp_registers_with_digest_over_udp_and_tcp() {
         let expires = r["expiresIn"].as_u64().unwrap();
         assert!((3000..=3600).contains(&expires), "{r}");
     }
+    // The query selects: one extension in a domain, one extension anywhere, a domain.
+    let one = pbx
+        .api_get("/api/v1/registrations?extension=2007&domain=PBX.example.com")
+        .unwrap();
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one[0]["extension"], "2007");
+    assert_eq!(one[0]["transport"], "tcp");
+    let anywhere = pbx.api_get("/api/v1/registrations?extension=2002").unwrap();
+    assert_eq!(anywhere.as_array().unwrap().len(), 1, "{anywhere}");
+    let domain = pbx
+        .api_get("/api/v1/registrations?domain=pbx.example.com")
+        .unwrap();
+    assert_eq!(domain.as_array().unwrap().len(), 10);
+    let none = pbx
+        .api_get("/api/v1/registrations?extension=2007&domain=other.example.com")
+        .unwrap();
+    assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
+    let (status, body) = pbx
+        .api_get_status("/api/v1/registrations?user=2007", Some(pbx.token()))
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("unknown field `user`") && body.contains("extension="),
+        "{body}"
+    );
     let e = pbx.extension("2003").unwrap().unwrap();
     assert_eq!(e["registered"], true);
     assert_eq!(e["contacts"].as_array().unwrap().len(), 1);

@@ -253,13 +253,10 @@ fn ip(text: &str) -> IpAddr {
 /// The contacts `GET /api/v1/registrations` of `replica` lists for `ext`, with their owners.
 fn registrations(replica: &Replica, ext: &str) -> Vec<Value> {
     replica
-        .api_get("/api/v1/registrations")
+        .api_get(&format!("/api/v1/registrations?extension={ext}"))
         .ok()
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r["extension"] == ext)
-        .collect()
 }
 
 fn wav(dir: &Path, name: &str) -> String {
