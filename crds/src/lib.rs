@@ -11,8 +11,10 @@
 //! - [`store`]: the [`Store`](store::Store) trait — a batched write path and a watch — and its
 //!   embedded implementation used by `kubepbx up` and by tests.
 //! - [`replicas`]: the replica registry (`replicas/{kind}/{id}`): who is alive, where, how busy.
+//! - [`calls`]: calls in progress shared by the registrars (`calls/{id}`, `hangup/{id}`).
 //! - [`manifest`]: reading a folder of manifests (Extensions and Secrets) into extension records.
 
+pub mod calls;
 pub mod extension;
 pub mod ha1;
 pub mod keys;

@@ -57,11 +57,16 @@
 //! A value that does not decode (or names another record than its key) is skipped, counted
 //! ([`EtcdHealth::corrupt_values`]) and logged with its key, in snapshots and in the watch alike.
 
+mod calls;
+#[cfg(test)]
+mod calls_tests;
 mod decode;
 mod endpoint;
 mod failure;
+mod follow;
 mod health;
 mod lease;
+mod owned;
 mod plan;
 mod registry;
 #[cfg(test)]
@@ -73,7 +78,9 @@ pub mod testing;
 mod tests;
 mod watch;
 
+pub use follow::FollowedMap;
 pub use health::EtcdHealth;
+pub use owned::OwnedRecords;
 pub use registry::{Announcement, ReplicaMap};
 
 use super::{Snapshot, Store, StoreError, Subscription, Write};

@@ -20,7 +20,9 @@ pub mod etcd;
 mod contract;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
-pub use etcd::{Announcement, EtcdHealth, EtcdOptions, EtcdStore, ReplicaMap};
+pub use etcd::{
+    Announcement, EtcdHealth, EtcdOptions, EtcdStore, FollowedMap, OwnedRecords, ReplicaMap,
+};
 
 use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
 use crate::time::UnixMillis;

@@ -5,33 +5,30 @@
 //!   record when it changes, and writes it again on a new lease when etcd lost the old one (etcd
 //!   was unreachable longer than the TTL). [`Announcement::release`] revokes the lease: the
 //!   replica leaves the registry at once instead of at the end of its TTL.
-//! - [`EtcdStore::replicas`] follows every announcement of one kind: a read, then a watch; a
-//!   broken watch is re-opened with a fresh read, so a restarted etcd costs a moment, never a
-//!   stale registry. Undecodable announcements are skipped and counted as corrupt values.
+//! - [`Announcement::owned`] writes records that live as long as the replica on the same lease
+//!   (its calls, see [`super::owned`]).
+//! - [`EtcdStore::replicas`] follows every announcement of one kind ([`super::follow`]).
 //! - [`EtcdStore::cluster_key`] returns the 32 random bytes under `cluster/key`, created by the
 //!   first replica that asks (one transaction: create if absent, then read).
 
 use super::failure::{Failure, chain, classify};
+use super::follow::FollowedMap;
 use super::lease::BucketLease;
-use super::{EtcdStore, Shared, prefix_end};
+use super::owned::{OWNED_QUEUE, Owned, OwnedChange, OwnedRecords};
+use super::{EtcdStore, Shared};
 use crate::replicas::{ReplicaKind, ReplicaRecord, kind_prefix};
 use crate::store::StoreError;
-use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-};
-use std::collections::BTreeMap;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// The live replicas of one kind, by id.
-pub type ReplicaMap = Arc<BTreeMap<String, ReplicaRecord>>;
+pub type ReplicaMap = FollowedMap<ReplicaRecord>;
 
 /// Shortest announcement lease granted.
 const MIN_TTL: Duration = Duration::from_secs(2);
-/// Longest wait before a broken registry watch is re-opened.
-const MAX_RETRY: Duration = Duration::from_secs(5);
 /// How long [`Announcement::release`] waits for etcd.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -93,16 +90,24 @@ impl EtcdStore {
         self.shared.put_record(&key, &record, lease).await?;
         let (updates, rx) = watch::channel(record);
         let (stop, stop_rx) = oneshot::channel();
+        let (owned, owned_rx) = mpsc::channel(OWNED_QUEUE);
         let task = tokio::spawn(keep_announced(
-            Arc::clone(&self.shared),
-            key,
-            ttl,
-            lease,
+            Lease {
+                shared: Arc::clone(&self.shared),
+                key,
+                ttl,
+                id: lease,
+            },
             rx,
+            owned_rx,
             stop_rx,
         ));
         Ok(Announcement {
             updates,
+            owned: OwnedRecords {
+                tx: owned,
+                prefix: self.shared.options.prefix.clone(),
+            },
             stop: Some(stop),
             task: Some(task),
         })
@@ -114,16 +119,8 @@ impl EtcdStore {
         &self,
         kind: ReplicaKind,
     ) -> Result<watch::Receiver<ReplicaMap>, StoreError> {
-        let prefix = kind_prefix(&self.shared.options.prefix, kind);
-        let (map, revision) = self.shared.read_replicas(&prefix).await?;
-        let (tx, rx) = watch::channel(Arc::new(map));
-        self.spawn(follow_replicas(
-            Arc::clone(&self.shared),
-            prefix,
-            tx,
-            revision,
-        ));
-        Ok(rx)
+        self.follow(kind_prefix(&self.shared.options.prefix, kind))
+            .await
     }
 }
 
@@ -131,6 +128,7 @@ impl EtcdStore {
 #[derive(Debug)]
 pub struct Announcement {
     updates: watch::Sender<ReplicaRecord>,
+    owned: OwnedRecords,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -143,6 +141,12 @@ impl Announcement {
             change(record);
             *record != before
         });
+    }
+
+    /// Writes records that live as long as this replica (its calls) on the announcement's
+    /// lease.
+    pub fn owned(&self) -> OwnedRecords {
+        self.owned.clone()
     }
 
     /// The record as last set.
@@ -173,7 +177,7 @@ impl Drop for Announcement {
 impl Shared {
     /// A lease of `ttl` whose id etcd chooses — never one that looks like a bucket lease, which
     /// the maintenance pass would revoke.
-    async fn grant_own_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+    pub(super) async fn grant_own_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         loop {
             let granted = self
@@ -222,48 +226,6 @@ impl Shared {
             Err(e) => Err(self.fail("keeping the announcement lease alive", &e)),
         }
     }
-
-    /// Every announcement under `prefix` and the revision read at.
-    async fn read_replicas(
-        &self,
-        prefix: &str,
-    ) -> Result<(BTreeMap<String, ReplicaRecord>, i64), StoreError> {
-        let end = prefix_end(prefix.as_bytes());
-        let response = self
-            .client
-            .kv_client()
-            .get(prefix, Some(GetOptions::new().with_range(end)))
-            .await
-            .map_err(|e| self.fail(&format!("reading {prefix}"), &e))?;
-        self.health.reachable();
-        let revision = response.header().map_or(0, |h| h.revision());
-        let mut map = BTreeMap::new();
-        for kv in response.kvs() {
-            if let Some(record) = self.decode_replica(prefix, kv.key(), kv.value()) {
-                map.insert(record.id.clone(), record);
-            }
-        }
-        Ok((map, revision))
-    }
-
-    /// The announcement in `value`, or `None` (counted as corrupt) when it does not decode or
-    /// names another replica than its key.
-    fn decode_replica(&self, prefix: &str, key: &[u8], value: &[u8]) -> Option<ReplicaRecord> {
-        let key = String::from_utf8_lossy(key);
-        let id = key.strip_prefix(prefix).unwrap_or_default();
-        match serde_json::from_slice::<ReplicaRecord>(value) {
-            Ok(record) if record.id == id => Some(record),
-            Ok(record) => {
-                self.health
-                    .corrupt(&key, &format!("the value announces replica {}", record.id));
-                None
-            }
-            Err(e) => {
-                self.health.corrupt(&key, &e.to_string());
-                None
-            }
-        }
-    }
 }
 
 fn rand_key() -> [u8; 32] {
@@ -271,26 +233,37 @@ fn rand_key() -> [u8; 32] {
     rand::rng().random()
 }
 
-/// The announcement task: keep-alive every third of the TTL, rewrite on change, re-grant and
-/// rewrite when the lease was lost; revoke on release.
-async fn keep_announced(
+/// The announcement's key and lease.
+struct Lease {
     shared: Arc<Shared>,
     key: String,
     ttl: Duration,
-    mut lease: i64,
+    id: i64,
+}
+
+/// The announcement task: keep-alive every third of the TTL, rewrite on change, re-grant and
+/// rewrite (with every owned record) when the lease was lost; revoke on release.
+async fn keep_announced(
+    mut lease: Lease,
     mut updates: watch::Receiver<ReplicaRecord>,
+    mut changes: mpsc::Receiver<OwnedChange>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let Lease {
+        shared, key, ttl, ..
+    } = &lease;
+    let (shared, key, ttl) = (Arc::clone(shared), key.clone(), *ttl);
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     // The record differs from what etcd holds (changed, or etcd lost it with the lease).
     let mut dirty = false;
+    let mut owned = Owned::default();
     loop {
         tokio::select! {
             _ = &mut stop => {
                 let mut leases = shared.client.lease_client();
-                match tokio::time::timeout(RELEASE_TIMEOUT, leases.revoke(lease)).await {
+                match tokio::time::timeout(RELEASE_TIMEOUT, leases.revoke(lease.id)).await {
                     Ok(Ok(_)) => tracing::info!(%key, "left the replica registry"),
                     Ok(Err(e)) => tracing::warn!(%key, error = %chain(&e),
                         "could not leave the replica registry; the entry expires with its lease"),
@@ -305,13 +278,20 @@ async fn keep_announced(
                 }
                 dirty = true;
             }
-            _ = tick.tick() => match shared.keep_alive(lease).await {
+            Some(change) = changes.recv() => {
+                owned.apply(change);
+                while let Ok(change) = changes.try_recv() {
+                    owned.apply(change);
+                }
+            }
+            _ = tick.tick() => match shared.keep_alive(lease.id).await {
                 Ok(true) => {}
                 Ok(false) => match shared.grant_own_lease(ttl).await {
                     Ok(id) => {
                         tracing::info!(%key, "announcement lease was lost; announcing again");
-                        lease = id;
+                        lease.id = id;
                         dirty = true;
+                        owned.all_dirty();
                     }
                     Err(_) => continue,
                 },
@@ -321,77 +301,11 @@ async fn keep_announced(
         }
         if dirty {
             let record = updates.borrow_and_update().clone();
-            dirty = shared.put_record(&key, &record, lease).await.is_err();
+            dirty = shared.put_record(&key, &record, lease.id).await.is_err();
         }
-    }
-}
-
-/// Keeps `tx` equal to the announcements under `prefix`, from `revision` on.
-async fn follow_replicas(
-    shared: Arc<Shared>,
-    prefix: String,
-    tx: watch::Sender<ReplicaMap>,
-    mut revision: i64,
-) {
-    let end = prefix_end(prefix.as_bytes());
-    let mut retry = shared.options.retry_interval;
-    loop {
-        let options = WatchOptions::new()
-            .with_range(end.clone())
-            .with_start_revision(revision + 1);
-        let opened = shared
-            .client
-            .watch_client()
-            .watch(prefix.as_str(), Some(options))
-            .await;
-        if let Ok(mut stream) = opened {
-            while let Ok(Some(response)) = stream.message().await {
-                if response.canceled() {
-                    break;
-                }
-                retry = shared.options.retry_interval;
-                if let Some(header) = response.header() {
-                    revision = revision.max(header.revision());
-                }
-                tx.send_modify(|map| {
-                    let map = Arc::make_mut(map);
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let id = String::from_utf8_lossy(kv.key())
-                            .strip_prefix(prefix.as_str())
-                            .unwrap_or_default()
-                            .to_owned();
-                        match event.event_type() {
-                            EventType::Delete => {
-                                map.remove(&id);
-                            }
-                            EventType::Put => {
-                                match shared.decode_replica(&prefix, kv.key(), kv.value()) {
-                                    Some(record) => map.insert(id, record),
-                                    None => map.remove(&id),
-                                };
-                            }
-                        }
-                    }
-                });
-            }
-        }
-        if tx.is_closed() {
-            return;
-        }
-        // Broken or refused: read everything again (the watch may have missed deletions) and
-        // watch from there.
-        loop {
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(MAX_RETRY);
-            if let Ok((map, read_at)) = shared.read_replicas(&prefix).await {
-                revision = read_at;
-                tx.send_replace(Arc::new(map));
-                break;
-            }
-            if tx.is_closed() {
-                return;
-            }
+        if !owned.is_clean() {
+            // A failure is recorded in the store's health; the next tick or change retries.
+            let _ = owned.flush(&shared, lease.id).await;
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::testing::EtcdServer;
 use super::tests::{connect, quick, raw, server, store, unique_prefix};
-use super::{EtcdStore, ReplicaMap};
+use super::{EtcdStore, FollowedMap};
 use crate::replicas::{ReplicaKind, ReplicaRecord};
 use crate::store::StoreError;
 use etcd_client::PutOptions;
@@ -21,12 +21,12 @@ fn media(id: &str, sessions: u64) -> ReplicaRecord {
 }
 
 /// Waits until the map satisfies `check` (at most `within`), returning it.
-async fn until(
-    rx: &mut watch::Receiver<ReplicaMap>,
+pub(super) async fn until<T: std::fmt::Debug>(
+    rx: &mut watch::Receiver<FollowedMap<T>>,
     within: Duration,
     what: &str,
-    check: impl Fn(&ReplicaMap) -> bool,
-) -> ReplicaMap {
+    check: impl Fn(&FollowedMap<T>) -> bool,
+) -> FollowedMap<T> {
     let deadline = Instant::now() + within;
     loop {
         let now = rx.borrow_and_update().clone();
