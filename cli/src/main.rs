@@ -8,6 +8,7 @@
 //! messages with `RUST_LOG=info,sip=debug`).
 
 mod apply;
+mod calls;
 mod etcd;
 mod media;
 mod net;

@@ -5,14 +5,17 @@
 //! placing calls) → registrar → announcement under `replicas/registrar/{id}`.
 //!
 //! Every replica serves the same PBX: bindings are shared through etcd, a request for a phone
-//! whose flow another replica owns goes through that replica (`--internal`), and in-dialog
-//! requests reach the replica that routed the call (docs/adr/0003-replicas.md).
+//! whose flow another replica owns goes through that replica (`--internal`), in-dialog
+//! requests reach the replica that routed the call (docs/adr/0003-replicas.md), and the calls
+//! each routes are shared in etcd so every replica's API lists and hangs up all of them
+//! ([`crate::calls`]).
 //!
 //! While etcd is unreachable the replica keeps serving from its cache, `/readyz` says why it is
 //! not ready, and writes are retried until etcd is back. SIGTERM: `/readyz` turns 503 and the
 //! replica announces it is draining (peers stop sending through it), waits (at most
 //! `--drain-timeout`) for the calls it routed to end, leaves the registry and exits 0.
 
+use crate::calls;
 use crate::etcd::EtcdArgs;
 use crate::media::ANNOUNCE_TTL;
 use crate::net;
@@ -24,13 +27,14 @@ use clap::Args;
 use kubepbx_api::replicas::{ReplicaKind, ReplicaRecord};
 use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
 use kubepbx_media::{MediaPool, MediaReplica};
+use kubepbx_registrar::calls::CALL_FEED_QUEUE;
 use kubepbx_registrar::http::{AppState, Readiness, router};
 use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup, SipListeners};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -128,7 +132,17 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
             .collect::<Vec<_>>()
     });
     let (pool, media_events) = MediaPool::new(media_set, shutdown.clone(), &tasks);
-    let pool: Arc<dyn kubepbx_media::MediaControl> = Arc::new(pool);
+    let pool = Arc::new(pool);
+    let control: Arc<dyn kubepbx_media::MediaControl> = Arc::clone(&pool) as _;
+    let all_calls = store
+        .calls()
+        .await
+        .context("reading the calls in progress from etcd")?;
+    let hangups = store
+        .hangups()
+        .await
+        .context("reading the hangup requests from etcd")?;
+    let (call_changes, call_feed) = mpsc::channel(CALL_FEED_QUEUE);
 
     let config = args.sip.endpoint_config(Identity {
         replica: args.replica_id.clone(),
@@ -143,13 +157,14 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         listeners,
         store: Arc::clone(&store) as Arc<dyn Store>,
         media: Some(MediaLink {
-            control: Arc::clone(&pool),
+            control: Arc::clone(&control),
             events: media_events,
         }),
         cdr_file: None,
         cluster: Some(ClusterLink {
             internal: internal_socket,
             peers,
+            calls: call_changes,
         }),
     };
     let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)
@@ -163,16 +178,28 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         .announce(record, ANNOUNCE_TTL)
         .await
         .context("announcing this replica in etcd")?;
+    tasks.spawn(calls::publish(call_feed, announcement.owned(), pool));
+    tasks.spawn(calls::take_hangups(
+        Arc::clone(&store),
+        hangups,
+        registrar.clone(),
+        shutdown.clone(),
+    ));
 
     let draining = Arc::new(AtomicBool::new(false));
     let app = router(AppState {
         registrar: registrar.clone(),
         admin_token: args.admin_token.clone().into(),
-        media: Some(pool),
+        media: Some(control),
         recordings_dir: None,
         readiness: Some(Arc::new(EtcdReadiness {
             store: Arc::clone(&store),
             draining: Arc::clone(&draining),
+        })),
+        cluster: Some(Arc::new(calls::EtcdCalls {
+            store: Arc::clone(&store),
+            replica: args.replica_id.clone(),
+            calls: all_calls,
         })),
     });
     spawn_http(http_listener, app, &shutdown, &tasks);

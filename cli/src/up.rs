@@ -158,6 +158,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         media: Some(media),
         recordings_dir: Some(recordings_dir),
         readiness: None,
+        cluster: None,
     });
     spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(

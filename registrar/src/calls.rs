@@ -1,10 +1,15 @@
 //! Calls as the API shows them: live calls (from the proxy, with the relay's counters merged in
 //! by the HTTP side) and call detail records of finished calls.
 //!
+//! In a cluster the drive loop also feeds the calls it routes to the shared store as
+//! [`CallChange`]s ([`CallFeed`]), and the API lists the other replicas' calls from there
+//! ([`ClusterCalls`], [`remote_view`]).
+//!
 //! Finished calls are kept in memory (the newest [`CDR_KEEP`]) and, when the registrar has a
 //! file for them, appended to it as JSON lines by a writer task, so a restart keeps the
 //! history. The file is rotated to `<name>.1` when it passes [`CDR_FILE_MAX`] bytes.
 
+use kubepbx_api::calls::{CallPhase, CallRecord};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::{LegStats, SessionStats};
 use kubepbx_sip::endpoint::{Call, CallState, CallSummary};
@@ -20,6 +25,103 @@ pub const CDR_KEEP: usize = 1000;
 pub const CDR_FILE_MAX: u64 = 16 << 20;
 /// CDR lines queued for the writer task; beyond that they are dropped (and counted in the log).
 const CDR_QUEUE: usize = 1024;
+/// Call changes queued for the cluster's store; beyond that the next change resends them all.
+pub const CALL_FEED_QUEUE: usize = 4096;
+
+/// A change to the calls this replica routes, for the cluster's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallChange {
+    /// A call started or changed (answered).
+    Upsert(CallRecord),
+    /// A call ended.
+    Ended(String),
+    /// Every call in progress (after changes were dropped for a full queue).
+    All(Vec<CallRecord>),
+}
+
+/// The other replicas' calls, as the cluster's store shares them.
+#[async_trait::async_trait]
+pub trait ClusterCalls: Send + Sync + std::fmt::Debug + 'static {
+    /// Calls in progress that other replicas route.
+    fn others(&self) -> Vec<CallRecord>;
+    /// Asks the replica that routes call `id` to hang it up and waits until it has: `Ok(false)`
+    /// when no other replica has such a call, `Err` with the reason when the owner did not
+    /// hang up in time or the store failed.
+    async fn hangup(&self, id: &str) -> Result<bool, String>;
+}
+
+/// Where the drive loop sends [`CallChange`]s; it never waits for room.
+#[derive(Debug)]
+pub struct CallFeed {
+    tx: mpsc::Sender<CallChange>,
+    /// This replica's id (the owner in every record).
+    owner: String,
+    /// Changes were dropped: the next send is everything.
+    lost: bool,
+}
+
+impl CallFeed {
+    /// A feed of the calls `owner` routes into `tx`.
+    pub fn new(tx: mpsc::Sender<CallChange>, owner: String) -> CallFeed {
+        CallFeed {
+            tx,
+            owner,
+            lost: false,
+        }
+    }
+
+    /// The shared record of `call`.
+    pub fn record(&self, call: &Call) -> CallRecord {
+        CallRecord {
+            id: call.name.clone(),
+            owner: self.owner.clone(),
+            from: call.caller.user.clone(),
+            to: call.callee.user.clone(),
+            state: match call.state {
+                CallState::Ringing => CallPhase::Ringing,
+                CallState::Answered => CallPhase::Answered,
+            },
+            started_at: call.started_at,
+            answered_at: call.answered_at,
+            media: None,
+            session: call.session().map(str::to_owned),
+        }
+    }
+
+    /// Sends `change`, or — after a full queue dropped one — every call (`all`) first.
+    pub fn send<'a>(&mut self, change: CallChange, all: impl FnOnce() -> Vec<&'a Call>) {
+        if self.lost {
+            let every = all().into_iter().map(|c| self.record(c)).collect();
+            if self.tx.try_send(CallChange::All(every)).is_err() {
+                return;
+            }
+            self.lost = false;
+            // `All` already holds the state `change` describes.
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(change) {
+            tracing::warn!("the shared call list is behind; it will be sent again in full");
+            self.lost = true;
+        }
+    }
+}
+
+/// Another replica's call at `now`, as `GET /api/v1/calls` lists it (media counters filled in
+/// by the HTTP side).
+pub fn remote_view(record: &CallRecord, now: UnixMillis) -> CallView {
+    CallView {
+        id: record.id.clone(),
+        from: record.from.clone(),
+        to: record.to.clone(),
+        state: record.state.as_str().to_owned(),
+        started_at: record.started_at.to_rfc3339(),
+        answered_at: record.answered_at.map(UnixMillis::to_rfc3339),
+        duration_seconds: seconds_between(record.answered_at, now),
+        media: None,
+        recording: None,
+        session: record.session.clone(),
+    }
+}
 
 /// One live call, as listed by `GET /api/v1/calls`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,8 +187,8 @@ pub struct CdrView {
 
 fn state_name(state: CallState) -> &'static str {
     match state {
-        CallState::Ringing => "ringing",
-        CallState::Answered => "answered",
+        CallState::Ringing => CallPhase::Ringing.as_str(),
+        CallState::Answered => CallPhase::Answered.as_str(),
     }
 }
 

@@ -121,6 +121,8 @@ pub(crate) struct Core {
     pub internal: Option<Arc<UdpSocket>>,
     /// The other live registrar replicas (in a cluster).
     pub peers: Option<watch::Receiver<Vec<(String, std::net::SocketAddr)>>>,
+    /// Where the calls this replica routes are shared (in a cluster).
+    pub call_feed: Option<calls::CallFeed>,
 }
 
 impl Core {
@@ -211,6 +213,24 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Tells the cluster's store about a call that started, was answered or ended.
+    fn share_call(&mut self, event: &EndpointEvent) {
+        let Some(feed) = &mut self.call_feed else {
+            return;
+        };
+        let change = match event {
+            EndpointEvent::CallStarted { id, .. } | EndpointEvent::CallAnswered { id, .. } => {
+                match self.endpoint.calls().find(|c| &c.name == id) {
+                    Some(call) => calls::CallChange::Upsert(feed.record(call)),
+                    None => return,
+                }
+            }
+            EndpointEvent::CallEnded(summary) => calls::CallChange::Ended(summary.id.clone()),
+            _ => return,
+        };
+        feed.send(change, || self.endpoint.calls().collect());
     }
 
     /// A finished call becomes a record: at once without media, else once the relay has
@@ -340,6 +360,7 @@ impl Core {
         }
         while let Some(event) = self.endpoint.poll_event() {
             log_event(&event);
+            self.share_call(&event);
             if let EndpointEvent::CallEnded(summary) = event {
                 self.call_ended(*summary);
             }

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `GET /api/v1/extensions` | bearer | [`ExtensionView`](crate::views::ExtensionView)s |
 //! | `GET /api/v1/registrations` | bearer | [`RegistrationView`](crate::views::RegistrationView)s, `?extension=&domain=` to select |
-//! | `GET /api/v1/calls` | bearer | live [`CallView`](crate::calls::CallView)s with media counters |
-//! | `DELETE /api/v1/calls/{id}` | bearer | hangs the call up: 204, 404 when there is no such call |
+//! | `GET /api/v1/calls` | bearer | live [`CallView`](crate::calls::CallView)s with media counters (in a cluster, every replica's) |
+//! | `DELETE /api/v1/calls/{id}` | bearer | hangs the call up (in a cluster, through the replica routing it): 204, 404 when there is no such call |
 //! | `GET /api/v1/cdrs` | bearer | finished calls, newest first ([`CdrView`](crate::calls::CdrView)) |
 //! | `GET /api/v1/recordings` | bearer | [`RecordingView`](crate::recordings::RecordingView)s, newest first |
 //! | `GET /api/v1/recordings/{id}` | bearer | the WAV file (`audio/wav`) |
@@ -44,6 +44,9 @@ pub struct AppState {
     /// What else must hold for `/readyz` (the shared store answering), beyond a running
     /// registrar.
     pub readiness: Option<Arc<dyn Readiness>>,
+    /// The other replicas' calls (in a cluster): listed with this replica's, and hung up
+    /// through their owners.
+    pub cluster: Option<Arc<dyn crate::calls::ClusterCalls>>,
 }
 
 /// A condition of `/readyz` besides the registrar itself.
@@ -181,6 +184,18 @@ async fn registrations(
 
 async fn calls(State(state): State<AppState>) -> Result<Response, Problem> {
     let mut list = state.registrar.calls().await.ok_or_else(unavailable)?;
+    if let Some(cluster) = &state.cluster {
+        let now = kubepbx_api::time::UnixMillis::now();
+        let mine: std::collections::HashSet<String> = list.iter().map(|c| c.id.clone()).collect();
+        let others = cluster.others();
+        list.extend(
+            others
+                .iter()
+                .filter(|r| !mine.contains(&r.id))
+                .map(|r| crate::calls::remote_view(r, now)),
+        );
+        list.sort_by(|a, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
+    }
     if let Some(media) = &state.media {
         match media.list().await {
             Ok(sessions) => {
@@ -203,12 +218,22 @@ async fn hangup(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    match state.registrar.hangup(&id).await {
-        Some(true) => Ok(StatusCode::NO_CONTENT),
-        Some(false) => Err(Problem::new(
+    let not_found = || {
+        Problem::new(
             StatusCode::NOT_FOUND,
             format!("there is no call {id:?} in progress (GET /api/v1/calls lists them)"),
-        )),
+        )
+    };
+    match state.registrar.hangup(&id).await {
+        Some(true) => Ok(StatusCode::NO_CONTENT),
+        Some(false) => match &state.cluster {
+            None => Err(not_found()),
+            Some(cluster) => match cluster.hangup(&id).await {
+                Ok(true) => Ok(StatusCode::NO_CONTENT),
+                Ok(false) => Err(not_found()),
+                Err(reason) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
+            },
+        },
         None => Err(unavailable()),
     }
 }

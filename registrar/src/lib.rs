@@ -147,6 +147,8 @@ pub struct ClusterLink {
     pub internal: UdpSocket,
     /// The other live registrar replicas: id and internal address.
     pub peers: watch::Receiver<Vec<(String, SocketAddr)>>,
+    /// Where the calls this replica routes are shared with the others.
+    pub calls: mpsc::Sender<calls::CallChange>,
 }
 
 /// Everything [`start`] needs.
@@ -203,14 +205,16 @@ pub async fn start(
         None => CdrLog::in_memory(calls::CDR_KEEP),
     };
     let (snapshot, subscription) = store.watch().await?;
+    let config_replica = config.replica.clone();
     let mut endpoint = Endpoint::new(config);
     endpoint.load(snapshot);
-    let (internal, peers) = match cluster {
+    let (internal, peers, call_feed) = match cluster {
         Some(link) => {
             endpoint.set_peers(link.peers.borrow().iter().cloned());
-            (Some(Arc::new(link.internal)), Some(link.peers))
+            let feed = calls::CallFeed::new(link.calls, config_replica.clone());
+            (Some(Arc::new(link.internal)), Some(link.peers), Some(feed))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (queries_tx, queries_rx) = mpsc::channel(64);
@@ -239,6 +243,7 @@ pub async fn start(
         media_final: HashMap::new(),
         internal: internal.clone(),
         peers,
+        call_feed,
     };
     tasks.spawn(core.run());
     tasks.spawn(udp::run(udp, inbound_tx.clone(), shutdown.clone(), false));

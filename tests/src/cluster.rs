@@ -148,6 +148,16 @@ impl Replica {
         serde_json::from_str(&body).map_err(|source| Error::Json { url, body, source })
     }
 
+    /// `DELETE <path>` with the admin token: status and body, whatever the status.
+    pub fn api_delete(&self, path: &str) -> Result<(u16, String)> {
+        let r = http_request(
+            "DELETE",
+            &format!("http://{}{path}", self.http),
+            Some(&self.config.token),
+        )?;
+        Ok((r.status, r.text()))
+    }
+
     /// `GET <path>`: status and body, whatever the status.
     pub fn get_status(&self, path: &str) -> Result<(u16, String)> {
         let r = http_request(

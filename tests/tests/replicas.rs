@@ -417,6 +417,115 @@ fn a_call_routed_by_one_replica_reaches_a_phone_registered_on_another() {
     );
 }
 
+/// The live calls `GET /api/v1/calls` of `replica` lists.
+fn live_calls(replica: &Replica) -> Vec<Value> {
+    replica
+        .api_get("/api/v1/calls")
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The admin API of any replica shows the whole PBX: a call routed by c is listed by a and b
+/// too (with the relay's counters rising), and a `DELETE` on a hangs it up through c — both
+/// phones get a BYE, the call leaves every list and c records it as `admin-hangup`.
+#[test]
+fn any_replica_lists_a_call_another_routes_and_hangs_it_up() {
+    let cluster = Cluster::start(3, 1);
+    let lb = &cluster.lb;
+    lb.pin(ip(CALLEE_IP), B);
+    lb.pin(ip(CALLER_IP), A);
+    lb.steer_next_invite(ip(CALLER_IP), C);
+    let mut callee = cluster.phone(
+        "callee",
+        "1002",
+        &["--answer", "--expect-hangup", "--bind", CALLEE_IP],
+    );
+    cluster.wait_listed_once("1002", |_| true, &[&callee]);
+    let mut caller = cluster.phone(
+        "caller",
+        "1001",
+        &[
+            "--call",
+            "1002",
+            "--expect-hangup",
+            "--duration",
+            "20",
+            "--bind",
+            CALLER_IP,
+        ],
+    );
+    let answered = |r: &Replica| live_calls(r).into_iter().find(|c| c["state"] == "answered");
+    let mut id = String::new();
+    for r in &cluster.registrars {
+        let listed = wait_until(Duration::from_secs(15), || answered(r).is_some());
+        assert!(
+            listed,
+            "{} does not list the answered call: {:?}\n{}",
+            r.id(),
+            live_calls(r),
+            cluster.report(&[&caller, &callee])
+        );
+        let call = answered(r).unwrap();
+        assert_eq!(
+            (&call["from"], &call["to"]),
+            (&"1001".into(), &"1002".into())
+        );
+        let this = call["id"].as_str().unwrap().to_owned();
+        assert!(this.starts_with("c-"), "c routes the call: {call}");
+        assert!(
+            id.is_empty() || id == this,
+            "one id everywhere: {id} vs {this}"
+        );
+        id = this;
+    }
+    // a reads the relay's counters of c's call from the media replica.
+    let flowing = wait_until(Duration::from_secs(10), || {
+        answered(&cluster.registrars[A]).is_some_and(|c| {
+            ["caller", "callee"]
+                .iter()
+                .all(|leg| c["media"][leg]["packetsIn"].as_u64().unwrap_or(0) > 0)
+        })
+    });
+    assert!(
+        flowing,
+        "a lists no media counters: {:?}",
+        live_calls(&cluster.registrars[A])
+    );
+
+    let (status, body) = cluster.registrars[A]
+        .api_delete(&format!("/api/v1/calls/{id}"))
+        .unwrap();
+    let ctx = cluster.report(&[&caller, &callee]);
+    assert_eq!(status, 204, "DELETE on a: {body}\n{ctx}");
+    let first = caller.wait(PHONE_WAIT);
+    let second = callee.wait(Duration::from_secs(10));
+    let ctx = cluster.report(&[&caller, &callee]);
+    assert!(
+        first.is_some_and(|s| s.success()),
+        "caller: {first:?}\n{ctx}"
+    );
+    assert!(
+        second.is_some_and(|s| s.success()),
+        "callee: {second:?}\n{ctx}"
+    );
+    for r in &cluster.registrars {
+        assert!(
+            wait_until(Duration::from_secs(5), || live_calls(r).is_empty()),
+            "{} still lists {:?}\n{ctx}",
+            r.id(),
+            live_calls(r)
+        );
+    }
+    let cdrs = cluster.registrars[C].api_get("/api/v1/cdrs").unwrap();
+    assert_eq!(cdrs[0]["id"], id.as_str(), "{cdrs}");
+    assert_eq!(cdrs[0]["endReason"], "admin-hangup", "{cdrs}");
+    let (status, body) = cluster.registrars[B]
+        .api_delete(&format!("/api/v1/calls/{id}"))
+        .unwrap();
+    assert_eq!(status, 404, "a call that ended: {body}");
+}
+
 /// Options of a callee that answers one call playing 880 Hz and records into `<name>.wav`,
 /// bound to [`CALLEE_IP`], then `extra`.
 fn answering(dir: &Path, name: &str, extra: &[&str]) -> Vec<String> {
