@@ -1,7 +1,8 @@
 //! `kubepbx`: one binary, many roles: `kubepbx up -f DIR` (the whole PBX in one process serving
 //! the Extensions of a manifest folder), and for clusters sharing etcd: `kubepbx registrar` (a
 //! SIP registrar/proxy replica), `kubepbx media` (an RTP relay replica) and
-//! `kubepbx apply -f DIR --etcd URL` (a manifest folder into etcd).
+//! `kubepbx apply -f DIR --etcd URL` (a manifest folder into etcd); `kubepbx crdgen` prints the
+//! Extension CRD.
 //!
 //! Every flag can also be given as `KUBEPBX_<FLAG>` in the environment (`--admin-token` →
 //! `KUBEPBX_ADMIN_TOKEN`). Logs go to stderr and follow `RUST_LOG` (default `info`; full SIP
@@ -45,13 +46,19 @@ enum Command {
     Registrar(registrar::RegistrarArgs),
     /// Run one media replica (RTP relay) of a cluster sharing etcd.
     Media(media::MediaArgs),
+    /// Print the Extension CustomResourceDefinition (YAML for `kubectl apply -f -`).
+    Crdgen,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Crdgen = cli.command {
+        print!("{}", kubepbx_api::extension::crd_yaml());
+        return ExitCode::SUCCESS;
+    }
     // A one-shot command reports on stdout/stderr itself; the servers log.
     let default_filter = match cli.command {
-        Command::Apply(_) => "error",
+        Command::Apply(_) | Command::Crdgen => "error",
         Command::Up(_) | Command::Registrar(_) | Command::Media(_) => "info",
     };
     tracing_subscriber::fmt()
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
             Command::Apply(args) => apply::run(args).await,
             Command::Registrar(args) => registrar::run(args).await,
             Command::Media(args) => media::run(args).await,
+            Command::Crdgen => Ok(()),
         }
     });
     match result {

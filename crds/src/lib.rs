@@ -4,6 +4,7 @@
 //!
 //! - [`extension`]: the `Extension` resource spec (`kubepbx.io/v1alpha1`) as users write it in
 //!   manifests, with its validation rules.
+//! - [`status`]: what the operator reports in an Extension's `.status`.
 //! - [`records`]: what lives in the store: extension records (HA1 digests, never passwords),
 //!   registration bindings, per-extension registration status with failure reasons.
 //! - [`ha1`]: derivation of the digest HA1 values from a password.
@@ -21,10 +22,11 @@ pub mod keys;
 pub mod manifest;
 pub mod records;
 pub mod replicas;
+pub mod status;
 pub mod store;
 pub mod time;
 
-pub use extension::{ExtensionSpec, PasswordSecretRef, RecordingPolicy};
+pub use extension::{Extension, ExtensionSpec, PasswordSecretRef, RecordingPolicy};
 pub use records::{
     Binding, BindingKey, ExtensionRecord, Failure, FailureReason, RegStatus, Transport, UserKey,
 };
