@@ -1,0 +1,14 @@
+//! The kubepbx operator: Extension custom resources become extension records in etcd, and what
+//! the registrars see (registrations, the last failure) comes back into each Extension's
+//! `.status`, so `kubectl get extensions` tells who is registered and why not.
+//!
+//! # Layout
+//!
+//! - [`verdict`]: the sans-IO heart of a reconcile: from an Extension, its Secret and the other
+//!   Extensions claiming the same number, the record to write and the `Ready` and
+//!   `CredentialsSynced` conditions with their reasons.
+//! - [`conditions`]: `metav1.Condition`s as the status keeps them (a transition time that only
+//!   moves when the status does).
+
+pub mod conditions;
+pub mod verdict;
