@@ -114,7 +114,7 @@ mod tests {
             2,
             at(200),
         );
-        let ready = find(&list, READY).map(Clone::clone);
+        let ready = find(&list, READY).cloned();
         let ready = ready.as_ref();
         assert_eq!(ready.map(|c| c.last_transition_time.0), Some(at(100)));
         assert_eq!(ready.map(|c| c.reason.as_str()), Some("SecretKeyMissing"));

@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn secret_problems_disable_the_extension_and_say_why() {
         let s = spec("1001");
-        let cases: [(Option<BTreeMap<String, Vec<u8>>>, &str); 4] = [
+        type Data = Option<BTreeMap<String, Vec<u8>>>;
+        let cases: [(Data, &str); 4] = [
             (None, "SecretNotFound"),
             (Some(secret(&[("pass", b"x")])), "SecretKeyMissing"),
             (
