@@ -1,7 +1,8 @@
 # kubepbx — every check and every way to run the PBX goes through this file.
 #   make up      install what is needed, build, run `kubepbx up -f examples/`
 #   make test    install test tools, lint, build, run every test (what CI runs)
-#   make bench   registration, call setup and media relay benchmarks (docs/benchmarks.md)
+#   make bench   registration (one process, and replicas sharing etcd), call setup and media
+#                relay benchmarks (docs/benchmarks.md)
 #   make lint    rustfmt and clippy only
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -41,5 +42,6 @@ bench: deps-bench
 	$(CARGO) build --locked --release -p kubepbx
 	$(CARGO) build --locked --release -p kubepbx-media --example relay_bench
 	KUBEPBX_BIN=$(CARGO_TARGET_DIR)/release/kubepbx tests/bench/register.sh
+	KUBEPBX_BIN=$(CARGO_TARGET_DIR)/release/kubepbx tests/bench/cluster.sh
 	KUBEPBX_BIN=$(CARGO_TARGET_DIR)/release/kubepbx tests/bench/calls.sh
 	RELAY_BENCH_BIN=$(CARGO_TARGET_DIR)/release/examples/relay_bench tests/bench/relay.sh

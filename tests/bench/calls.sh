@@ -70,16 +70,16 @@
 #                               a successful run unless BENCH_KEEP=1
 #
 # Needs sipp (sip-tester), python3, curl; kamailio for the comparison
-# (scripts/install-deps.sh bench installs them).
+# (scripts/install-deps.sh bench installs them). Helpers shared with the other benchmarks are in
+# tests/bench/lib.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 uac_scenario=$root/tests/sipp/bench_uac_call.xml
 uas_scenario=$root/tests/sipp/bench_uas_answer.xml
-reg_scenario=$root/tests/sipp/register_digest.xml
-gen_users=$root/tests/sipp/gen_users.py
-gen_manifests=$here/gen_manifests.py
 stat_py=$here/calls_stat.py
 kamailio_cfg=$here/kamailio-calls.cfg
 
@@ -103,12 +103,6 @@ DOMAIN=pbx.example.com
 FIRST_USER=1001
 ADMIN_TOKEN=bench
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 2
-}
-
 for cmd in sipp python3 curl getconf pgrep; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (scripts/install-deps.sh bench installs the tools)"
 done
@@ -126,122 +120,13 @@ RTP_PAIRS=$(((BASH_REMATCH[2] - BASH_REMATCH[1] + 1) / 2))
 if [ "$SIPP_INSTANCES" -lt 1 ] || [ "$CALLERS" -lt "$SIPP_INSTANCES" ]; then
   die "need SIPP_INSTANCES >= 1 and CALLERS >= SIPP_INSTANCES"
 fi
-CLK_TCK=$(getconf CLK_TCK)
-NCPU=$(nproc)
 # kubepbx holds two sockets per leased port pair: let it open them all (and its own files).
 FDS_WANTED=$((RTP_PAIRS * 2 + 4096))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$FDS_WANTED" ]; then
   ulimit -n "$FDS_WANTED" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fi
 
-WORK=${BENCH_WORK:-$(mktemp -d /tmp/kubepbx-calls.XXXXXX)}
-mkdir -p "$WORK"
-RESULTS=$WORK/calls-results.txt
-: >"$RESULTS"
-
-# ---------------------------------------------------------------------------------------------
-# Processes: everything started here is tracked and stopped on exit.
-pids=()
-status=2 # until the end is reached, an exit is an error of the script
-
-stop_pid() { # pid: TERM, up to 5 s, then KILL
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317 # runs from the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    stop_pid "$pid"
-  done
-  pids=()
-  if [ "$status" -eq 0 ] && [ "$BENCH_KEEP" != 1 ] && [ -z "${BENCH_WORK:-}" ]; then
-    rm -rf "$WORK"
-  else
-    log "work files (logs, sipp statistics) kept in $WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() { # pid: stop it and drop it from the list
-  local pid=$1 p rest=()
-  stop_pid "$pid"
-  for p in "${pids[@]}"; do
-    [ "$p" = "$pid" ] || rest+=("$p")
-  done
-  pids=("${rest[@]+"${rest[@]}"}")
-}
-
-free_port() { # udp|tcp: a port the kernel hands out as free on 127.0.0.1
-  python3 -c '
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-' "$1"
-}
-
-udp_bound() { # port: whether a UDP socket is bound to 127.0.0.1:port
-  awk -v a="$(printf '0100007F:%04X' "$1")" '$2 == a { f = 1 } END { exit !f }' /proc/net/udp
-}
-
-# ---------------------------------------------------------------------------------------------
-# Measurements from /proc.
-
-# CPU time (clock ticks) of the given pids and their direct children (Kamailio forks its
-# workers; kubepbx and sipp are one process each, whose /proc/PID/stat sums its threads).
-cpu_ticks() {
-  local total=0 p s
-  local -a f
-  for p in "$@" $(for q in "$@"; do pgrep -P "$q" 2>/dev/null || true; done); do
-    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-    s=${s##*) } # after "(comm) ": field 3 (state) is f[0], utime f[11], stime f[12]
-    read -r -a f <<<"$s"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-
-# "busy total" jiffies of the whole machine (from the cpu line of /proc/stat).
-machine_jiffies() {
-  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
-}
-
-# CPU time (ms) of the finished children of this shell, into $children_ms (the caller sipps
-# run to their end inside a step, so the delta around a step is theirs). `times` has to run in
-# this shell, not in a $( ) subshell, hence the variable.
-children_ms=0
-children_cpu() {
-  times >"$WORK/.times"
-  children_ms=$(awk 'NR == 2 {
-    t = 0
-    for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
-    printf "%d\n", t * 1000
-  }' "$WORK/.times")
-}
-
-# Datagrams the kernel dropped (receive buffer full) on the UDP sockets bound to 127.0.0.1:port.
-udp_drops() {
-  local hex
-  hex=$(printf '0100007F:%04X' "$1")
-  awk -v a="$hex" '$2 == a { d += $NF } END { print d + 0 }' /proc/net/udp
-}
-
-sum_drops() { # port...: kernel drops over these local UDP ports
-  local p t=0
-  for p in "$@"; do t=$((t + $(udp_drops "$p"))); done
-  echo "$t"
-}
+init_work kubepbx-calls calls-results.txt
 
 # ---------------------------------------------------------------------------------------------
 # Users and callees.
@@ -487,6 +372,7 @@ metric() {
 
 # Whether the server still answers: kubepbx's /metrics (served through its SIP core) within 5 s;
 # Kamailio: its process is alive.
+# shellcheck disable=SC2317 # called from step
 server_answers() {
   kill -0 "$srv_pid" 2>/dev/null || return 1
   [ "$1" != kubepbx ] || [ "$(metric kubepbx_sip_transactions)" != n/a ]
@@ -504,8 +390,7 @@ TABLE_HEADER=$(row target rate/s calls ok failed fail% retrans got/s setup_ms ca
 # appends it to $RESULTS); sets step_us and step_setup; returns 0 when clean, 1 when not.
 step_us=n/a
 step_setup=n/a
-step_noisy=0
-step_hung=0
+# shellcheck disable=SC2317 # called through ramp (lib.sh)
 step() {
   local target=$1 rate=$2
   shift 2
@@ -590,25 +475,24 @@ print(round(out / create),
   [[ $verdict == clean* ]]
 }
 
-# step_again: step, repeated (up to twice) while other processes took more than NOISE_PCT % of a
-# core during it; the last run counts.
-step_again() {
-  local try rc
-  for try in 1 2 3; do
-    rc=0
-    step "$@" || rc=$?
-    [ "$step_noisy" = 1 ] && [ "$step_hung" = 0 ] && [ "$try" -lt 3 ] || return "$rc"
-    log "other processes were busy during that step: repeating it in 5 s"
-    sleep 5
-  done
-}
-
 # Rate above which kubepbx's relay could run out of port pairs (2 per call, held from the
 # INVITE to the BYE: ring and hold plus about 100 ms of setup and teardown when clean).
 port_limit_rate() { echo $((RTP_PAIRS * 1000 / 2 / (RING_MS + HOLD_MS + 100))); }
 
+# Callbacks of ramp (lib.sh), run inside throughput: its target and lports.
+# shellcheck disable=SC2317
+calls_step() { step "$target" "$1" "${lports[@]}"; }
+# shellcheck disable=SC2317
+calls_clean() {
+  best_rate[$target]=$1
+  best_us[$target]=$step_us
+  best_setup[$target]=$step_setup
+}
+# shellcheck disable=SC2317
+server_alive() { kill -0 "$srv_pid" 2>/dev/null; }
+
 throughput() {
-  local target=$1 rate i clean=0 bad=0 mid uas
+  local target=$1 i bad uas
   local -a lports=()
   start_target "$target" "$target-calls" || return 1
   if ! start_callees "$target"; then
@@ -636,33 +520,11 @@ throughput() {
     fi
     echo "$TABLE_HEADER"
   } | tee -a "$RESULTS"
-  top[$target]=1
-  for rate in $CALL_RATES; do
-    if step_again "$target" "$rate" "${lports[@]}"; then
-      clean=$rate
-      best_rate[$target]=$rate
-      best_us[$target]=$step_us
-      best_setup[$target]=$step_setup
-    else
-      bad=$rate
-      top[$target]=0
-      break
-    fi
-  done
-  # Bisect between the last clean and the first failed rate (to multiples of 100/s).
-  for ((i = 0; i < REFINE_STEPS && bad > 0 && clean > 0 && step_hung == 0; i++)); do
-    kill -0 "$srv_pid" 2>/dev/null || break
-    mid=$(((clean + bad) / 2 / 100 * 100))
-    if [ "$mid" -le "$clean" ] || [ "$mid" -ge "$bad" ]; then break; fi
-    if step_again "$target" "$mid" "${lports[@]}"; then
-      clean=$mid
-      best_rate[$target]=$mid
-      best_us[$target]=$step_us
-      best_setup[$target]=$step_setup
-    else
-      bad=$mid
-    fi
-  done
+  # Each rate of CALL_RATES until one is not clean, then bisect (to multiples of 100/s).
+  # shellcheck disable=SC2086 # CALL_RATES is a list
+  ramp calls_step calls_clean server_alive 100 $CALL_RATES
+  top[$target]=$ramp_top
+  bad=$ramp_bad
   if [ "$target" = kubepbx ] && [ "$bad" -gt "$(port_limit_rate)" ]; then
     echo "note: the first failed rate ($bad/s) needs more RTP port pairs than RTP_PORTS=$RTP_PORTS has; widen it to tell" | tee -a "$RESULTS"
   fi
@@ -741,10 +603,7 @@ done
   if [[ " ${want[*]} " == *" kubepbx "* ]]; then
     echo "kubepbx: $KUBEPBX_BIN ($("$KUBEPBX_BIN" --version 2>/dev/null || echo "version unknown")), RUST_LOG=${RUST_LOG:-unset (info)}, --rtp-ports $RTP_PORTS${KUBEPBX_ARGS:+, extra args: $KUBEPBX_ARGS}, open files limit $(ulimit -n)$([ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$FDS_WANTED" ] || echo " (below the $FDS_WANTED the port range needs: calls may fail with 'Too many open files')")"
   fi
-  read -r -a q0 <<<"$(machine_jiffies)"
-  sleep 1
-  read -r -a q1 <<<"$(machine_jiffies)"
-  idle_busy=$(((q1[0] - q0[0]) * 100 * NCPU / (q1[1] - q0[1] > 0 ? q1[1] - q0[1] : 1)))
+  idle_busy=$(busy_over_1s)
   echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be low")"
   echo "calls: hold ${HOLD_MS} ms, ring ${RING_MS} ms; $CALLERS calling users, $SIPP_INSTANCES caller and $SIPP_INSTANCES callee sipps"
   echo "columns: got/s = calls the callers started per second; setup_ms = mean first INVITE -> 200;"

@@ -57,14 +57,13 @@
 #                               a successful run unless BENCH_KEEP=1
 #
 # Needs sipp (sip-tester), python3, curl; kamailio for the comparison
-# (scripts/install-deps.sh bench installs them).
+# (scripts/install-deps.sh bench installs them). Helpers shared with the other benchmarks are in
+# tests/bench/lib.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-scenario=$root/tests/sipp/register_digest.xml
-gen_users=$root/tests/sipp/gen_users.py
-gen_manifests=$here/gen_manifests.py
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 stat_py=$here/sipp_stat.py
 kamailio_cfg=$here/kamailio.cfg
 
@@ -88,12 +87,6 @@ DOMAIN=pbx.example.com
 FIRST_USER=1001
 ADMIN_TOKEN=bench
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 2
-}
-
 for cmd in sipp python3 curl getconf; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (scripts/install-deps.sh bench installs the tools)"
 done
@@ -107,107 +100,10 @@ done
 if [ "$SIPP_INSTANCES" -lt 1 ] || [ "$USERS" -lt "$SIPP_INSTANCES" ]; then
   die "need SIPP_INSTANCES >= 1 and USERS >= SIPP_INSTANCES"
 fi
-CLK_TCK=$(getconf CLK_TCK)
-NCPU=$(nproc)
-
-WORK=${BENCH_WORK:-$(mktemp -d /tmp/kubepbx-bench.XXXXXX)}
-mkdir -p "$WORK"
-RESULTS=$WORK/results.txt
-: >"$RESULTS"
+init_work kubepbx-bench results.txt
 
 # ---------------------------------------------------------------------------------------------
-# Processes: everything started here is tracked and stopped on exit.
-pids=()
-status=2 # until the end is reached, an exit is an error of the script
-
-stop_pid() { # pid: TERM, up to 5 s, then KILL
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317 # runs from the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    stop_pid "$pid"
-  done
-  pids=()
-  if [ "$status" -eq 0 ] && [ "$BENCH_KEEP" != 1 ] && [ -z "${BENCH_WORK:-}" ]; then
-    rm -rf "$WORK"
-  else
-    log "work files (logs, sipp statistics) kept in $WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() { # pid: stop it and drop it from the list
-  local pid=$1 p rest=()
-  stop_pid "$pid"
-  for p in "${pids[@]}"; do
-    [ "$p" = "$pid" ] || rest+=("$p")
-  done
-  pids=("${rest[@]+"${rest[@]}"}")
-}
-
-free_port() { # udp|tcp: a port the kernel hands out as free on 127.0.0.1
-  python3 -c '
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-' "$1"
-}
-
-# ---------------------------------------------------------------------------------------------
-# Measurements from /proc.
-
-# CPU time (clock ticks) of pid and its direct children (Kamailio forks its workers; kubepbx is
-# one process whose /proc/PID/stat already sums its threads).
-cpu_ticks() {
-  local pid=$1 total=0 p s
-  local -a f
-  for p in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
-    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-    s=${s##*) } # after "(comm) ": field 3 (state) is f[0], utime f[11], stime f[12]
-    read -r -a f <<<"$s"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-
-# "busy total" jiffies of the whole machine (from the cpu line of /proc/stat).
-machine_jiffies() {
-  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
-}
-
-# CPU time (ms) of the finished children of this shell, into $children_ms (sipp runs to its end
-# between two calls, so the delta around a step is sipp's). `times` has to run in this shell,
-# not in a $( ) subshell, hence the variable.
-children_ms=0
-children_cpu() {
-  times >"$WORK/.times"
-  children_ms=$(awk 'NR == 2 {
-    t = 0
-    for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
-    printf "%d\n", t * 1000
-  }' "$WORK/.times")
-}
-
-# Datagrams the kernel dropped (receive buffer full) on the UDP sockets bound to 127.0.0.1:port.
-udp_drops() {
-  local hex
-  hex=$(printf '0100007F:%04X' "$1")
-  awk -v a="$hex" '$2 == a { d += $NF } END { print d + 0 }' /proc/net/udp
-}
+# Memory from /proc.
 
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 
@@ -219,79 +115,6 @@ pss_kib() {
     total=$((total + ${v:-0}))
   done
   echo "$total"
-}
-
-# ---------------------------------------------------------------------------------------------
-# sipp.
-
-# load NAME TARGET_PORT CALLS RATE CSV_PREFIX LOCAL_PORT...: runs register_digest.xml from one
-# sipp per local port, in parallel, each making its share of CALLS at its share of RATE with the
-# users of CSV_PREFIX-<i>.csv (instance i, from 0). Instance i writes $WORK/sipp-NAME.<i>.{stat.csv,
-# errors.log,out}. Sets load_rc: the worst sipp exit code (0 every call succeeded, 1 some
-# failed; other codes are errors of sipp itself).
-load_rc=0
-load() {
-  local name=$1 port=$2 calls=$3 rate=$4 csv=$5
-  shift 5
-  local n=$# i=0 lport c r timeout rc
-  local -a running=()
-  load_rc=0
-  rm -f "$WORK/sipp-$name".*
-  for lport in "$@"; do
-    c=$((calls / n + (i == 0 ? calls % n : 0)))
-    r=$((rate / n + (i == 0 ? rate % n : 0)))
-    [ "$r" -ge 1 ] || r=1
-    timeout=$((c * 4 / r + 30))
-    sipp "127.0.0.1:$port" -sf "$scenario" -inf "$csv-$i.csv" \
-      -key domain "$DOMAIN" -key expires 3600 -auth_uri "$DOMAIN" \
-      -t u1 -i 127.0.0.1 -p "$lport" -buff_size "$SIPP_BUFF" \
-      -m "$c" -r "$r" -rp 1000 \
-      -timeout "${timeout}s" -timeout_error -recv_timeout 5000 \
-      -nostdin -default_behaviors all,-bye \
-      -trace_stat -fd 1 -stf "$WORK/sipp-$name.$i.stat.csv" \
-      -trace_err -error_file "$WORK/sipp-$name.$i.errors.log" -max_log_size 20000000 \
-      >"$WORK/sipp-$name.$i.out" 2>&1 </dev/null &
-    running+=("$!")
-    pids+=("$!")
-    i=$((i + 1))
-  done
-  for i in "${!running[@]}"; do
-    rc=0
-    wait "${running[$i]}" || rc=$?
-    case $rc in
-      0) ;;
-      1) [ "$load_rc" -ne 0 ] || load_rc=1 ;;
-      *)
-        load_rc=$rc
-        log "$name: sipp instance $i exited $rc; last lines of $WORK/sipp-$name.$i.out:"
-        tail -n 15 "$WORK/sipp-$name.$i.out" >&2 || true
-        ;;
-    esac
-    forget_pid "${running[$i]}"
-  done
-}
-
-# users_csv COUNT N: writes $WORK/users-COUNT-of-N-<i>.csv, COUNT users from FIRST_USER split
-# into N consecutive ranges, and prints the prefix.
-users_csv() {
-  local count=$1 n=$2 i first size prefix=$WORK/users-$1-of-$2
-  first=$FIRST_USER
-  for ((i = 0; i < n; i++)); do
-    size=$((count / n + (i == n - 1 ? count % n : 0)))
-    [ -f "$prefix-$i.csv" ] || python3 "$gen_users" "$size" --first "$first" -o "$prefix-$i.csv"
-    first=$((first + size))
-  done
-  echo "$prefix"
-}
-
-# One registration (user FIRST_USER from the first local port) must succeed before measuring.
-smoke() { # target port lport
-  load "$1-smoke" "$2" 1 10 "$(users_csv 1 1)" "$3"
-  if [ "$load_rc" != 0 ]; then
-    log "$1: the smoke registration failed (sipp exit $load_rc); see $WORK/sipp-$1-smoke.*"
-    tail -n 20 "$WORK/sipp-$1-smoke.0.errors.log" "$WORK/sipp-$1-smoke.0.out" >&2 2>/dev/null || true
-    return 1
-  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -382,17 +205,11 @@ declare -A best_rate=() best_us=() measured=() mem_per=() mem_heap=() top=()
 row() { printf '%-8s %7s %7s %7s %6s %6s %8s %7s %8s %7s %8s %6s %6s %10s  %s\n' "$@"; }
 TABLE_HEADER=$(row target rate/s calls ok failed fail% retrans got/s resp_ms srv_us srv_cpu% sipp% other% drops verdict)
 
-sum_drops() { # port...: kernel drops over these local UDP ports
-  local p t=0
-  for p in "$@"; do t=$((t + $(udp_drops "$p"))); done
-  echo "$t"
-}
-
 # step TARGET RATE CSV_PREFIX LOCAL_PORT...: one step against the running server ($srv_pid,
 # $srv_port); prints its row (and appends it to $RESULTS); sets step_us (server CPU us per
 # successful registration); returns 0 when clean, 1 when not.
 step_us=n/a
-step_noisy=0
+# shellcheck disable=SC2317 # called through ramp (lib.sh)
 step() {
   local target=$1 rate=$2 csv=$3
   shift 3
@@ -409,7 +226,7 @@ step() {
   d0=$(udp_drops "$srv_port")
   sd0=$(sum_drops "${lports[@]}")
   m0=$(date +%s%N)
-  load "$name" "$srv_port" "$calls" "$rate" "$csv" "${lports[@]}"
+  reg_load "$name" "$calls" "$rate" "$csv" "${lports[@]/#/$srv_port:}"
   m1=$(date +%s%N)
   children_cpu
   s1=$children_ms
@@ -460,26 +277,24 @@ print(round(out / elapsed) if elapsed > 0 else 0,
   [[ $verdict == clean* ]]
 }
 
-# step_again: step, repeated (up to twice) while other processes took more than NOISE_PCT % of a
-# core during it (e.g. a build running next to the benchmark); the last run counts.
-step_again() {
-  local try rc
-  for try in 1 2 3; do
-    rc=0
-    step "$@" || rc=$?
-    [ "$step_noisy" = 1 ] && [ "$try" -lt 3 ] || return "$rc"
-    log "other processes were busy during that step: repeating it in 5 s"
-    sleep 5
-  done
+# Callbacks of ramp (lib.sh), run inside throughput: its target, csv and lports.
+# shellcheck disable=SC2317
+tp_step() { step "$target" "$1" "$csv" "${lports[@]}"; }
+# shellcheck disable=SC2317
+tp_clean() {
+  best_rate[$target]=$1
+  best_us[$target]=$step_us
 }
+# shellcheck disable=SC2317
+server_alive() { kill -0 "$srv_pid" 2>/dev/null; }
 
 throughput() {
-  local target=$1 csv rate i clean=0 bad=0 mid
+  local target=$1 csv i
   local -a lports=()
   start_target "$target" "$target-tp" "$USERS" || return 1
   # The same local ports for every step: the same Contact, so one binding per user.
   for ((i = 0; i < SIPP_INSTANCES; i++)); do lports+=("$(free_port udp)"); done
-  smoke "$target" "$srv_port" "${lports[0]}" || {
+  reg_smoke "$target" "$srv_port" "${lports[0]}" || {
     forget_pid "$srv_pid"
     return 1
   }
@@ -493,31 +308,10 @@ throughput() {
     echo "   steps of max($MIN_STEP_CALLS, rate x ${STEP_SECONDS}s) calls"
     echo "$TABLE_HEADER"
   } | tee -a "$RESULTS"
-  top[$target]=1
-  for rate in $RATES; do
-    if step_again "$target" "$rate" "$csv" "${lports[@]}"; then
-      clean=$rate
-      best_rate[$target]=$rate
-      best_us[$target]=$step_us
-    else
-      bad=$rate
-      top[$target]=0
-      break
-    fi
-  done
-  # Bisect between the last clean and the first failed rate (to multiples of 500/s).
-  for ((i = 0; i < REFINE_STEPS && bad > 0 && clean > 0; i++)); do
-    kill -0 "$srv_pid" 2>/dev/null || break
-    mid=$(((clean + bad) / 2 / 500 * 500))
-    if [ "$mid" -le "$clean" ] || [ "$mid" -ge "$bad" ]; then break; fi
-    if step_again "$target" "$mid" "$csv" "${lports[@]}"; then
-      clean=$mid
-      best_rate[$target]=$mid
-      best_us[$target]=$step_us
-    else
-      bad=$mid
-    fi
-  done
+  # Each rate of RATES until one is not clean, then bisect (to multiples of 500/s).
+  # shellcheck disable=SC2086 # RATES is a list
+  ramp tp_step tp_clean server_alive 500 $RATES
+  top[$target]=$ramp_top
   if ! kill -0 "$srv_pid" 2>/dev/null; then
     log "$target exited during the throughput test; last lines of $WORK/$target-tp.log:"
     tail -n 30 "$WORK/$target-tp.log" >&2 || true
@@ -559,7 +353,7 @@ memory() {
   } | tee -a "$RESULTS"
   for ((round = 1; round <= MEM_ROUNDS; round++)); do
     log "$target: memory round $round: registering $MEM_BINDINGS users at $MEM_RATE/s"
-    load "$target-mem-$round" "$srv_port" "$MEM_BINDINGS" "$MEM_RATE" "$csv" "$lport"
+    reg_load "$target-mem-$round" "$MEM_BINDINGS" "$MEM_RATE" "$csv" "$srv_port:$lport"
     case $load_rc in
       0 | 1) ;;
       *) die "sipp failed in the memory test of $target (exit $load_rc)" ;;
@@ -644,10 +438,7 @@ done
   if [[ " ${want[*]} " == *" kubepbx "* ]]; then
     echo "kubepbx: $KUBEPBX_BIN ($("$KUBEPBX_BIN" --version 2>/dev/null || echo "version unknown")), RUST_LOG=${RUST_LOG:-unset (info)}${KUBEPBX_ARGS:+, extra args: $KUBEPBX_ARGS}"
   fi
-  read -r -a q0 <<<"$(machine_jiffies)"
-  sleep 1
-  read -r -a q1 <<<"$(machine_jiffies)"
-  idle_busy=$(((q1[0] - q0[0]) * 100 * NCPU / (q1[1] - q0[1] > 0 ? q1[1] - q0[1] : 1)))
+  idle_busy=$(busy_over_1s)
   echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be low")"
   echo "columns: got/s = calls sipp made per second of the step; resp_ms = mean REGISTER->200 time;"
   echo "  srv_us = server CPU us per successful registration; srv_cpu%, sipp% = CPU of the server and"

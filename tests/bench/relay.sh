@@ -52,7 +52,13 @@
 #   BENCH_WORK         [a new /tmp/kubepbx-relay.XXXXXX]  the runs' output; a directory given
 #                      here is kept, the default one is deleted after a successful run unless
 #                      BENCH_KEEP=1
+# Helpers shared with the other benchmarks are in tests/bench/lib.sh.
 set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
+kept_note="work files"
 
 CALLS_LIST=${CALLS_LIST:-100 500 1000}
 ARRIVALS=${ARRIVALS:-even burst}
@@ -62,12 +68,6 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 PORT_BASE=${PORT_BASE:-22000}
 NOISE_PCT=${NOISE_PCT:-25}
 BENCH_KEEP=${BENCH_KEEP:-0}
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 2
-}
 
 for cmd in python3 getconf; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found"
@@ -85,44 +85,8 @@ for n in $CALLS_LIST; do
   [ $((PORT_BASE + 4 * n + 99)) -le 65535 ] || die "PORT_BASE + 4 x $n + 99 is above 65535"
 done
 read -r eph_lo eph_hi </proc/sys/net/ipv4/ip_local_port_range
-NCPU=$(nproc)
 
-WORK=${BENCH_WORK:-$(mktemp -d /tmp/kubepbx-relay.XXXXXX)}
-mkdir -p "$WORK"
-RESULTS=$WORK/relay-results.txt
-: >"$RESULTS"
-
-pid=
-status=2
-# shellcheck disable=SC2317 # runs from the EXIT trap
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  if [ "$status" -eq 0 ] && [ "$BENCH_KEEP" != 1 ] && [ -z "${BENCH_WORK:-}" ]; then
-    rm -rf "$WORK"
-  else
-    log "work files kept in $WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-machine_jiffies() {
-  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
-}
-children_ms=0
-children_cpu() { # CPU (ms) of this shell's finished children, into $children_ms
-  times >"$WORK/.times"
-  children_ms=$(awk 'NR == 2 {
-    t = 0
-    for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
-    printf "%d\n", t * 1000
-  }' "$WORK/.times")
-}
+init_work kubepbx-relay relay-results.txt
 
 row() { printf '%-6s %6s %7s %8s %8s %8s %5s %5s %6s %6s %6s %6s %7s %8s %8s %14s %11s %6s  %s\n' "$@"; }
 TABLE_HEADER=$(row arrive calls pps relayed received lost_win lost drops relay% us/pkt phone% p50_us p99_us p99.9_us max_us KiB/call queue_KiB other% verdict)
@@ -131,7 +95,7 @@ declare -A res=()
 # run ARRIVALS N TRY: one run; fills res[] from its RESULT line, prints the row; returns 1 when
 # noisy.
 run() {
-  local arrivals=$1 n=$2 try=$3 out=$WORK/relay-$1-$2.$3.out rc=0 s0 s1 m0 m1 other verdict kv
+  local arrivals=$1 n=$2 try=$3 out=$WORK/relay-$1-$2.$3.out rc=0 s0 s1 m0 m1 other verdict kv bench
   local -a flags=(--workers "$RELAY_WORKERS" --shards "$RELAY_SHARDS")
   [ "$arrivals" = even ] || flags+=(--burst)
   local -a j0 j1
@@ -140,9 +104,10 @@ run() {
   read -r -a j0 <<<"$(machine_jiffies)"
   m0=$(date +%s%N)
   "$RELAY_BENCH_BIN" "$n" "$SECONDS_PER_RUN" "$PORT_BASE" "${flags[@]}" >"$out" 2>&1 </dev/null &
-  pid=$!
-  wait "$pid" || rc=$?
-  pid=
+  bench=$!
+  pids+=("$bench")
+  wait "$bench" || rc=$?
+  forget_pid "$bench"
   m1=$(date +%s%N)
   read -r -a j1 <<<"$(machine_jiffies)"
   children_cpu
@@ -185,10 +150,7 @@ print("%.0f" % max(busy - own, 0))
   echo "kubepbx media relay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "machine: $NCPU CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
   echo "relay_bench: $RELAY_BENCH_BIN; ${SECONDS_PER_RUN} s windows; $([ "$RELAY_SHARDS" = 0 ] && echo "$RELAY_WORKERS relay workers" || echo "$RELAY_SHARDS single-threaded relay runtimes"); relay ports from $PORT_BASE; ephemeral ports $eph_lo-$eph_hi"
-  read -r -a q0 <<<"$(machine_jiffies)"
-  sleep 1
-  read -r -a q1 <<<"$(machine_jiffies)"
-  idle_busy=$(((q1[0] - q0[0]) * 100 * NCPU / (q1[1] - q0[1] > 0 ? q1[1] - q0[1] : 1)))
+  idle_busy=$(busy_over_1s)
   echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be worse")"
   echo "columns: arrive = arrival pattern (even: spread over each 20 ms; burst: grouped per millisecond);"
   echo "  pps = RTP packets relayed per second (both directions); relayed, received = packets in the"
