@@ -573,29 +573,11 @@ throughput() {
 }
 
 # ---------------------------------------------------------------------------------------------
-want=()
-for t in $TARGETS; do
-  case $t in
-    kubepbx)
-      [ -n "${KUBEPBX_BIN:-}" ] || die "KUBEPBX_BIN is not set (make bench sets it)"
-      [ -x "$KUBEPBX_BIN" ] || die "KUBEPBX_BIN=$KUBEPBX_BIN is not an executable"
-      want+=(kubepbx)
-      ;;
-    kamailio)
-      if command -v kamailio >/dev/null 2>&1; then
-        want+=(kamailio)
-      else
-        echo "kamailio is not installed: no comparison (apt-get install kamailio, or scripts/install-deps.sh bench)" | tee -a "$RESULTS"
-      fi
-      ;;
-    *) die "unknown target $t (TARGETS takes kubepbx and/or kamailio)" ;;
-  esac
-done
-[ ${#want[@]} -gt 0 ] || die "nothing to measure (TARGETS=$TARGETS)"
+# shellcheck disable=SC2086 # one target per word
+select_targets $TARGETS
 
 {
   echo "kubepbx call setup benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "machine: $NCPU CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
   echo "sipp: $(sipp -v 2>&1 | awk '/SIPp/ { print $2; exit }'), socket buffers $SIPP_BUFF"
   if [[ " ${want[*]} " == *" kamailio "* ]]; then
     echo "kamailio: $(kamailio -v 2>&1 | awk 'NR == 1 { print $2, $3; exit }'), $KAMAILIO_CHILDREN UDP workers, tests/bench/kamailio-calls.cfg"
@@ -603,8 +585,7 @@ done
   if [[ " ${want[*]} " == *" kubepbx "* ]]; then
     echo "kubepbx: $KUBEPBX_BIN ($("$KUBEPBX_BIN" --version 2>/dev/null || echo "version unknown")), RUST_LOG=${RUST_LOG:-unset (info)}, --rtp-ports $RTP_PORTS${KUBEPBX_ARGS:+, extra args: $KUBEPBX_ARGS}, open files limit $(ulimit -n)$([ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$FDS_WANTED" ] || echo " (below the $FDS_WANTED the port range needs: calls may fail with 'Too many open files')")"
   fi
-  idle_busy=$(busy_over_1s)
-  echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be low")"
+  machine_lines
   echo "calls: hold ${HOLD_MS} ms, ring ${RING_MS} ms; $CALLERS calling users, $SIPP_INSTANCES caller and $SIPP_INSTANCES callee sipps"
   echo "columns: got/s = calls the callers started per second; setup_ms = mean first INVITE -> 200;"
   echo "  call_ms = mean call length (first INVITE -> 200 for the BYE, hold included); srv_us = server"

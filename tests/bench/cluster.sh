@@ -575,12 +575,10 @@ print("etcd during this setup: %d WAL fsyncs, mean %.2f ms" % (n, (s1 - s0) * 10
 # ---------------------------------------------------------------------------------------------
 {
   echo "kubepbx registrar replicas sharing etcd, registration benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "machine: $NCPU CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
   echo "sipp: $(sipp -v 2>&1 | awk '/SIPp/ { print $2; exit }'), socket buffers $SIPP_BUFF"
   echo "etcd: $("$ETCD_BIN" --version 2>/dev/null | awk '/etcd Version/ { print $3; exit }'), one member, data on $(df -T "$WORK" | awk 'NR == 2 { print $2 }') ($WORK/etcd-data)${ETCD_ARGS:+, extra args: $ETCD_ARGS}"
   echo "kubepbx: $KUBEPBX_BIN ($("$KUBEPBX_BIN" --version 2>/dev/null || echo "version unknown")), RUST_LOG=${RUST_LOG:-unset (info)}${REGISTRAR_ARGS:+, extra args: $REGISTRAR_ARGS}"
-  idle_busy=$(busy_over_1s)
-  echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be low")"
+  machine_lines
   echo "columns: step = create (each user's first registration: new bindings) or refresh (the same users"
   echo "  again, same Contact); got/s = calls sipp made per second; resp_ms = mean REGISTER->200 time;"
   echo "  reg_us, etcd_us = CPU us per successful registration of all registrars together and of etcd"

@@ -16,6 +16,7 @@
 #                             directory is deleted
 #   stop_pid, stop_pids, forget_pid
 #   free_port, udp_bound      127.0.0.1 only
+#   machine_lines, select_targets (fills want[])
 #   cpu_ticks, machine_jiffies, busy_over_1s, children_cpu, udp_drops, sum_drops
 #   users_csv, reg_load, reg_load_start, reg_load_wait, reg_smoke
 #                             sipp running tests/sipp/register_digest.xml (needs DOMAIN,
@@ -141,6 +142,40 @@ machine_jiffies() {
 }
 
 # % of one core the whole machine was busy during the next second.
+# machine_lines: the "machine:" line and the load over the next second (with a warning when
+# something else runs), for the header of a results file.
+machine_lines() {
+  local busy
+  echo "machine: $NCPU CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
+  busy=$(busy_over_1s)
+  echo "machine load before the run: ${busy}% of one core busy over 1 s$([ "$busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be off")"
+}
+
+# select_targets TARGETS...: fills want[] with kubepbx (KUBEPBX_BIN must be an executable) and
+# kamailio (skipped with a note in $RESULTS when not installed); dies when nothing is left.
+select_targets() {
+  local t
+  want=()
+  for t in "$@"; do
+    case $t in
+      kubepbx)
+        [ -n "${KUBEPBX_BIN:-}" ] || die "KUBEPBX_BIN is not set (make bench sets it)"
+        [ -x "$KUBEPBX_BIN" ] || die "KUBEPBX_BIN=$KUBEPBX_BIN is not an executable"
+        want+=(kubepbx)
+        ;;
+      kamailio)
+        if command -v kamailio >/dev/null 2>&1; then
+          want+=(kamailio)
+        else
+          echo "kamailio is not installed: no comparison (apt-get install kamailio, or scripts/install-deps.sh bench)" | tee -a "$RESULTS"
+        fi
+        ;;
+      *) die "unknown target $t (TARGETS takes kubepbx and/or kamailio)" ;;
+    esac
+  done
+  [ ${#want[@]} -gt 0 ] || die "nothing to measure (TARGETS=$*)"
+}
+
 busy_over_1s() {
   local -a q0 q1
   read -r -a q0 <<<"$(machine_jiffies)"

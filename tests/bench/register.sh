@@ -408,29 +408,11 @@ memory() {
 }
 
 # ---------------------------------------------------------------------------------------------
-want=()
-for t in $TARGETS; do
-  case $t in
-    kubepbx)
-      [ -n "${KUBEPBX_BIN:-}" ] || die "KUBEPBX_BIN is not set (make bench sets it)"
-      [ -x "$KUBEPBX_BIN" ] || die "KUBEPBX_BIN=$KUBEPBX_BIN is not an executable"
-      want+=(kubepbx)
-      ;;
-    kamailio)
-      if command -v kamailio >/dev/null 2>&1; then
-        want+=(kamailio)
-      else
-        echo "kamailio is not installed: no comparison (apt-get install kamailio, or scripts/install-deps.sh bench)" | tee -a "$RESULTS"
-      fi
-      ;;
-    *) die "unknown target $t (TARGETS takes kubepbx and/or kamailio)" ;;
-  esac
-done
-[ ${#want[@]} -gt 0 ] || die "nothing to measure (TARGETS=$TARGETS)"
+# shellcheck disable=SC2086 # one target per word
+select_targets $TARGETS
 
 {
   echo "kubepbx registration benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "machine: $NCPU CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
   echo "sipp: $(sipp -v 2>&1 | awk '/SIPp/ { print $2; exit }'), socket buffers $SIPP_BUFF"
   if [[ " ${want[*]} " == *" kamailio "* ]]; then
     echo "kamailio: $(kamailio -v 2>&1 | awk 'NR == 1 { print $2, $3; exit }'), $KAMAILIO_CHILDREN UDP workers, tests/bench/kamailio.cfg"
@@ -438,8 +420,7 @@ done
   if [[ " ${want[*]} " == *" kubepbx "* ]]; then
     echo "kubepbx: $KUBEPBX_BIN ($("$KUBEPBX_BIN" --version 2>/dev/null || echo "version unknown")), RUST_LOG=${RUST_LOG:-unset (info)}${KUBEPBX_ARGS:+, extra args: $KUBEPBX_ARGS}"
   fi
-  idle_busy=$(busy_over_1s)
-  echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be low")"
+  machine_lines
   echo "columns: got/s = calls sipp made per second of the step; resp_ms = mean REGISTER->200 time;"
   echo "  srv_us = server CPU us per successful registration; srv_cpu%, sipp% = CPU of the server and"
   echo "  of all sipp instances, other% = everything else on the machine, in % of one core;"

@@ -148,10 +148,8 @@ print("%.0f" % max(busy - own, 0))
 
 {
   echo "kubepbx media relay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "machine: $NCPU CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
   echo "relay_bench: $RELAY_BENCH_BIN; ${SECONDS_PER_RUN} s windows; $([ "$RELAY_SHARDS" = 0 ] && echo "$RELAY_WORKERS relay workers" || echo "$RELAY_SHARDS single-threaded relay runtimes"); relay ports from $PORT_BASE; ephemeral ports $eph_lo-$eph_hi"
-  idle_busy=$(busy_over_1s)
-  echo "machine load before the run: ${idle_busy}% of one core busy over 1 s$([ "$idle_busy" -lt 20 ] || echo " — WARNING: something else is running, the figures will be worse")"
+  machine_lines
   echo "columns: arrive = arrival pattern (even: spread over each 20 ms; burst: grouped per millisecond);"
   echo "  pps = RTP packets relayed per second (both directions); relayed, received = packets in the"
   echo "  window; lost_win = sent - received in the window (sampled at slightly different instants, can be"
