@@ -72,20 +72,7 @@ impl CallFeed {
 
     /// The shared record of `call`.
     pub fn record(&self, call: &Call) -> CallRecord {
-        CallRecord {
-            id: call.name.clone(),
-            owner: self.owner.clone(),
-            from: call.caller.user.clone(),
-            to: call.callee.user.clone(),
-            state: match call.state {
-                CallState::Ringing => CallPhase::Ringing,
-                CallState::Answered => CallPhase::Answered,
-            },
-            started_at: call.started_at,
-            answered_at: call.answered_at,
-            media: None,
-            session: call.session().map(str::to_owned),
-        }
+        record_of(call, &self.owner)
     }
 
     /// Sends `change`, or — after a full queue dropped one — every call (`all`) first.
@@ -106,9 +93,27 @@ impl CallFeed {
     }
 }
 
-/// Another replica's call at `now`, as `GET /api/v1/calls` lists it (media counters filled in
-/// by the HTTP side).
-pub fn remote_view(record: &CallRecord, now: UnixMillis) -> CallView {
+/// The record of a call `owner` routes (the media replica is filled in by whoever places it).
+fn record_of(call: &Call, owner: &str) -> CallRecord {
+    CallRecord {
+        id: call.name.clone(),
+        owner: owner.to_owned(),
+        from: call.caller.user.clone(),
+        to: call.callee.user.clone(),
+        state: match call.state {
+            CallState::Ringing => CallPhase::Ringing,
+            CallState::Answered => CallPhase::Answered,
+        },
+        started_at: call.started_at,
+        answered_at: call.answered_at,
+        media: None,
+        session: call.session().map(str::to_owned),
+    }
+}
+
+/// A call (this replica's or another's) at `now`, as `GET /api/v1/calls` lists it (media
+/// counters filled in by the HTTP side).
+pub fn view_of(record: &CallRecord, now: UnixMillis) -> CallView {
     CallView {
         id: record.id.clone(),
         from: record.from.clone(),
@@ -185,31 +190,13 @@ pub struct CdrView {
     pub end_code: u16,
 }
 
-fn state_name(state: CallState) -> &'static str {
-    match state {
-        CallState::Ringing => CallPhase::Ringing.as_str(),
-        CallState::Answered => CallPhase::Answered.as_str(),
-    }
-}
-
 fn seconds_between(from: Option<UnixMillis>, to: UnixMillis) -> u64 {
     from.map_or(0, |at| at.until(to).as_secs())
 }
 
-/// A live call at `now` (media filled in later by whoever can ask the relay).
+/// A live call of this replica at `now` (media filled in later by whoever can ask the relay).
 pub fn call_view(call: &Call, now: UnixMillis) -> CallView {
-    CallView {
-        id: call.name.clone(),
-        from: call.caller.user.clone(),
-        to: call.callee.user.clone(),
-        state: state_name(call.state).to_owned(),
-        started_at: call.started_at.to_rfc3339(),
-        answered_at: call.answered_at.map(UnixMillis::to_rfc3339),
-        duration_seconds: seconds_between(call.answered_at, now),
-        media: None,
-        recording: None,
-        session: call.session().map(str::to_owned),
-    }
+    view_of(&record_of(call, ""), now)
 }
 
 /// The record of a finished call, with the relay's final counters when there are some.

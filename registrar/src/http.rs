@@ -186,14 +186,8 @@ async fn calls(State(state): State<AppState>) -> Result<Response, Problem> {
     let mut list = state.registrar.calls().await.ok_or_else(unavailable)?;
     if let Some(cluster) = &state.cluster {
         let now = kubepbx_api::time::UnixMillis::now();
-        let mine: std::collections::HashSet<String> = list.iter().map(|c| c.id.clone()).collect();
         let others = cluster.others();
-        list.extend(
-            others
-                .iter()
-                .filter(|r| !mine.contains(&r.id))
-                .map(|r| crate::calls::remote_view(r, now)),
-        );
+        list.extend(others.iter().map(|r| crate::calls::view_of(r, now)));
         list.sort_by(|a, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
     }
     if let Some(media) = &state.media {
