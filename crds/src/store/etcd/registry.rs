@@ -244,15 +244,17 @@ struct Lease {
 /// The announcement task: keep-alive every third of the TTL, rewrite on change, re-grant and
 /// rewrite (with every owned record) when the lease was lost; revoke on release.
 async fn keep_announced(
-    mut lease: Lease,
+    lease: Lease,
     mut updates: watch::Receiver<ReplicaRecord>,
     mut changes: mpsc::Receiver<OwnedChange>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let Lease {
-        shared, key, ttl, ..
-    } = &lease;
-    let (shared, key, ttl) = (Arc::clone(shared), key.clone(), *ttl);
+        shared,
+        key,
+        ttl,
+        mut id,
+    } = lease;
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -263,7 +265,7 @@ async fn keep_announced(
         tokio::select! {
             _ = &mut stop => {
                 let mut leases = shared.client.lease_client();
-                match tokio::time::timeout(RELEASE_TIMEOUT, leases.revoke(lease.id)).await {
+                match tokio::time::timeout(RELEASE_TIMEOUT, leases.revoke(id)).await {
                     Ok(Ok(_)) => tracing::info!(%key, "left the replica registry"),
                     Ok(Err(e)) => tracing::warn!(%key, error = %chain(&e),
                         "could not leave the replica registry; the entry expires with its lease"),
@@ -284,12 +286,12 @@ async fn keep_announced(
                     owned.apply(change);
                 }
             }
-            _ = tick.tick() => match shared.keep_alive(lease.id).await {
+            _ = tick.tick() => match shared.keep_alive(id).await {
                 Ok(true) => {}
                 Ok(false) => match shared.grant_own_lease(ttl).await {
-                    Ok(id) => {
+                    Ok(fresh) => {
                         tracing::info!(%key, "announcement lease was lost; announcing again");
-                        lease.id = id;
+                        id = fresh;
                         dirty = true;
                         owned.all_dirty();
                     }
@@ -301,11 +303,11 @@ async fn keep_announced(
         }
         if dirty {
             let record = updates.borrow_and_update().clone();
-            dirty = shared.put_record(&key, &record, lease.id).await.is_err();
+            dirty = shared.put_record(&key, &record, id).await.is_err();
         }
         if !owned.is_clean() {
             // A failure is recorded in the store's health; the next tick or change retries.
-            let _ = owned.flush(&shared, lease.id).await;
+            let _ = owned.flush(&shared, id).await;
         }
     }
 }
