@@ -1,8 +1,9 @@
 //! `kubepbx`: one binary, many roles: `kubepbx up -f DIR` (the whole PBX in one process serving
 //! the Extensions of a manifest folder), and for clusters sharing etcd: `kubepbx registrar` (a
 //! SIP registrar/proxy replica), `kubepbx media` (an RTP relay replica) and
-//! `kubepbx apply -f DIR --etcd URL` (a manifest folder into etcd); `kubepbx crdgen` prints the
-//! Extension CRD.
+//! `kubepbx apply -f DIR --etcd URL` (a manifest folder into etcd); in Kubernetes,
+//! `kubepbx operator --etcd URL` (Extension resources into etcd, registrations into their
+//! status); `kubepbx crdgen` prints the Extension CRD.
 //!
 //! Every flag can also be given as `KUBEPBX_<FLAG>` in the environment (`--admin-token` →
 //! `KUBEPBX_ADMIN_TOKEN`). Logs go to stderr and follow `RUST_LOG` (default `info`; full SIP
@@ -13,6 +14,7 @@ mod calls;
 mod etcd;
 mod media;
 mod net;
+mod operator;
 mod registrar;
 mod serve;
 mod token;
@@ -46,6 +48,9 @@ enum Command {
     Registrar(registrar::RegistrarArgs),
     /// Run one media replica (RTP relay) of a cluster sharing etcd.
     Media(media::MediaArgs),
+    /// Run the Kubernetes operator: Extensions and their Secrets into etcd, registrations
+    /// and failures back into their status.
+    Operator(operator::OperatorArgs),
     /// Print the Extension CustomResourceDefinition (YAML for `kubectl apply -f -`).
     Crdgen,
 }
@@ -59,7 +64,7 @@ fn main() -> ExitCode {
     // A one-shot command reports on stdout/stderr itself; the servers log.
     let default_filter = match cli.command {
         Command::Apply(_) | Command::Crdgen => "error",
-        Command::Up(_) | Command::Registrar(_) | Command::Media(_) => "info",
+        Command::Up(_) | Command::Registrar(_) | Command::Media(_) | Command::Operator(_) => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             Command::Apply(args) => apply::run(args).await,
             Command::Registrar(args) => registrar::run(args).await,
             Command::Media(args) => media::run(args).await,
+            Command::Operator(args) => operator::run(args).await,
             Command::Crdgen => Ok(()),
         }
     });

@@ -11,4 +11,12 @@
 //!   moves when the status does).
 
 pub mod conditions;
+pub mod http;
+pub mod metrics;
+pub mod mirror;
+pub mod reconcile;
+pub mod report;
+pub mod run;
+pub mod secrets;
+pub mod triggers;
 pub mod verdict;
