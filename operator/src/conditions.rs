@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `Ready` | the extension is served as its spec says | any reason below |
 //! | `CredentialsSynced` | its HA1 digests from the Secret are in etcd | `SecretNotFound`, `SecretKeyMissing`, `SecretKeyInvalid`, `PasswordEmpty`, `InvalidSpec`, `DuplicateExtension`, `EtcdUnavailable` |
-//! | `Registered` | at least one device is registered | `NotRegistered` (the message names the last failure) |
+//! | `Registered` | at least one device is registered | `NotRegistered` (the message names the last failure), `Disabled` (no device may register), `NotServed` (no record: the spec or a duplicate), `EtcdUnavailable` (Unknown) |
 //!
 //! [`set`] replaces a condition but keeps its `lastTransitionTime` while its status stays the
 //! same, as Kubernetes conventions ask: the time says when the status changed, not when the

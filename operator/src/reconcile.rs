@@ -214,11 +214,14 @@ pub async fn reconcile(ext: Arc<Extension>, ctx: Arc<Context>) -> Result<Action,
         }
         Err(e) => Err(e),
     };
-    let mut books = ctx.books();
-    books.running -= 1;
+    {
+        let mut books = ctx.books();
+        books.running -= 1;
+        if result.is_ok() {
+            books.failures.remove(&target);
+        }
+    }
     if result.is_ok() {
-        books.failures.remove(&target);
-        drop(books);
         ctx.metrics.reconciled();
     }
     ctx.metrics.set_queue_depth(ctx.queue_depth());

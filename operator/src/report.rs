@@ -118,16 +118,21 @@ pub fn status(previous: Option<&ExtensionStatus>, facts: &Facts<'_>) -> Extensio
 }
 
 fn registered(facts: &Facts<'_>) -> Wanted {
-    if facts.verdict.record.is_none() {
-        return wanted(
-            REGISTERED,
-            Status::False,
-            "NotServed",
-            format!(
-                "no device can register while {} is not Ready",
-                facts.verdict.ready.reason
-            ),
-        );
+    let ready = &facts.verdict.ready;
+    match &facts.verdict.record {
+        None => {
+            let message = format!("no device can register: {}", ready.reason);
+            return wanted(REGISTERED, Status::False, "NotServed", message);
+        }
+        Some(record) if !record.enabled => {
+            let message = if ready.status == Status::True {
+                "no device can register: the extension is disabled (spec.enabled: false)".to_owned()
+            } else {
+                format!("no device can register until {} is fixed", ready.reason)
+            };
+            return wanted(REGISTERED, Status::False, "Disabled", message);
+        }
+        Some(_) => {}
     }
     if !facts.observed {
         return wanted(
@@ -403,7 +408,7 @@ mod tests {
         let v = verdict(None);
         let s = status(None, &facts(&v, &[], None));
         assert_eq!(find(&s, READY), ("False", "SecretNotFound"));
-        assert_eq!(find(&s, REGISTERED).0, "False");
+        assert_eq!(find(&s, REGISTERED), ("False", "Disabled"));
     }
 
     #[test]
