@@ -111,6 +111,8 @@ pub async fn run(
     ));
     let _follower = AbortOnDrop(follower);
 
+    // Without an election this replica always leads: the sender lives as long as the loop.
+    let mut always = None;
     let (leading, election) = match &config.election {
         Some(election) => {
             let manager = LeaseManagerBuilder::new(client.clone(), &election.lease)
@@ -131,7 +133,11 @@ pub async fn run(
             let (leading, task) = manager.watch().await;
             (leading, Some(task))
         }
-        None => (watch::channel(true).1, None),
+        None => {
+            let (tx, rx) = watch::channel(true);
+            always = Some(tx);
+            (rx, None)
+        }
     };
     let shared = Arc::new(Shared {
         metrics: Arc::clone(&metrics),
@@ -149,11 +155,16 @@ pub async fn run(
     loop {
         // Wait to lead (or to stop).
         let lead = tokio::select! {
-            () = shutdown.cancelled() => false,
-            r = leading.wait_for(|l| *l) => r.is_ok(),
+            () = shutdown.cancelled() => None,
+            r = leading.wait_for(|l| *l) => Some(r.is_ok()),
         };
-        if !lead {
-            break;
+        match lead {
+            None => break,
+            Some(true) => {}
+            Some(false) => anyhow::bail!(
+                "leader election stopped (the Lease can no longer be read or written); \
+                 check the operator's RBAC for coordination.k8s.io leases"
+            ),
         }
         tracing::info!(identity = %config.identity, "leading: starting the Extension controller");
         metrics.set_leader(true);
@@ -180,6 +191,7 @@ pub async fn run(
     }
     // Closing the channel makes the election task release the Lease.
     drop(leading);
+    drop(always);
     drop(shared);
     if let Some(task) = election {
         match tokio::time::timeout(Duration::from_secs(5), task).await {
