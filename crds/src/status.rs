@@ -71,7 +71,7 @@ pub struct RegistrationStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureStatus {
-    /// The reason code (`WrongPassword`, `UnknownDomain`, … — docs/troubleshooting.md).
+    /// The reason code (`WrongPassword`, `RealmMismatch`, `Disabled`, … — docs/troubleshooting.md).
     pub reason: String,
     /// When (RFC 3339).
     pub at: String,

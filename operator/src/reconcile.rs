@@ -284,8 +284,9 @@ async fn apply(ext: &Extension, ctx: &Context) -> Result<Action, Error> {
     let domain = ext
         .spec
         .domain
-        .clone()
-        .unwrap_or_else(|| ctx.settings.domain.clone());
+        .as_deref()
+        .unwrap_or(&ctx.settings.domain)
+        .to_ascii_lowercase();
     let facts = Facts {
         verdict: &verdict,
         generation,

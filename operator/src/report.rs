@@ -92,7 +92,9 @@ pub fn status(previous: Option<&ExtensionStatus>, facts: &Facts<'_>) -> Extensio
     for condition in [&ready, &credentials, &registered] {
         conditions::set(&mut conditions, condition, facts.generation, now);
     }
-    let serving = facts.verdict.record.is_some();
+    // A disabled extension's bindings only wait for their expiry: nobody is served by them.
+    let own = facts.verdict.record.is_some();
+    let serving = facts.verdict.record.as_ref().is_some_and(|r| r.enabled);
     let bindings = if serving { facts.bindings } else { &[] };
     ExtensionStatus {
         observed_generation: Some(facts.generation),
@@ -106,7 +108,7 @@ pub fn status(previous: Option<&ExtensionStatus>, facts: &Facts<'_>) -> Extensio
             .collect(),
         last_failure: facts
             .registration
-            .filter(|_| serving)
+            .filter(|_| own)
             .and_then(|r| r.last_failure.as_ref())
             .map(|f| FailureStatus {
                 reason: f.reason.as_str().to_owned(),
@@ -406,9 +408,17 @@ mod tests {
     #[test]
     fn a_missing_secret_serves_nothing() {
         let v = verdict(None);
-        let s = status(None, &facts(&v, &[], None));
+        let left = [binding(60_000)];
+        let reg = failure();
+        let s = status(None, &facts(&v, &left, Some(&reg)));
         assert_eq!(find(&s, READY), ("False", "SecretNotFound"));
         assert_eq!(find(&s, REGISTERED), ("False", "Disabled"));
+        assert_eq!(
+            s.contacts, 0,
+            "bindings waiting for their expiry serve nobody"
+        );
+        assert!(s.registrations.is_empty());
+        assert!(s.last_failure.is_some(), "the failure says why");
     }
 
     #[test]

@@ -240,6 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn domains_are_stored_lower_case_as_the_registrars_match_them() {
+        let mut s = spec("1001");
+        s.domain = Some("PBX.Example.com".to_owned());
+        let data = secret(&[("password", b"pw")]);
+        let v = decide(subject(&s), Some(&data), "ignored", None);
+        let record = v.record.expect("a record");
+        assert_eq!(record.domain, "pbx.example.com");
+        assert_eq!(
+            record.ha1,
+            kubepbx_api::ha1::Ha1Set::derive("1001", "pbx.example.com", "pw")
+        );
+        assert_eq!(v.key, Some(record.key()));
+        let v = decide(subject(&spec("1001")), Some(&data), "Default.Example", None);
+        assert_eq!(
+            v.record.map(|r| r.domain).as_deref(),
+            Some("default.example")
+        );
+    }
+
+    #[test]
     fn invalid_specs_and_duplicates_write_nothing() {
         let mut s = spec("1001");
         s.max_contacts = 0;

@@ -142,7 +142,13 @@ pub fn extension_record(
     password: Result<&str, SecretProblem>,
     generation: u64,
 ) -> ExtensionRecord {
-    let domain = spec.domain.as_deref().unwrap_or(default_domain);
+    // Hosts are matched case-insensitively: the record (and realm) use the lower-case form.
+    let domain = spec
+        .domain
+        .as_deref()
+        .unwrap_or(default_domain)
+        .to_ascii_lowercase();
+    let domain = domain.as_str();
     let (ha1, enabled, disabled_reason) = match password {
         Ok(password) => (
             Ha1Set::derive(&spec.extension, domain, password),
