@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::CancellationToken;
 
 /// Name of the controller in Events and field managers.
 pub const CONTROLLER: &str = "kubepbx-operator";

@@ -716,3 +716,90 @@ async fn etcd_down_is_reported_in_the_status_and_retried() {
     .unwrap()
     .await;
 }
+
+/// `GET path` on `port`: status code and body.
+async fn get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_endpoints() {
+    use kubepbx_operator::run::Shared;
+    use tokio::sync::watch;
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let store = Arc::new(
+        EtcdStore::connect(&etcd.endpoints(), EtcdOptions::default())
+            .await
+            .unwrap(),
+    );
+    let (leading, leading_rx) = watch::channel(false);
+    let mirror = Arc::new(RwLock::new(Mirror::default()));
+    let metrics = Arc::new(Metrics::default());
+    let shared = Arc::new(Shared {
+        metrics: Arc::clone(&metrics),
+        store,
+        leading: leading_rx,
+        session: std::sync::Mutex::new(None),
+        mirror: Arc::clone(&mirror),
+    });
+    let port = kubepbx_tests::free_tcp_port().unwrap();
+    let shutdown = kubepbx_operator::run::CancellationToken::new();
+    let server = kubepbx_operator::http::serve(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        shared,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    assert_eq!(
+        get(port, "/readyz").await,
+        (200, "ready: standby\n".to_owned()),
+        "a standby is ready to take over"
+    );
+    leading.send(true).unwrap();
+    metrics.set_leader(true);
+    assert_eq!(
+        get(port, "/readyz").await,
+        (503, "not ready: reading etcd\n".to_owned())
+    );
+    mirror.write().unwrap().load(Snapshot::default());
+    assert_eq!(
+        get(port, "/readyz").await,
+        (200, "ready: leading\n".to_owned())
+    );
+    metrics.failed(kubepbx_operator::metrics::ErrorReason::KubeApi);
+    let (status, text) = get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "kubepbx_operator_leader 1",
+        "kubepbx_operator_etcd_connected 1",
+        "kubepbx_operator_queue_depth 0",
+        "kubepbx_operator_reconcile_errors_total{reason=\"KubeApi\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    shutdown.cancel();
+    tokio::time::timeout(STEP, server).await.unwrap().unwrap();
+}
