@@ -3,8 +3,12 @@
 //! `ApiServerVerifier` pattern) and a real etcd (Debian's etcd-server), with a real registrar
 //! (`kubepbx registrar`) and sipp for the registrations the status mirrors.
 //!
-//! Each test drives [`reconcile`] as the controller would, handing it the Extension as the API
-//! server last returned it, and plays the Secret watch by calling `Context::secret_users`.
+//! Most tests drive [`reconcile`] as the controller would, handing it the Extension as the API
+//! server last returned it, and play the Secret watch by calling `Context::secret_users`.
+//! `the_whole_operator_follows_extensions_secrets_and_etcd` runs the whole operator (`run`:
+//! controller, Secret metadata watch, etcd follower) against [`FakeCluster`], a stateful
+//! stand-in that answers lists and long-polled watches; the health endpoints are tested over
+//! HTTP. Leader election needs a real API server (`operator_cluster.rs`).
 
 #![allow(
     clippy::unwrap_used,
@@ -802,4 +806,251 @@ async fn health_readiness_and_metrics_endpoints() {
     }
     shutdown.cancel();
     tokio::time::timeout(STEP, server).await.unwrap().unwrap();
+}
+
+/// A stateful stand-in for the API server, enough for the whole operator (`run`): lists and
+/// long-polled watches of Extensions and Secret metadata, Secret reads, finalizer and status
+/// patches, Events. Watch requests are answered after a short pause with the events queued
+/// since, so the operator's watches see changes as they would on a real cluster.
+#[derive(Default)]
+struct FakeCluster {
+    ext: Value,
+    version: u64,
+    password: String,
+    extension_events: Vec<Value>,
+    secret_events: Vec<Value>,
+    status_patches: Vec<Value>,
+}
+
+impl FakeCluster {
+    fn bump(&mut self) {
+        self.version += 1;
+        self.ext["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.extension_events
+            .push(json!({"type": "MODIFIED", "object": self.ext.clone()}));
+    }
+
+    /// The Secret changes (the operator only sees its metadata move).
+    fn change_password(&mut self, password: &str) {
+        self.password = password.to_owned();
+        self.version += 1;
+        self.secret_events
+            .push(json!({"type": "MODIFIED", "object": {
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "ext-1001", "namespace": NS,
+                         "resourceVersion": self.version.to_string()}}}));
+    }
+
+    fn answer(&mut self, method: &Method, uri: &str, body: &Value) -> (StatusCode, String) {
+        let extensions = format!("/apis/kubepbx.io/v1alpha1/namespaces/{NS}/extensions");
+        let secrets = format!("/api/v1/namespaces/{NS}/secrets");
+        let json = |v: &Value| v.to_string();
+        let list_meta = json!({"resourceVersion": self.version.to_string()});
+        match *method {
+            Method::GET if uri.starts_with(&format!("{extensions}?")) => {
+                if uri.contains("watch=true") {
+                    let lines: Vec<String> =
+                        self.extension_events.drain(..).map(|e| json(&e)).collect();
+                    (StatusCode::OK, lines.join("\n"))
+                } else {
+                    let list = json!({"apiVersion": "kubepbx.io/v1alpha1", "kind": "ExtensionList",
+                        "metadata": list_meta, "items": [self.ext.clone()]});
+                    (StatusCode::OK, json(&list))
+                }
+            }
+            Method::GET if uri.starts_with(&format!("{secrets}?")) => {
+                if uri.contains("watch=true") {
+                    let lines: Vec<String> =
+                        self.secret_events.drain(..).map(|e| json(&e)).collect();
+                    (StatusCode::OK, lines.join("\n"))
+                } else {
+                    let list = json!({"apiVersion": "meta.k8s.io/v1",
+                        "kind": "PartialObjectMetadataList", "metadata": list_meta, "items": []});
+                    (StatusCode::OK, json(&list))
+                }
+            }
+            Method::GET if uri.starts_with(&format!("{secrets}/ext-1001")) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&self.password);
+                let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "ext-1001", "namespace": NS},
+                    "data": {"password": encoded}});
+                (StatusCode::OK, json(&secret))
+            }
+            Method::PATCH if uri.starts_with(&format!("{extensions}/ext-1001/status")) => {
+                self.status_patches.push(body.clone());
+                self.ext["status"] = body["status"].clone();
+                self.bump();
+                (StatusCode::OK, json(&self.ext))
+            }
+            Method::PATCH if uri.starts_with(&format!("{extensions}/ext-1001")) => {
+                assert!(body.to_string().contains(reconcile::FINALIZER), "{body}");
+                self.ext["metadata"]["finalizers"] = json!([reconcile::FINALIZER]);
+                self.bump();
+                (StatusCode::OK, json(&self.ext))
+            }
+            Method::POST | Method::PATCH if uri.contains("/events") => {
+                let mut event = body.clone();
+                event["metadata"]["name"] = json!("event");
+                event["eventTime"] = json!("2026-01-01T00:00:00.000000Z");
+                (StatusCode::CREATED, json(&event))
+            }
+            _ => panic!("unexpected request {method} {uri}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_operator_follows_extensions_secrets_and_etcd() {
+    use kubepbx_operator::run::{self, CancellationToken, Config};
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let options = || EtcdOptions {
+        prefix: "/op-run".to_owned(),
+        ..EtcdOptions::default()
+    };
+    let store = Arc::new(
+        EtcdStore::connect(&etcd.endpoints(), options())
+            .await
+            .unwrap(),
+    );
+    let view = EtcdStore::connect(&etcd.endpoints(), options())
+        .await
+        .unwrap();
+    let fake = Arc::new(std::sync::Mutex::new(FakeCluster {
+        ext: extension("ext-1001", "1001", "2026-01-01T00:00:00Z"),
+        version: 1,
+        password: "change-me-1001".to_owned(),
+        ..FakeCluster::default()
+    }));
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = {
+        let fake = Arc::clone(&fake);
+        tokio::spawn(async move {
+            while let Some((request, reply)) = handle.next_request().await {
+                let fake = Arc::clone(&fake);
+                tokio::spawn(async move {
+                    let method = request.method().clone();
+                    let uri = request.uri().to_string();
+                    if uri.contains("watch=true") {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let bytes = request.into_body().collect_bytes().await.unwrap();
+                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let (status, text) = fake.lock().unwrap().answer(&method, &uri, &body);
+                    let response = Response::builder()
+                        .status(status)
+                        .body(Body::from(text.into_bytes()))
+                        .unwrap();
+                    reply.send_response(response);
+                });
+            }
+        })
+    };
+    let config = Config {
+        settings: Settings {
+            domain: DOMAIN.to_owned(),
+            status_interval: Duration::ZERO,
+            ..Settings::default()
+        },
+        http: None,
+        namespace: Some(NS.to_owned()),
+        election: None,
+        identity: "test".to_owned(),
+        concurrency: 2,
+    };
+    let shutdown = CancellationToken::new();
+    let operator = tokio::spawn(run::run(
+        Client::new(service, "default"),
+        store,
+        config,
+        shutdown.clone(),
+    ));
+
+    let record = |password: &'static str| {
+        let view = &view;
+        async move {
+            let (snapshot, _) = view.watch().await.unwrap();
+            snapshot.extensions.iter().any(|r| {
+                r.key() == UserKey::new(DOMAIN, "1001")
+                    && r.ha1 == Ha1Set::derive("1001", DOMAIN, password)
+            })
+        }
+    };
+    let deadline = Instant::now() + STEP;
+    while !record("change-me-1001").await {
+        assert!(Instant::now() < deadline, "the record never reached etcd");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + STEP;
+    loop {
+        let ready = {
+            let fake = fake.lock().unwrap();
+            fake.ext["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        };
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the status never said Ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The Secret changes: its metadata watch brings the new password to etcd.
+    fake.lock().unwrap().change_password("a-new-password");
+    let deadline = Instant::now() + STEP;
+    while !record("a-new-password").await {
+        assert!(
+            Instant::now() < deadline,
+            "the new password never reached etcd"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let patches = fake.lock().unwrap().status_patches.len();
+    assert!(
+        (1..=3).contains(&patches),
+        "status written on change only: {patches}"
+    );
+
+    // A phone registers (a binding appears in etcd): the status follows.
+    let now = kubepbx_api::time::UnixMillis::now().0;
+    let binding: kubepbx_api::records::Binding = serde_json::from_value(json!({
+        "domain": DOMAIN, "user": "1001", "id": "desk", "contact": "sip:1001@192.168.1.23:5060",
+        "source": "203.0.113.7:41234", "transport": "udp", "replica": "registrar-0", "flow": 0,
+        "userAgent": "MicroSIP/3.21.3", "callId": "c1", "cseq": 1,
+        "registeredAt": now, "expiresAt": now + 600_000,
+    }))
+    .unwrap();
+    view.apply(vec![kubepbx_api::store::Write::PutBinding(Arc::new(
+        binding,
+    ))])
+    .await
+    .unwrap();
+    let deadline = Instant::now() + STEP;
+    while fake.lock().unwrap().ext["status"]["contacts"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the registration never reached the status"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let registration = fake.lock().unwrap().ext["status"]["registrations"][0].clone();
+    assert_eq!(
+        registration["userAgent"], "MicroSIP/3.21.3",
+        "{registration}"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(STEP, operator)
+        .await
+        .expect("the operator stops when asked")
+        .unwrap()
+        .unwrap();
+    server.abort();
 }
