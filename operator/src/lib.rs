@@ -9,6 +9,15 @@
 //!   `CredentialsSynced` conditions with their reasons.
 //! - [`conditions`]: `metav1.Condition`s as the status keeps them (a transition time that only
 //!   moves when the status does).
+//! - [`report`]: the whole `.status` from the verdict and etcd's view, and when it is worth
+//!   writing (sans-IO).
+//! - [`mirror`]: the operator's copy of etcd and the task keeping it current; [`triggers`]: the
+//!   Extensions a change in etcd asks to reconcile; [`secrets`]: password Secrets already read.
+//! - [`reconcile`]: one reconcile (finalizer, Secret, etcd, status, Events) and its error policy.
+//! - [`run`]: the process (leader election, controller, watches); [`http`]: `/healthz`,
+//!   `/readyz`, `/metrics`; [`metrics`]: the counters.
+//!
+//! Design decisions: `docs/adr/0004-operator.md`; for users: `docs/operator.md`.
 
 pub mod conditions;
 pub mod http;
