@@ -55,6 +55,18 @@ pub struct Wanted {
     pub message: String,
 }
 
+impl Wanted {
+    /// A condition of type `kind` with its status, reason and message.
+    pub fn new(kind: &'static str, status: Status, reason: &'static str, message: String) -> Self {
+        Wanted {
+            kind,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
 /// Sets `wanted` in `conditions` for `generation` at `now`: the condition of that type is
 /// replaced, keeping its transition time when the status did not change; others stay.
 pub fn set(conditions: &mut Vec<Condition>, wanted: &Wanted, generation: i64, now: Timestamp) {

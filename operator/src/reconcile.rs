@@ -19,7 +19,7 @@ use crate::mirror::Mirror;
 use crate::report::{self, Due, Etcd, Facts};
 use crate::secrets::{self, SecretCache, SecretKey};
 use crate::triggers::Triggers;
-use crate::verdict::{Subject, Verdict, decide};
+use crate::verdict::{Subject, Verdict, claim, decide};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -251,7 +251,7 @@ pub fn backoff(failures: u32) -> Duration {
 async fn apply(ext: &Extension, ctx: &Context) -> Result<Action, Error> {
     let namespace = ext.namespace().ok_or(Error::NoNamespace)?;
     let name = ext.name_any();
-    let source = format!("{namespace}/{name}");
+    let source = source_of(ext);
     let secret = read_secret(ctx, &namespace, &ext.spec.password_secret_ref.name).await?;
     let older = older_claim(ctx, ext);
     let generation = ext.meta().generation.unwrap_or(0);
@@ -330,7 +330,7 @@ async fn apply(ext: &Extension, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(ext: &Extension, ctx: &Context) -> Result<Action, Error> {
     let namespace = ext.namespace().ok_or(Error::NoNamespace)?;
-    let source = format!("{namespace}/{}", ext.name_any());
+    let source = source_of(ext);
     let keys = ctx.mirror().keys_of(&source);
     if !keys.is_empty() {
         let writes = keys.iter().cloned().map(Write::DeleteExtension).collect();
@@ -383,25 +383,25 @@ async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<secre
     Ok(data)
 }
 
-/// The number and domain `ext` claims, as duplicates are compared (domain case-insensitive).
-fn claim(ext: &Extension, default_domain: &str) -> Option<UserKey> {
-    ext.spec.validate().ok()?;
-    let domain = ext.spec.domain.as_deref().unwrap_or(default_domain);
-    Some(UserKey::new(
-        domain.to_ascii_lowercase(),
-        ext.spec.extension.as_str(),
-    ))
+/// The number and domain `ext` claims ([`claim`] of its spec).
+fn claim_of(ext: &Extension, default_domain: &str) -> Option<UserKey> {
+    claim(&ext.spec, default_domain)
+}
+
+/// `namespace/name` of `ext`: the `source` of the records it writes.
+fn source_of(ext: &Extension) -> String {
+    format!("{}/{}", ext.namespace().unwrap_or_default(), ext.name_any())
 }
 
 /// Every Extension claiming the same number as `ext` (itself included).
 fn claimants(ctx: &Context, ext: &Extension) -> Vec<ObjectRef<Extension>> {
-    let Some(mine) = claim(ext, &ctx.settings.domain) else {
+    let Some(mine) = claim_of(ext, &ctx.settings.domain) else {
         return Vec::new();
     };
     ctx.extensions
         .state()
         .iter()
-        .filter(|e| claim(e, &ctx.settings.domain).as_ref() == Some(&mine))
+        .filter(|e| claim_of(e, &ctx.settings.domain).as_ref() == Some(&mine))
         .map(|e| ObjectRef::from_obj(&**e))
         .collect()
 }
@@ -409,7 +409,7 @@ fn claimants(ctx: &Context, ext: &Extension) -> Vec<ObjectRef<Extension>> {
 /// The oldest other Extension claiming the same number when it is older than `ext`
 /// (`namespace/name`). One being deleted still counts until its record is gone from etcd.
 fn older_claim(ctx: &Context, ext: &Extension) -> Option<String> {
-    let mine = claim(ext, &ctx.settings.domain)?;
+    let mine = claim_of(ext, &ctx.settings.domain)?;
     let age = |e: &Extension| {
         (
             e.meta().creation_timestamp.as_ref().map(|t| t.0),
@@ -423,10 +423,9 @@ fn older_claim(ctx: &Context, ext: &Extension) -> Option<String> {
         .state()
         .into_iter()
         .filter(|e| e.uid() != ext.uid() || e.name_any() != ext.name_any())
-        .filter(|e| claim(e, &ctx.settings.domain).as_ref() == Some(&mine))
+        .filter(|e| claim_of(e, &ctx.settings.domain).as_ref() == Some(&mine))
         .filter(|e| {
-            let source = format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any());
-            e.meta().deletion_timestamp.is_none() || !mirror.keys_of(&source).is_empty()
+            e.meta().deletion_timestamp.is_none() || !mirror.keys_of(&source_of(e)).is_empty()
         })
         .map(|e| age(&e))
         .filter(|other| *other < own)

@@ -73,8 +73,8 @@ pub fn status(previous: Option<&ExtensionStatus>, facts: &Facts<'_>) -> Extensio
                  serving the credentials they had; retrying"
             );
             (
-                wanted(READY, Status::False, "EtcdUnavailable", message.clone()),
-                wanted(
+                Wanted::new(READY, Status::False, "EtcdUnavailable", message.clone()),
+                Wanted::new(
                     CREDENTIALS_SYNCED,
                     Status::Unknown,
                     "EtcdUnavailable",
@@ -124,7 +124,7 @@ fn registered(facts: &Facts<'_>) -> Wanted {
     match &facts.verdict.record {
         None => {
             let message = format!("no device can register: {}", ready.reason);
-            return wanted(REGISTERED, Status::False, "NotServed", message);
+            return Wanted::new(REGISTERED, Status::False, "NotServed", message);
         }
         Some(record) if !record.enabled => {
             let message = if ready.status == Status::True {
@@ -132,12 +132,12 @@ fn registered(facts: &Facts<'_>) -> Wanted {
             } else {
                 format!("no device can register until {} is fixed", ready.reason)
             };
-            return wanted(REGISTERED, Status::False, "Disabled", message);
+            return Wanted::new(REGISTERED, Status::False, "Disabled", message);
         }
         Some(_) => {}
     }
     if !facts.observed {
-        return wanted(
+        return Wanted::new(
             REGISTERED,
             Status::Unknown,
             "EtcdUnavailable",
@@ -153,7 +153,7 @@ fn registered(facts: &Facts<'_>) -> Wanted {
                 newest.source
             ),
         };
-        return wanted(REGISTERED, Status::True, "Registered", message);
+        return Wanted::new(REGISTERED, Status::True, "Registered", message);
     }
     let failure = facts
         .registration
@@ -172,7 +172,7 @@ fn registered(facts: &Facts<'_>) -> Wanted {
         ),
         None => "no device is registered".to_owned(),
     };
-    wanted(REGISTERED, Status::False, "NotRegistered", message)
+    Wanted::new(REGISTERED, Status::False, "NotRegistered", message)
 }
 
 fn registration(b: &Binding) -> RegistrationStatus {
@@ -259,15 +259,6 @@ fn without_expiry(status: &ExtensionStatus) -> ExtensionStatus {
 fn timestamp(at: UnixMillis) -> Timestamp {
     Timestamp::from_millisecond(i64::try_from(at.0).unwrap_or(i64::MAX))
         .unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn wanted(kind: &'static str, status: Status, reason: &'static str, message: String) -> Wanted {
-    Wanted {
-        kind,
-        status,
-        reason,
-        message,
-    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub fn decide(
         return refused(None, "InvalidSpec", message);
     }
     let domain = spec.domain.as_deref().unwrap_or(default_domain);
-    let key = UserKey::new(domain.to_ascii_lowercase(), spec.extension.as_str());
+    let key = key_of(spec, default_domain);
     if let Some(older) = older_claim {
         let message = format!(
             "extension {} in {domain} is already claimed by the older Extension {older}; \
@@ -106,16 +106,16 @@ pub fn decide(
                 }
             );
             (
-                wanted(READY, Status::True, "Synced", message.clone()),
-                wanted(CREDENTIALS_SYNCED, Status::True, "Synced", message),
+                Wanted::new(READY, Status::True, "Synced", message.clone()),
+                Wanted::new(CREDENTIALS_SYNCED, Status::True, "Synced", message),
             )
         }
         Some(problem) => {
             let reason = secret_reason(&problem);
             let message = format!("{problem}; the extension is disabled until then");
             (
-                wanted(READY, Status::False, reason, message.clone()),
-                wanted(CREDENTIALS_SYNCED, Status::False, reason, message),
+                Wanted::new(READY, Status::False, reason, message.clone()),
+                Wanted::new(CREDENTIALS_SYNCED, Status::False, reason, message),
             )
         }
     };
@@ -125,6 +125,18 @@ pub fn decide(
         ready,
         credentials,
     }
+}
+
+/// The number and domain a valid `spec` claims (the record's key: the domain in lower case, as
+/// hosts are matched); `None` for an invalid spec, which claims nothing.
+pub fn claim(spec: &ExtensionSpec, default_domain: &str) -> Option<UserKey> {
+    spec.validate().ok()?;
+    Some(key_of(spec, default_domain))
+}
+
+fn key_of(spec: &ExtensionSpec, default_domain: &str) -> UserKey {
+    let domain = spec.domain.as_deref().unwrap_or(default_domain);
+    UserKey::new(domain.to_ascii_lowercase(), spec.extension.as_str())
 }
 
 /// The condition reason of a Secret problem.
@@ -141,17 +153,8 @@ fn refused(key: Option<UserKey>, reason: &'static str, message: String) -> Verdi
     Verdict {
         key,
         record: None,
-        ready: wanted(READY, Status::False, reason, message.clone()),
-        credentials: wanted(CREDENTIALS_SYNCED, Status::False, reason, message),
-    }
-}
-
-fn wanted(kind: &'static str, status: Status, reason: &'static str, message: String) -> Wanted {
-    Wanted {
-        kind,
-        status,
-        reason,
-        message,
+        ready: Wanted::new(READY, Status::False, reason, message.clone()),
+        credentials: Wanted::new(CREDENTIALS_SYNCED, Status::False, reason, message),
     }
 }
 
