@@ -323,22 +323,34 @@ impl Harness {
             .find(|r| r.key() == key)
     }
 
-    /// Creates `ext`: finalizer, Secret, record, status, Events; returns it as last written.
+    /// Creates `ext` with a Secret holding `password`: finalizer, Secret, record, status and
+    /// the Events of a served extension; returns it as last written.
     async fn create(&mut self, ext: &Value, password: &str) -> Value {
+        let served = ["Synced", "Synced", "NotRegistered"];
+        self.create_with(ext, Some(password), &served).await.0
+    }
+
+    /// Creates `ext`: its first reconcile adds the finalizer; the second reads its Secret
+    /// (`password`, or 404 when `None`), writes the status and publishes one Event per reason
+    /// in `events`. Returns it as last written and what the second reconcile asked for.
+    async fn create_with(
+        &mut self,
+        ext: &Value,
+        password: Option<&str>,
+        events: &[&str],
+    ) -> (Value, Action) {
         self.seen(ext);
         let first = self.reconcile(ext);
         let ext = self.api.add_finalizer(ext).await;
         done(first).await;
         self.seen(&ext);
         let second = self.reconcile(&ext);
-        self.api.secret(name_of(&ext), Some(password)).await;
+        self.api.secret(name_of(&ext), password).await;
         let ext = self.api.status_patch(&ext).await;
-        self.api
-            .events(&ext, &["Synced", "Synced", "NotRegistered"])
-            .await;
-        done(second).await;
+        self.api.events(&ext, events).await;
+        let action = done(second).await;
         self.seen(&ext);
-        ext
+        (ext, action)
     }
 
     /// Waits until a change in etcd asks for `ext` to be reconciled.
@@ -422,18 +434,8 @@ async fn a_missing_secret_and_a_duplicate_number_are_conditions() {
     let mut h = Harness::start("/op-problems").await;
     // The Secret does not exist: a disabled record saying why, Ready=False SecretNotFound.
     let ext = extension("ext-1001", "1001", "2026-01-01T00:00:00Z");
-    h.seen(&ext);
-    let first = h.reconcile(&ext);
-    let ext = h.api.add_finalizer(&ext).await;
-    done(first).await;
-    h.seen(&ext);
-    let second = h.reconcile(&ext);
-    h.api.secret("ext-1001", None).await;
-    let ext = h.api.status_patch(&ext).await;
-    h.api
-        .events(&ext, &["SecretNotFound", "SecretNotFound", "Disabled"])
-        .await;
-    done(second).await;
+    let missing = ["SecretNotFound", "SecretNotFound", "Disabled"];
+    let (ext, _) = h.create_with(&ext, None, &missing).await;
     let ready = condition(&ext, "Ready");
     assert_eq!(
         (&ready["status"], &ready["reason"]),
@@ -454,21 +456,8 @@ async fn a_missing_secret_and_a_duplicate_number_are_conditions() {
         )
         .await;
     let younger = extension("front-desk", "1002", "2026-03-01T00:00:00Z");
-    h.seen(&younger);
-    let first = h.reconcile(&younger);
-    let younger = h.api.add_finalizer(&younger).await;
-    done(first).await;
-    h.seen(&younger);
-    let second = h.reconcile(&younger);
-    h.api.secret("front-desk", Some("pw-b")).await;
-    let younger = h.api.status_patch(&younger).await;
-    h.api
-        .events(
-            &younger,
-            &["DuplicateExtension", "DuplicateExtension", "NotServed"],
-        )
-        .await;
-    let action = done(second).await;
+    let duplicate = ["DuplicateExtension", "DuplicateExtension", "NotServed"];
+    let (younger, action) = h.create_with(&younger, Some("pw-b"), &duplicate).await;
     assert_eq!(
         action,
         Action::requeue(Settings::default().duplicate_retry),
@@ -505,6 +494,20 @@ async fn a_missing_secret_and_a_duplicate_number_are_conditions() {
     let record = h.record("1002").await.unwrap();
     assert_eq!(record.source, "office/front-desk");
     assert_eq!(record.ha1, Ha1Set::derive("1002", DOMAIN, "pw-b"));
+}
+
+/// Runs the sipp `scenario` as 1001 with `password` against `sip`; it must succeed.
+async fn register(scenario: &'static str, sip: std::net::SocketAddr, password: &'static str) {
+    let outcome = tokio::task::spawn_blocking(move || {
+        Sipp::new(scenario, sip)
+            .users(vec![User::new("1001", password)])
+            .domain(DOMAIN)
+            .run()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(outcome.all_succeeded(), "{}", outcome.diagnostics());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,16 +557,7 @@ async fn the_status_mirrors_a_registration_and_a_wrong_password() {
     );
 
     let sip = registrar.sip_addr();
-    let outcome = tokio::task::spawn_blocking(move || {
-        Sipp::new(REGISTER_DIGEST, sip)
-            .users(vec![User::new("1001", "change-me-1001")])
-            .domain(DOMAIN)
-            .run()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(outcome.all_succeeded(), "{}", outcome.diagnostics());
+    register(REGISTER_DIGEST, sip, "change-me-1001").await;
     h.triggered(&ext).await;
     let mirror = h.reconcile(&ext);
     let ext = h.api.status_patch(&ext).await;
@@ -589,16 +583,8 @@ async fn the_status_mirrors_a_registration_and_a_wrong_password() {
     );
     assert!(registration["expiresAt"].as_str().unwrap().ends_with('Z'));
 
-    let outcome = tokio::task::spawn_blocking(move || {
-        Sipp::new(REGISTER_WRONG_PASSWORD, sip)
-            .users(vec![User::new("1001", "not-the-password")])
-            .domain(DOMAIN)
-            .run()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(outcome.all_succeeded(), "{}", outcome.diagnostics());
+    // The scenario succeeds when the registrar refuses the password.
+    register(REGISTER_WRONG_PASSWORD, sip, "not-the-password").await;
     h.triggered(&ext).await;
     let mirror = h.reconcile(&ext);
     let ext = h.api.status_patch(&ext).await;
