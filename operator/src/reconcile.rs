@@ -324,6 +324,13 @@ async fn apply(ext: &Extension, ctx: &Context) -> Result<Action, Error> {
             publish_transitions(ctx, ext, ext.status.as_ref(), &next).await;
         }
     }
+    // Refreshes ask for no reconcile: look again when a shown expiry passes (`After` already
+    // waits for its own turn).
+    if matches!(due, Due::Now | Due::Unchanged)
+        && let Some(left) = report::first_expiry(&next, now)
+    {
+        again = again.min(left);
+    }
     written?;
     Ok(Action::requeue(again))
 }

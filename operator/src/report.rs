@@ -13,7 +13,8 @@
 //! - the spec's outcome changed (`observedGeneration`, `domain`, `Ready`, `CredentialsSynced`):
 //!   write now, the user is waiting for it;
 //! - only the expiry of registrations moved (a refresh): no write while every expiry shown is
-//!   still ahead; the Extension is looked at again when the first one passes;
+//!   still ahead; the Extension is looked at again when the first one passes ([`first_expiry`];
+//!   a refresh alone does not even ask for a reconcile);
 //! - registrations came or went, or a new failure: write, but at most once per `min_interval`
 //!   per Extension.
 
@@ -215,23 +216,28 @@ pub fn due(
     if essential(previous) != essential(next) {
         return Due::Now;
     }
-    if without_expiry(previous) == without_expiry(next) {
-        let shown = previous
-            .registrations
-            .iter()
-            .filter_map(|r| r.expires_at.parse::<Timestamp>().ok())
-            .min();
-        if let Some(first) = shown {
-            let left = first.as_millisecond() - timestamp(now).as_millisecond();
-            if left > 0 {
-                return Due::After(Duration::from_millis(left.unsigned_abs()));
-            }
-        }
+    if without_expiry(previous) == without_expiry(next)
+        && let Some(left) = first_expiry(previous, now)
+    {
+        return Due::After(left);
     }
     match last_write {
         Some(at) if at.plus(min_interval) > now => Due::After(now.until(at.plus(min_interval))),
         _ => Due::Now,
     }
+}
+
+/// How long until the first `expiresAt` the status shows passes (`None`: none ahead). A
+/// refresh does not ask for a reconcile (it only moves expiries); the Extension is looked at
+/// again then, so the status never shows a past expiry for a live registration for long.
+pub fn first_expiry(status: &ExtensionStatus, now: UnixMillis) -> Option<Duration> {
+    let first = status
+        .registrations
+        .iter()
+        .filter_map(|r| r.expires_at.parse::<Timestamp>().ok())
+        .min()?;
+    let left = first.as_millisecond() - timestamp(now).as_millisecond();
+    (left > 0).then(|| Duration::from_millis(left.unsigned_abs()))
 }
 
 /// What the user changed or is waiting for: the spec's outcome.
@@ -417,6 +423,7 @@ mod tests {
         let v = verdict(Some("pw"));
         let first = [binding(60_000)];
         let before = status(None, &facts(&v, &first, None));
+        assert_eq!(first_expiry(&before, NOW), Some(Duration::from_secs(60)));
         let refreshed = [binding(120_000)];
         let after = status(Some(&before), &facts(&v, &refreshed, None));
         let interval = Duration::from_secs(2);
