@@ -13,7 +13,6 @@
 //! A failure to reach etcd is reported in the status (`EtcdUnavailable`) and returned as an
 //! error, so the controller retries with backoff.
 
-use crate::conditions::{CREDENTIALS_SYNCED, READY, REGISTERED};
 use crate::metrics::{ErrorReason, Metrics};
 use crate::mirror::Mirror;
 use crate::report::{self, Due, Etcd, Facts};
@@ -494,7 +493,8 @@ async fn write_status(
     Ok(())
 }
 
-/// One Kubernetes Event per condition whose status or reason changed.
+/// Publishes one Kubernetes Event per condition whose status or reason changed
+/// ([`report::transitions`]).
 async fn publish_transitions(
     ctx: &Context,
     ext: &Extension,
@@ -502,26 +502,19 @@ async fn publish_transitions(
     after: &ExtensionStatus,
 ) {
     let reference = ext.object_ref(&());
-    for kind in [READY, CREDENTIALS_SYNCED, REGISTERED] {
-        let find = |s: Option<&ExtensionStatus>| {
-            s.and_then(|s| crate::conditions::find(&s.conditions, kind))
-                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-        };
-        let (Some(now), then) = (find(Some(after)), find(before)) else {
-            continue;
-        };
-        if then.as_ref().map(|(s, r, _)| (s, r)) == Some((&now.0, &now.1)) {
-            continue;
-        }
+    for changed in report::transitions(before, after) {
         let event = KubeEvent {
-            type_: if now.0 == "True" {
+            type_: if changed.status == "True" {
                 EventType::Normal
             } else {
                 EventType::Warning
             },
-            reason: now.1.clone(),
-            note: Some(truncate(&format!("{kind}={}: {}", now.0, now.2), 1024)),
-            action: kind.to_owned(),
+            reason: changed.reason.clone(),
+            note: Some(truncate(
+                &format!("{}={}: {}", changed.type_, changed.status, changed.message),
+                1024,
+            )),
+            action: changed.type_.clone(),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {

@@ -20,6 +20,7 @@
 
 use crate::conditions::{self, CREDENTIALS_SYNCED, READY, REGISTERED, Status, Wanted};
 use crate::verdict::Verdict;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kubepbx_api::records::{Binding, RegStatus};
 use kubepbx_api::status::{
@@ -185,6 +186,23 @@ fn registration(b: &Binding) -> RegistrationStatus {
         expires_at: b.expires_at.to_rfc3339(),
         replica: b.replica.to_string(),
     }
+}
+
+/// The conditions of `after` whose status or reason differ from `before` (or are new): each
+/// becomes a Kubernetes Event.
+pub fn transitions<'a>(
+    before: Option<&ExtensionStatus>,
+    after: &'a ExtensionStatus,
+) -> Vec<&'a Condition> {
+    [READY, CREDENTIALS_SYNCED, REGISTERED]
+        .into_iter()
+        .filter_map(|kind| {
+            let now = conditions::find(&after.conditions, kind)?;
+            let then = before.and_then(|b| conditions::find(&b.conditions, kind));
+            let same = then.is_some_and(|t| t.status == now.status && t.reason == now.reason);
+            (!same).then_some(now)
+        })
+        .collect()
 }
 
 /// When a status should be written.
@@ -440,6 +458,22 @@ mod tests {
             due(Some(&before), &before.clone(), None, interval, NOW),
             Due::Unchanged
         );
+    }
+
+    #[test]
+    fn only_changed_statuses_or_reasons_are_transitions() {
+        let v = verdict(Some("pw"));
+        let none = status(None, &facts(&v, &[], None));
+        let kinds =
+            |list: Vec<&Condition>| list.iter().map(|c| c.type_.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(transitions(None, &none)),
+            [READY, CREDENTIALS_SYNCED, REGISTERED]
+        );
+        assert!(transitions(Some(&none), &none).is_empty());
+        let one = [binding(60_000)];
+        let registered = status(Some(&none), &facts(&v, &one, None));
+        assert_eq!(kinds(transitions(Some(&none), &registered)), [REGISTERED]);
     }
 
     #[test]
