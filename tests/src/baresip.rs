@@ -19,7 +19,7 @@
 //! `<user>`: find its binding by [`Baresip::sip_port`].
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ use crate::sipp::Transport;
 
 /// How long [`Baresip::start`] waits for "baresip is ready.".
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Starts tried when baresip finds a port taken.
+const START_ATTEMPTS: u32 = 3;
 
 /// One SIP account for baresip's `accounts` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,11 +135,24 @@ impl Baresip {
             path: PathBuf::from("baresip (in PATH)"),
             hint: "apt-get install baresip",
         })?;
+        // baresip also opens SIP/TLS on the next port, which nobody reserved: when that one is
+        // taken, start again on other ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_on(&baresip, account, free_udp_tcp_port()?) {
+                Err(Error::Exited { log, .. })
+                    if attempt < START_ATTEMPTS && log.contains("Address already in use") => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn start_on(baresip: &Path, account: &Account, sip_port: u16) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("kubepbx-baresip-")
             .tempdir()
             .context(|| "create temp dir".into())?;
-        let sip_port = free_udp_tcp_port()?;
         let config = format!(
             "# written by kubepbx-tests: headless, loopback only\n\
              poll_method\t\tepoll\n\
