@@ -19,6 +19,7 @@ mod registrar;
 mod serve;
 mod token;
 mod up;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -48,6 +48,8 @@ pub struct RegistrarArgs {
     pub replica_id: String,
     #[command(flatten)]
     pub sip: SipArgs,
+    #[command(flatten)]
+    pub web: crate::web::WebArgs,
     /// Where the other replicas send SIP to this one (UDP; keep it off the public network).
     #[arg(
         long,
@@ -72,6 +74,7 @@ pub struct RegistrarArgs {
 /// Runs a registrar replica until SIGTERM or Ctrl-C.
 pub async fn run(args: RegistrarArgs) -> Result<()> {
     args.sip.check()?;
+    args.web.check()?;
     check_replica_id(&args.replica_id)?;
     if args.admin_token.len() < 16 {
         bail!(
@@ -100,6 +103,7 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
     let http_listener = tokio::net::TcpListener::bind(args.sip.http)
         .await
         .map_err(|e| bind_error("HTTP", args.sip.http, &e))?;
+    let https = args.web.bind_https().await?;
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -201,7 +205,13 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
             replica: args.replica_id.clone(),
             calls: all_calls,
         })),
+        ws_origins: args.web.origins(),
+        web: Some(args.web.assets(&args.sip.domain.to_ascii_lowercase())),
     });
+    if let Some(https) = https {
+        tracing::info!(https = %https.local_addr()?, "serving HTTPS (WSS) with the given certificate");
+        https.spawn(app.clone(), &shutdown, &tasks)?;
+    }
     spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(
         replica = %args.replica_id,

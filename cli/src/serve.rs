@@ -190,8 +190,12 @@ pub fn spawn_http(
 ) {
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        // Handlers see the peer's address (SIP WebSocket flows are named by it).
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }

@@ -38,6 +38,8 @@ pub struct UpArgs {
     pub filename: PathBuf,
     #[command(flatten)]
     pub sip: SipArgs,
+    #[command(flatten)]
+    pub web: crate::web::WebArgs,
     /// Where registrations, the admin token and recordings are kept.
     #[arg(
         long,
@@ -65,6 +67,7 @@ pub struct UpArgs {
 /// Runs the PBX until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> Result<()> {
     args.sip.check()?;
+    args.web.check()?;
     let domain = args.sip.domain.to_ascii_lowercase();
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
@@ -101,6 +104,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let http_listener = tokio::net::TcpListener::bind(args.sip.http)
         .await
         .map_err(|e| bind_error("HTTP", args.sip.http, &e))?;
+    let https = args.web.bind_https().await?;
 
     let advertise = args.sip.advertise_host();
     let config = args.sip.endpoint_config(Identity {
@@ -159,7 +163,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
         recordings_dir: Some(recordings_dir),
         readiness: None,
         cluster: None,
+        ws_origins: args.web.origins(),
+        web: Some(args.web.assets(&domain)),
     });
+    if let Some(https) = https {
+        tracing::info!(https = %https.local_addr()?, "serving HTTPS (WSS) with the given certificate");
+        https.spawn(app.clone(), &shutdown, &tasks)?;
+    }
     spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(
         sip = %sip_addr,

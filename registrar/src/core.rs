@@ -27,7 +27,8 @@ use kubepbx_api::store::{Event, Snapshot, Store, StoreError, Subscription, Write
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::SessionStats;
 use kubepbx_sip::endpoint::{
-    BindingChange, CallSummary, EndReason, Endpoint, EndpointEvent, MediaCommand, MediaFailure, Now,
+    BindingChange, CallSummary, EndReason, Endpoint, EndpointEvent, MediaCommand, MediaFailure,
+    Now, RelaySdp,
 };
 use kubepbx_sip::flow::{Flow, FlowId, Transmit};
 use kubepbx_sip::message::{Message, ParseError};
@@ -64,7 +65,7 @@ pub(crate) enum Inbound {
     /// The media relay's result for an operation of the endpoint.
     Media {
         op: u64,
-        result: Result<String, MediaFailure>,
+        result: Result<RelaySdp, MediaFailure>,
     },
     /// The relay released a session the endpoint deleted; its final counters, if it had one.
     MediaClosed {
@@ -630,6 +631,7 @@ pub(crate) async fn media_worker(
                 sdp,
                 source,
                 record,
+                peer: _,
             } => {
                 let request = OfferRequest {
                     session: SessionId(session),
@@ -678,7 +680,7 @@ pub(crate) async fn media_worker(
                 continue;
             }
         };
-        let result = result.map(|r| r.sdp).map_err(|e| {
+        let result = result.map(|r| RelaySdp::from(r.sdp)).map_err(|e| {
             let (code, _) = e.sip_status();
             tracing::info!(error = %e, code, "the media relay refused an SDP");
             MediaFailure {

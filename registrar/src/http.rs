@@ -9,6 +9,9 @@
 //! | `GET /api/v1/cdrs` | bearer | finished calls, newest first ([`CdrView`](crate::calls::CdrView)) |
 //! | `GET /api/v1/recordings` | bearer | [`RecordingView`](crate::recordings::RecordingView)s, newest first |
 //! | `GET /api/v1/recordings/{id}` | bearer | the WAV file (`audio/wav`) |
+//! | `GET /ws` | — (digest, in SIP) | SIP over WebSocket, subprotocol `sip` ([`crate::ws`]) |
+//! | `GET /` | — | the admin UI (it asks for the token) ([`crate::web`]) |
+//! | `GET /phone/` | — | the web phone; `/phone/config.json` its configuration |
 //! | `GET /healthz` | — | 200 while the process runs |
 //! | `GET /readyz` | — | 200 once the registrar serves SIP, 503 before, while stopping and while etcd is unreachable (the reason in the problem's `detail`) |
 //! | `GET /metrics` | — | OpenMetrics text ([`crate::metrics`]) |
@@ -47,6 +50,10 @@ pub struct AppState {
     /// The other replicas' calls (in a cluster): listed with this replica's, and hung up
     /// through their owners.
     pub cluster: Option<Arc<dyn crate::calls::ClusterCalls>>,
+    /// Which page origins may open SIP WebSockets.
+    pub ws_origins: crate::ws::OriginPolicy,
+    /// The built web phone and admin UI (`None`: the pages say they are not built).
+    pub web: Option<crate::web::WebAssets>,
 }
 
 /// A condition of `/readyz` besides the registrar itself.
@@ -104,12 +111,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/recordings", get(recordings))
         .route("/api/v1/recordings/{id}", get(recording))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let web = crate::web::routes(state.web.as_ref());
     Router::new()
         .merge(admin)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .route("/ws", get(crate::ws::upgrade))
+        // The UIs, and the fallback (a problem document for unknown paths).
+        .merge(web)
         .with_state(state)
 }
 

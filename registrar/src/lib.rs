@@ -7,7 +7,7 @@
 //!   and `kubepbx up` choose ports) and a [`Store`], loads the store's snapshot and spawns the
 //!   tasks below on the caller's [`TaskTracker`]; they stop when the [`CancellationToken`] fires.
 //! - `core`: the drive loop owning the [`Endpoint`](kubepbx_sip::endpoint::Endpoint).
-//! - `udp`, `tcp`: the transport drivers.
+//! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server).
 //! - [`http`]: the axum router (admin API, health, metrics).
 //! - [`views`]: what the API shows; [`metrics`]: the Prometheus encoding.
 
@@ -17,8 +17,11 @@ pub mod http;
 pub mod metrics;
 pub mod recordings;
 mod tcp;
+pub mod tls;
 mod udp;
 pub mod views;
+pub mod web;
+pub mod ws;
 
 use crate::calls::{CallView, CdrLog, CdrView};
 use crate::core::{Core, Inbound, Query};
@@ -81,6 +84,8 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 pub struct RegistrarHandle {
     queries: mpsc::Sender<Query>,
     shutdown: CancellationToken,
+    /// Where WebSocket flows accepted by the HTTP server go.
+    pub(crate) streams: ws::StreamLink,
 }
 
 impl RegistrarHandle {
@@ -250,14 +255,23 @@ pub async fn start(
     if let Some(socket) = internal {
         tasks.spawn(udp::run(socket, inbound_tx.clone(), shutdown.clone(), true));
     }
+    // Stream flows (TCP connections and WebSockets) share one numbering.
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let streams = ws::StreamLink {
+        inbound: inbound_tx.clone(),
+        ids: Arc::clone(&ids),
+        shutdown: shutdown.clone(),
+    };
     tasks.spawn(tcp::run(
         listeners.tcp,
         inbound_tx,
+        ids,
         shutdown.clone(),
         tasks.clone(),
     ));
     Ok(RegistrarHandle {
         queries: queries_tx,
         shutdown,
+        streams,
     })
 }

@@ -1,7 +1,7 @@
 //! TCP driver: accepts connections, cuts each byte stream into SIP messages and keep-alives,
 //! and writes what the drive loop sends back on the same connection.
 //!
-//! Each connection is a flow with its own number. Its reader task announces it to the drive
+//! Each connection is a flow with its own number (from a counter shared with WebSockets). Its reader task announces it to the drive
 //! loop ([`Inbound::Connected`], with the sending half of a bounded queue that a writer task
 //! drains) and reports its end ([`Inbound::Closed`]). Keep-alive pings (RFC 5626 §3.5.1) are
 //! answered here without bothering the drive loop. A stream that can no longer be delimited
@@ -32,10 +32,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 pub(crate) async fn run(
     listener: TcpListener,
     inbound: mpsc::Sender<Inbound>,
+    ids: Arc<AtomicU64>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let ids = Arc::new(AtomicU64::new(1));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,

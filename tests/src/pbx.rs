@@ -472,7 +472,9 @@ impl Pbx {
                 self.rtp_ports.end()
             ))
             .args(&self.config.extra_args)
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            // The built web phone and admin UI of this checkout (`make web`).
+            .env("KUBEPBX_WEB_DIR", web_dir());
         if let Some(filter) = &self.config.rust_log {
             cmd.env("RUST_LOG", filter);
         }
@@ -511,6 +513,11 @@ impl Pbx {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The built web UIs of this checkout (`web/dist`, built by `make web`).
+pub fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist")
 }
 
 /// `$KUBEPBX_BIN`, else `kubepbx` in the profile dir above the running test executable: the

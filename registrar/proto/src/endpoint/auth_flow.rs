@@ -10,6 +10,7 @@ use crate::auth::{Algorithm, AuthFailure, Credentials, parse_credentials};
 use crate::builder::ResponseBuilder;
 use crate::message::Request;
 use ezk_sip_types::Name;
+use kubepbx_api::Transport;
 use kubepbx_api::records::{ExtensionRecord, FailureReason, UserKey};
 use std::sync::Arc;
 
@@ -183,10 +184,19 @@ impl Endpoint {
         let [sha256, md5] = self.auth.challenge(realm, stale, now.wall.as_secs());
         let (code, reason) = kind.code();
         let mut builder = ResponseBuilder::new(request, reply.source.remote, code, reason);
-        let order: &[Algorithm] = if self.config.challenge.is_empty() {
+        let configured: &[Algorithm] = if self.config.challenge.is_empty() {
             &super::DEFAULT_CHALLENGE
         } else {
             &self.config.challenge
+        };
+        // Browser SIP libraries answer only the first challenge and know only MD5: on a
+        // WebSocket, MD5 goes first (when it is offered at all).
+        let browser = matches!(reply.source.transport, Transport::Ws | Transport::Wss);
+        let md5_first = [Algorithm::Md5, Algorithm::Sha256];
+        let order: &[Algorithm] = if browser && configured.contains(&Algorithm::Md5) {
+            &md5_first[..configured.len().min(2)]
+        } else {
+            configured
         };
         for algorithm in order {
             let value = match algorithm {

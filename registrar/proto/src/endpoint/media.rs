@@ -11,6 +11,7 @@ use super::{Endpoint, Now, Reply};
 use crate::builder::ResponseBuilder;
 use crate::message::{Request, Response};
 use ezk_sip_types::Name;
+use kubepbx_api::Transport;
 use std::net::IpAddr;
 
 /// Which party of a call an SDP comes from.
@@ -20,6 +21,77 @@ pub enum Side {
     Caller,
     /// The party that answered it.
     Callee,
+}
+
+/// What the party that receives the relay's SDP can take: softphones want plain RTP/AVP,
+/// browsers (WebSocket flows) WebRTC. Only the initial offer can need both, when a call forks
+/// to a softphone and a browser at once; the relay then returns one SDP of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerMedia {
+    /// Plain RTP (UDP, TCP, TLS phones).
+    Rtp,
+    /// WebRTC (phones on a WebSocket).
+    WebRtc,
+    /// Some of each.
+    Either,
+}
+
+impl PeerMedia {
+    /// What a phone on `transport` takes.
+    pub fn of(transport: Transport) -> PeerMedia {
+        match transport {
+            Transport::Ws | Transport::Wss => PeerMedia::WebRtc,
+            Transport::Udp | Transport::Tcp | Transport::Tls => PeerMedia::Rtp,
+        }
+    }
+
+    /// What a set of phones on `transports` takes together (plain RTP for none).
+    pub fn of_all(transports: impl IntoIterator<Item = Transport>) -> PeerMedia {
+        let (mut rtp, mut webrtc) = (false, false);
+        for t in transports {
+            match PeerMedia::of(t) {
+                PeerMedia::WebRtc => webrtc = true,
+                _ => rtp = true,
+            }
+        }
+        match (rtp, webrtc) {
+            (true, true) => PeerMedia::Either,
+            (false, true) => PeerMedia::WebRtc,
+            _ => PeerMedia::Rtp,
+        }
+    }
+}
+
+/// The relay's rewritten SDP: `sdp`, plus a WebRTC one when an offer was for
+/// [`PeerMedia::Either`] (`sdp` is then the plain one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySdp {
+    /// The SDP to forward.
+    pub sdp: String,
+    /// The SDP for browsers, when it differs from `sdp`.
+    pub webrtc: Option<String>,
+}
+
+impl RelaySdp {
+    /// The SDP for a phone on `transport`.
+    pub fn for_transport(&self, transport: Transport) -> &str {
+        match (PeerMedia::of(transport), &self.webrtc) {
+            (PeerMedia::WebRtc, Some(webrtc)) => webrtc,
+            _ => &self.sdp,
+        }
+    }
+}
+
+impl From<String> for RelaySdp {
+    fn from(sdp: String) -> Self {
+        RelaySdp { sdp, webrtc: None }
+    }
+}
+
+impl From<&str> for RelaySdp {
+    fn from(sdp: &str) -> Self {
+        RelaySdp::from(sdp.to_owned())
+    }
 }
 
 /// A request to record a call, sent with the first offer.
@@ -50,6 +122,8 @@ pub enum MediaCommand {
         source: IpAddr,
         /// Record this call (first offer only).
         record: Option<RecordRequest>,
+        /// What the party receiving the rewritten offer takes.
+        peer: PeerMedia,
     },
     /// An SDP answer from `side`; answer with the SDP to forward to the offering side.
     Answer {
@@ -100,8 +174,9 @@ impl MediaFailure {
 /// Whether an SDP passing through is an offer or an answer.
 #[derive(Debug)]
 pub(super) enum Role {
-    /// An offer; the first of a call may ask for the call to be recorded.
-    Offer(Option<RecordRequest>),
+    /// An offer for a party taking `PeerMedia`; the first of a call may ask for the call to
+    /// be recorded.
+    Offer(Option<RecordRequest>, PeerMedia),
     /// An answer.
     Answer,
 }
@@ -175,13 +250,14 @@ impl Endpoint {
             role,
         } = sdp;
         let command = match role {
-            Role::Offer(record) => MediaCommand::Offer {
+            Role::Offer(record, peer) => MediaCommand::Offer {
                 op,
                 session,
                 side,
                 sdp,
                 source,
                 record,
+                peer,
             },
             Role::Answer => MediaCommand::Answer {
                 op,
@@ -203,15 +279,25 @@ impl Endpoint {
     }
 
     /// The relay's result for operation `op`: the parked message continues.
-    pub fn handle_media_result(&mut self, now: Now, op: u64, result: Result<String, MediaFailure>) {
+    pub fn handle_media_result(
+        &mut self,
+        now: Now,
+        op: u64,
+        result: Result<RelaySdp, MediaFailure>,
+    ) {
         let Some(parked) = self.parked.remove(&op) else {
             return;
         };
-        match parked {
-            Parked::Fork { call } => match result {
+        if let Parked::Fork { call } = parked {
+            match result {
                 Ok(sdp) => self.fork(now, call, Some(sdp)),
                 Err(failure) => self.refuse_call(now, call, &failure),
-            },
+            }
+            return;
+        }
+        let result = result.map(|r| r.sdp);
+        match parked {
+            Parked::Fork { .. } => {}
             Parked::BranchResponse {
                 call,
                 index,

@@ -28,7 +28,7 @@ pub use events::{
     BindingChange, CallSummary, DropReason, EndReason, EndpointEvent, METHOD_LABELS, Stats,
     method_label,
 };
-pub use media::{MediaCommand, MediaFailure, RecordRequest, Side};
+pub use media::{MediaCommand, MediaFailure, PeerMedia, RecordRequest, RelaySdp, Side};
 pub use proxy::{Call, CallState, TIMER_C};
 
 use crate::auth::{Algorithm, Authenticator, NonceConfig};

@@ -15,7 +15,9 @@
 
 use super::auth_flow::AuthKind;
 use super::events::{CallSummary, EndReason};
-use super::media::{MediaFailure, Parked, RecordRequest, Role, SdpFor, Side, sdp_of};
+use super::media::{
+    MediaFailure, Parked, PeerMedia, RecordRequest, RelaySdp, Role, SdpFor, Side, sdp_of,
+};
 use super::{Endpoint, EndpointEvent, Now, Reply};
 use crate::builder::ResponseBuilder;
 use crate::client::Received;
@@ -426,12 +428,15 @@ impl Endpoint {
             Some(sdp) => {
                 let record = self.recording_of(&name, &caller, &callee);
                 let source = reply.source.remote.ip();
+                let peer = self.calls.calls.get(&id).map_or(PeerMedia::Rtp, |c| {
+                    PeerMedia::of_all(c.targets.iter().map(|(_, flow)| flow.transport))
+                });
                 let sdp = SdpFor {
                     session,
                     side: Side::Caller,
                     sdp,
                     source,
-                    role: Role::Offer(record),
+                    role: Role::Offer(record, peer),
                 };
                 self.media_request(Parked::Fork { call: id }, sdp);
             }
@@ -458,8 +463,9 @@ impl Endpoint {
         })
     }
 
-    /// Sends the INVITE to every target, with `sdp` (the relay's offer) as body when given.
-    pub(super) fn fork(&mut self, now: Now, id: u64, sdp: Option<String>) {
+    /// Sends the INVITE to every target, with the relay's offer (of the kind the target's
+    /// transport takes) as body when given.
+    pub(super) fn fork(&mut self, now: Now, id: u64, sdp: Option<RelaySdp>) {
         let Some(call) = self.calls.calls.get_mut(&id) else {
             return;
         };
@@ -479,7 +485,12 @@ impl Endpoint {
                     via: &via,
                     record_route: Some(&record_route),
                     pop_routes,
-                    body: sdp.as_deref().map(|s| ("application/sdp", s.as_bytes())),
+                    body: sdp.as_ref().map(|s| {
+                        (
+                            "application/sdp",
+                            s.for_transport(flow.transport).as_bytes(),
+                        )
+                    }),
                     strip_proxy_auth: true,
                 },
             );
@@ -653,7 +664,10 @@ impl Endpoint {
             let source = call.branches[index].flow.remote.ip();
             // With a late offer, the callee's SDP is the offer (and may ask for recording).
             let role = if call.late_offer {
-                Role::Offer(self.recording_of(&call.name, &call.caller, &call.callee))
+                Role::Offer(
+                    self.recording_of(&call.name, &call.caller, &call.callee),
+                    PeerMedia::of(call.caller_flow.transport),
+                )
             } else {
                 Role::Answer
             };
@@ -882,8 +896,16 @@ impl Endpoint {
                 request: request.clone(),
                 offer,
             };
+            // The party receiving the rewritten offer: the other one.
+            let peer_flow = match side {
+                Side::Caller => call.callee_flow,
+                Side::Callee => Some(call.caller_flow),
+            };
             let role = if offer {
-                Role::Offer(None)
+                Role::Offer(
+                    None,
+                    peer_flow.map_or(PeerMedia::Rtp, |f| PeerMedia::of(f.transport)),
+                )
             } else {
                 Role::Answer
             };

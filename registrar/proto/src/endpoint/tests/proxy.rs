@@ -783,3 +783,55 @@ fn a_callee_on_tcp_gets_a_double_record_route_and_in_dialog_requests_pop_both() 
             .starts_with("SIP/2.0/TCP")
     );
 }
+
+#[test]
+fn a_fork_to_a_softphone_and_a_browser_gives_each_the_sdp_it_takes() {
+    let (mut ep, now) = media_pbx();
+    // 1002 also registers from a browser, over a WebSocket (a second binding next to UDP).
+    let browser = "192.0.2.40:50000";
+    let flow = Flow {
+        transport: Transport::Ws,
+        id: 9,
+        remote: browser.parse().unwrap(),
+    };
+    let mut phone = Phone::new("1002", "pw1002");
+    phone.source = flow.remote;
+    phone.contact = "<sip:k3v9q2mx@df7jal23ls0d.invalid;transport=ws>".to_owned();
+    phone.call_id = "ws-reg".into();
+    ep.handle_packet(now, flow, phone.request(Some(600), None));
+    let out = drain(&mut ep);
+    let Message::Response(challenge) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    assert!(
+        challenge
+            .headers
+            .get_raw(&Name::WWW_AUTHENTICATE)
+            .next()
+            .is_some_and(|c| c.contains("algorithm=MD5")),
+        "browsers answer only the first challenge, and only MD5"
+    );
+    let auth = phone.answer(challenge, "pw1002");
+    ep.handle_packet(now, flow, phone.request(Some(600), Some(auth)));
+    drain(&mut ep);
+
+    call(&mut ep, now, "1002");
+    let Some(MediaCommand::Offer { op, peer, .. }) = ep.poll_media() else {
+        panic!("an offer for the relay")
+    };
+    assert_eq!(peer, PeerMedia::Either);
+    let relayed = RelaySdp {
+        sdp: "v=0\r\nm=audio 20000 RTP/AVP 0\r\n".to_owned(),
+        webrtc: Some("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n".to_owned()),
+    };
+    ep.handle_media_result(now, op, Ok(relayed));
+    let out = drain(&mut ep);
+    let to_softphone = requests_to(&out, CALLEE).remove(0);
+    assert!(to_softphone.body.ends_with(b"RTP/AVP 0\r\n"));
+    let to_browser = requests_to(&out, browser).remove(0);
+    assert!(to_browser.body.ends_with(b"UDP/TLS/RTP/SAVPF 0\r\n"));
+    assert_eq!(
+        to_browser.uri_raw.to_string(),
+        "sip:k3v9q2mx@df7jal23ls0d.invalid;transport=ws"
+    );
+}
