@@ -1,5 +1,6 @@
 # kubepbx — every check and every way to run the PBX goes through this file.
 #   make up      install what is needed, build, run `kubepbx up -f examples/`
+#   make web     build the web phone and admin UI into web/dist (npm ci + esbuild)
 #   make test    install test tools, lint, build, run every test (what CI runs)
 #   make bench   registration (one process, and replicas sharing etcd), call setup and media
 #                relay benchmarks (docs/benchmarks.md)
@@ -12,7 +13,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/kubepbx/target
 CARGO ?= cargo
 UP_ARGS ?=
 
-.PHONY: up test lint build bench deps-run deps-test deps-bench
+.PHONY: up test lint build bench web deps-run deps-test deps-bench
 
 deps-run:
 	@scripts/install-deps.sh run
@@ -26,15 +27,24 @@ deps-bench:
 build: deps-run
 	$(CARGO) build --locked --workspace --bins
 
-up: deps-run
+# npm ci only when the lock file changed since the last install.
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web: deps-run web/node_modules/.package-lock.json
+	cd web && npm run build
+
+up: deps-run web
 	$(CARGO) build --locked --release -p kubepbx
-	$(CARGO_TARGET_DIR)/release/kubepbx up -f examples/ $(UP_ARGS)
+	$(CARGO_TARGET_DIR)/release/kubepbx up -f examples/ --web-dir web/dist $(UP_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-test: deps-test lint
+test: deps-test lint web
+	cd web && npm test
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace --no-fail-fast
 

@@ -2,8 +2,9 @@
 # Installs what building, running and testing kubepbx needs on Debian/Ubuntu, and nothing
 # that is already there. Idempotent; safe to run on every `make` invocation.
 #   scripts/install-deps.sh run    what `make up` needs (a Rust toolchain; protoc, which the
-#                                  etcd client's build needs)
-#   scripts/install-deps.sh test   what `make test` needs (etcd, SIP test clients, …)
+#                                  etcd client's build needs; Node.js and npm, which build the
+#                                  web phone and admin UI)
+#   scripts/install-deps.sh test   what `make test` needs (etcd, SIP test clients, Chromium, …)
 #   scripts/install-deps.sh bench  what `make bench` needs (adds kamailio as the peer)
 set -euo pipefail
 mode=${1:-run}
@@ -21,10 +22,10 @@ fi
 
 # command -> Debian package. Every mode builds the binary, and the etcd client's build script
 # compiles etcd's protobuf definitions with protoc. Tests and benchmarks run a real etcd.
-declare -A packages=([protoc]=protobuf-compiler)
+declare -A packages=([protoc]=protobuf-compiler [node]=nodejs [npm]=npm)
 case "$mode" in
   run) ;;
-  test) packages+=([etcd]=etcd-server [sipp]=sip-tester [baresip]=baresip) ;;
+  test) packages+=([etcd]=etcd-server [sipp]=sip-tester [baresip]=baresip [chromium]=chromium) ;;
   bench) packages+=([etcd]=etcd-server [sipp]=sip-tester [kamailio]=kamailio [pidstat]=sysstat) ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac

@@ -33,6 +33,7 @@
 //! | [`sipp`] | [`Sipp`]: runs a scenario of `tests/sipp/` with an injection CSV, reads the verdict |
 //! | [`baresip`] | [`Baresip`]: Debian's baresip as a headless softphone, registration watched in its log |
 //! | [`pjsua2`] | [`Phone`]: a pjsua2 softphone making or taking one call with a tone; [`analyse`] of WAVs |
+//! | [`browser`] | [`Browser`](browser::Browser): headless Chromium through `web/tests/driver.mjs`, pages found by `data-testid` |
 //! | [`responder`] | [`DigestResponder`]: a Python stand-in registrar for testing the harness itself |
 //! | [`fixtures`] | real REGISTERs of eight clients and malformed messages from `tests/fixtures/` |
 //! | [`wait`] | [`wait_until`]: poll a condition with a deadline |
@@ -47,6 +48,7 @@
 //! the pip package `pjsua2-python`; `scripts/install-deps.sh test` installs them. Nothing here sends a packet off 127.0.0.1.
 
 pub mod baresip;
+pub mod browser;
 pub mod cluster;
 pub mod error;
 pub mod fixtures;

@@ -163,11 +163,21 @@ fn has_tag(value: &str) -> bool {
         .any(|p| p.trim().to_ascii_lowercase().starts_with("tag="))
 }
 
-/// Reason phrases must not carry CR/LF (they are ours, but may include request text).
+/// A reason phrase keeps to the characters RFC 3261 allows there (reserved, unreserved, space
+/// and non-ASCII): ours may quote SDP or request text, and a strict parser (JsSIP) drops a
+/// response whose phrase holds a `"`. Quotes become `'`, brackets parentheses, other ASCII
+/// punctuation outside the grammar and control characters go.
 fn sanitize_reason(reason: &str) -> String {
     reason
         .chars()
-        .filter(|c| !c.is_control())
+        .filter_map(|c| match c {
+            '"' | '`' => Some('\''),
+            '<' | '[' | '{' => Some('('),
+            '>' | ']' | '}' => Some(')'),
+            '#' | '%' | '|' | '\\' | '^' => None,
+            c if c.is_control() => None,
+            c => Some(c),
+        })
         .take(128)
         .collect()
 }
@@ -215,6 +225,14 @@ mod tests {
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
         // The result parses back.
         assert!(matches!(parse(out), Ok(Message::Response(_))));
+    }
+
+    #[test]
+    fn reason_phrases_keep_to_the_grammar() {
+        assert_eq!(
+            sanitize_reason("unsupported transport \"UDP/TLS/RTP/SAVPF\" <x> 50% [a]"),
+            "unsupported transport 'UDP/TLS/RTP/SAVPF' (x) 50 (a)"
+        );
     }
 
     #[test]

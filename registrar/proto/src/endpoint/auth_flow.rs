@@ -189,12 +189,11 @@ impl Endpoint {
         } else {
             &self.config.challenge
         };
-        // Browser SIP libraries answer only the first challenge and know only MD5: on a
-        // WebSocket, MD5 goes first (when it is offered at all).
+        // Browser SIP libraries know only MD5 and read one challenge of several (JsSIP the
+        // last, SIP.js the first): on a WebSocket, MD5 alone (when it is offered at all).
         let browser = matches!(reply.source.transport, Transport::Ws | Transport::Wss);
-        let md5_first = [Algorithm::Md5, Algorithm::Sha256];
         let order: &[Algorithm] = if browser && configured.contains(&Algorithm::Md5) {
-            &md5_first[..configured.len().min(2)]
+            &[Algorithm::Md5]
         } else {
             configured
         };

@@ -106,6 +106,8 @@ pub enum EndReason {
     AdminHangup,
     /// The media relay saw no RTP for its timeout and closed the session.
     MediaTimeout,
+    /// A WebRTC leg failed (ICE or DTLS) and the relay closed the session.
+    MediaFailed,
     /// The caller cancelled before an answer (487).
     Cancelled,
     /// The callee was busy (486, 600).
@@ -122,11 +124,12 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason, for metrics.
-    pub const ALL: [EndReason; 10] = [
+    pub const ALL: [EndReason; 11] = [
         EndReason::CallerHangup,
         EndReason::CalleeHangup,
         EndReason::AdminHangup,
         EndReason::MediaTimeout,
+        EndReason::MediaFailed,
         EndReason::Cancelled,
         EndReason::Busy,
         EndReason::Declined,
@@ -142,6 +145,7 @@ impl EndReason {
             EndReason::CalleeHangup => "callee-hangup",
             EndReason::AdminHangup => "admin-hangup",
             EndReason::MediaTimeout => "media-timeout",
+            EndReason::MediaFailed => "media-failed",
             EndReason::Cancelled => "cancelled",
             EndReason::Busy => "busy",
             EndReason::Declined => "declined",

@@ -1098,6 +1098,7 @@ impl Endpoint {
             EndReason::Cancelled => (487, "Request Terminated"),
             EndReason::NoAnswer => (408, "Request Timeout"),
             EndReason::MediaTimeout => (408, "Media Timeout"),
+            EndReason::MediaFailed => (488, "WebRTC Media Failed"),
             _ => (487, "Call Ended By The PBX"),
         };
         call.ending = Some(Ending {
@@ -1133,6 +1134,7 @@ impl Endpoint {
         let text = match reason {
             EndReason::AdminHangup => "Hung up by the administrator",
             EndReason::MediaTimeout => "No media received for the media timeout",
+            EndReason::MediaFailed => "WebRTC media failed (ICE or DTLS)",
             _ => "Call ended by the PBX",
         };
         let reason_header = format!("SIP;cause=200;text=\"{text}\"");
