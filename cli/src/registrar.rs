@@ -201,6 +201,8 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
             replica: args.replica_id.clone(),
             calls: all_calls,
         })),
+        // Extensions come from Extension resources or `kubepbx apply`: the API only reads them.
+        extension_admin: None,
     });
     spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(

@@ -3,9 +3,10 @@
 //! Start-up order: data directory → admin token → embedded store (`DATA/store`, so bindings
 //! survive a restart) → manifest folder into the store → SIP sockets → registrar → HTTP. Then
 //! the folder is polled every second ([`folder`]) and changes are reconciled into the store,
-//! which the registrar follows. Ctrl-C or SIGTERM stops everything in order and flushes the
-//! store.
+//! which the registrar follows. The admin API's extension writes edit the folder ([`admin`]).
+//! Ctrl-C or SIGTERM stops everything in order and flushes the store.
 
+mod admin;
 mod folder;
 
 use crate::serve::{
@@ -151,7 +152,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)
         .await
         .context("starting the registrar")?;
-    tasks.spawn(watcher.run(Arc::clone(&store), shutdown.clone()));
+    let watcher: folder::Shared = Arc::new(tokio::sync::Mutex::new(watcher));
+    tasks.spawn(folder::Watcher::run(
+        Arc::clone(&watcher),
+        Arc::clone(&store),
+        shutdown.clone(),
+    ));
     let app = router(AppState {
         registrar,
         admin_token: admin_token.into(),
@@ -159,6 +165,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         recordings_dir: Some(recordings_dir),
         readiness: None,
         cluster: None,
+        extension_admin: Some(Arc::new(admin::FolderAdmin::new(
+            watcher,
+            Arc::clone(&store),
+        ))),
     });
     spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(
