@@ -207,6 +207,8 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         })),
         ws_origins: args.web.origins(),
         web: Some(args.web.assets(&args.sip.domain.to_ascii_lowercase())),
+        // Extensions come from Extension resources or `kubepbx apply`: the API only reads them.
+        extension_admin: None,
     });
     if let Some(https) = https {
         tracing::info!(https = %https.local_addr()?, "serving HTTPS (WSS) with the given certificate");

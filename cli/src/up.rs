@@ -3,9 +3,10 @@
 //! Start-up order: data directory → admin token → embedded store (`DATA/store`, so bindings
 //! survive a restart) → manifest folder into the store → SIP sockets → registrar → HTTP. Then
 //! the folder is polled every second ([`folder`]) and changes are reconciled into the store,
-//! which the registrar follows. Ctrl-C or SIGTERM stops everything in order and flushes the
-//! store.
+//! which the registrar follows. The admin API's extension writes edit the folder ([`admin`]).
+//! Ctrl-C or SIGTERM stops everything in order and flushes the store.
 
+mod admin;
 mod folder;
 
 use crate::serve::{
@@ -155,7 +156,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)
         .await
         .context("starting the registrar")?;
-    tasks.spawn(watcher.run(Arc::clone(&store), shutdown.clone()));
+    let watcher: folder::Shared = Arc::new(tokio::sync::Mutex::new(watcher));
+    tasks.spawn(folder::Watcher::run(
+        Arc::clone(&watcher),
+        Arc::clone(&store),
+        shutdown.clone(),
+    ));
     let app = router(AppState {
         registrar,
         admin_token: admin_token.into(),
@@ -165,6 +171,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         cluster: None,
         ws_origins: args.web.origins(),
         web: Some(args.web.assets(&domain)),
+        extension_admin: Some(Arc::new(admin::FolderAdmin::new(
+            watcher,
+            Arc::clone(&store),
+        ))),
     });
     if let Some(https) = https {
         tracing::info!(https = %https.local_addr()?, "serving HTTPS (WSS) with the given certificate");

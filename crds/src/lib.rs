@@ -13,8 +13,12 @@
 //!   embedded implementation used by `kubepbx up` and by tests.
 //! - [`replicas`]: the replica registry (`replicas/{kind}/{id}`): who is alive, where, how busy.
 //! - [`calls`]: calls in progress shared by the registrars (`calls/{id}`, `hangup/{id}`).
-//! - [`manifest`]: reading a folder of manifests (Extensions and Secrets) into extension records.
+//! - [`manifest`]: reading a folder of manifests (Extensions and Secrets) into extension records,
+//!   and editing it for the admin API.
+//! - [`admin`]: the admin API's requests to create or change an extension, checked with the
+//!   manifest rules.
 
+pub mod admin;
 pub mod calls;
 pub mod extension;
 pub mod ha1;

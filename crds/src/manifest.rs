@@ -16,11 +16,17 @@
 //!
 //! Secret values are kept as [`SecretValue`], whose `Debug` is redacted, and no error message
 //! repeats a value found in a Secret.
+//!
+//! The admin API of `kubepbx up` changes the folder through [`write`] (which files to write for
+//! a new, changed or deleted extension, checked with [`read_dir_with`] before anything is
+//! written) and [`edit`] (one file's documents edited as text, the others kept byte for byte).
 
+pub mod edit;
 mod resolve;
 mod sync;
 #[cfg(test)]
 mod tests;
+pub mod write;
 
 pub use resolve::{
     ExtensionProblem, ProblemKind, Resolved, SecretProblem, extension_record, fingerprint,
@@ -153,6 +159,15 @@ pub struct ManifestDirError {
 /// cannot be listed; problems with files and documents are collected in
 /// [`ManifestSet::errors`].
 pub fn read_dir(dir: &Path) -> Result<ManifestSet, ManifestDirError> {
+    read_dir_with(dir, &[])
+}
+
+/// Like [`read_dir`], as if the files of `overlay` held the given text (`None`: as if the file
+/// were gone). Shows what the folder would serve after a change, before it is written.
+pub fn read_dir_with(
+    dir: &Path,
+    overlay: &[(PathBuf, Option<String>)],
+) -> Result<ManifestSet, ManifestDirError> {
     let dir_error = |source| ManifestDirError {
         path: dir.to_owned(),
         source,
@@ -177,9 +192,23 @@ pub fn read_dir(dir: &Path) -> Result<ManifestSet, ManifestDirError> {
             Err(e) => set.error(&path, None, None, format!("cannot read: {e}")),
         }
     }
+    for (path, text) in overlay {
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_manifest_name);
+        if text.is_some() && named && path.parent() == Some(dir) {
+            files.push(path.clone());
+        }
+    }
     files.sort();
+    files.dedup();
     for file in files {
-        set.read_file(&file);
+        match overlay.iter().find(|(path, _)| *path == file) {
+            Some((_, Some(text))) => set.read_str(&file, text),
+            Some((_, None)) => {}
+            None => set.read_file(&file),
+        }
     }
     Ok(set)
 }

@@ -22,7 +22,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::views::{self, ExtensionView, RegistrationView};
 use bytes::Bytes;
 use kubepbx_api::Transport;
-use kubepbx_api::records::BindingKey;
+use kubepbx_api::records::{BindingKey, UserKey};
 use kubepbx_api::store::{Event, Snapshot, Store, StoreError, Subscription, Write};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::SessionStats;
@@ -83,6 +83,7 @@ pub(crate) enum Inbound {
 #[derive(Debug)]
 pub(crate) enum Query {
     Extensions(oneshot::Sender<Vec<ExtensionView>>),
+    Extension(UserKey, oneshot::Sender<Option<ExtensionView>>),
     Registrations(
         views::RegistrationFilter,
         oneshot::Sender<Vec<RegistrationView>>,
@@ -135,6 +136,8 @@ impl Core {
         loop {
             let deadline = self.endpoint.poll_timeout();
             tokio::select! {
+                // Store events before queries: a query sent after a store write has returned
+                // sees that write (the admin API answers with the state it just wrote).
                 biased;
                 () = self.shutdown.cancelled() => break,
                 event = self.subscription.next() => match event {
@@ -311,6 +314,9 @@ impl Core {
         match query {
             Query::Extensions(reply) => {
                 let _ = reply.send(views::extensions(location, wall));
+            }
+            Query::Extension(key, reply) => {
+                let _ = reply.send(views::extension(location, &key, wall));
             }
             Query::Registrations(filter, reply) => {
                 let _ = reply.send(views::registrations(location, wall, &filter));

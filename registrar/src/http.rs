@@ -3,6 +3,10 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /api/v1/extensions` | bearer | [`ExtensionView`](crate::views::ExtensionView)s |
+//! | `POST /api/v1/extensions` | bearer | creates one ([`NewExtension`](kubepbx_api::admin::NewExtension)): 201 with its view; 409 when it exists, 422 naming a bad field |
+//! | `GET /api/v1/extensions/{domain}/{extension}` | bearer | one [`ExtensionView`](crate::views::ExtensionView), 404 when unknown |
+//! | `PATCH /api/v1/extensions/{domain}/{extension}` | bearer | a JSON merge patch ([`ExtensionChange`](kubepbx_api::admin::ExtensionChange)): 200 with the view; 404, 422 |
+//! | `DELETE /api/v1/extensions/{domain}/{extension}` | bearer | 204; 404 when unknown |
 //! | `GET /api/v1/registrations` | bearer | [`RegistrationView`](crate::views::RegistrationView)s, `?extension=&domain=` to select |
 //! | `GET /api/v1/calls` | bearer | live [`CallView`](crate::calls::CallView)s with media counters (in a cluster, every replica's) |
 //! | `DELETE /api/v1/calls/{id}` | bearer | hangs the call up (in a cluster, through the replica routing it): 204, 404 when there is no such call |
@@ -17,12 +21,19 @@
 //! | `GET /metrics` | — | OpenMetrics text ([`crate::metrics`]) |
 //!
 //! Errors are RFC 9457 problem documents (`application/problem+json`).
+//!
+//! The extension writes go to [`AppState::extension_admin`] (the manifest folder in `kubepbx
+//! up`); without one (a cluster) they answer `405` naming `kubectl apply` and `kubepbx apply`
+//! ([`extensions`]).
+
+mod extensions;
 
 use crate::RegistrarHandle;
 use crate::views::RegistrationFilter;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query};
 use axum::extract::{Request, State};
+use axum::http::HeaderName;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -54,6 +65,9 @@ pub struct AppState {
     pub ws_origins: crate::ws::OriginPolicy,
     /// The built web phone and admin UI (`None`: the pages say they are not built).
     pub web: Option<crate::web::WebAssets>,
+    /// Where the extension writes go; `None` where extensions are managed elsewhere (a
+    /// cluster), and the write routes answer `405`.
+    pub extension_admin: Option<Arc<dyn crate::admin::ExtensionAdmin>>,
 }
 
 /// A condition of `/readyz` besides the registrar itself.
@@ -74,6 +88,9 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong and how to fix it.
     pub detail: String,
+    /// Headers sent with it (`Allow` of a 405).
+    #[serde(skip)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -84,18 +101,29 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The problem with one more response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = std::mem::take(&mut self.headers);
         let mut response = (status, Json(self)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        for (name, value) in headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }
@@ -103,7 +131,16 @@ impl IntoResponse for Problem {
 /// The router for `--http`.
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
-        .route("/api/v1/extensions", get(extensions))
+        .route(
+            "/api/v1/extensions",
+            get(list_extensions).post(extensions::create),
+        )
+        .route(
+            "/api/v1/extensions/{domain}/{extension}",
+            get(extensions::one)
+                .patch(extensions::change)
+                .delete(extensions::delete),
+        )
         .route("/api/v1/registrations", get(registrations))
         .route("/api/v1/calls", get(calls))
         .route("/api/v1/calls/{id}", delete(hangup))
@@ -166,7 +203,7 @@ fn unavailable() -> Problem {
     )
 }
 
-async fn extensions(State(state): State<AppState>) -> Result<Response, Problem> {
+async fn list_extensions(State(state): State<AppState>) -> Result<Response, Problem> {
     let list = state.registrar.extensions().await.ok_or_else(unavailable)?;
     Ok(Json(list).into_response())
 }

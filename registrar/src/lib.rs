@@ -9,8 +9,13 @@
 //! - `core`: the drive loop owning the [`Endpoint`](kubepbx_sip::endpoint::Endpoint).
 //! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server).
 //! - [`http`]: the axum router (admin API, health, metrics).
-//! - [`views`]: what the API shows; [`metrics`]: the Prometheus encoding.
+//! - [`views`]: what the API shows ([`advice`]: what each failure reason means and its fix);
+//!   [`metrics`]: the Prometheus encoding.
+//! - [`admin`]: [`ExtensionAdmin`](admin::ExtensionAdmin), how the API writes extensions where
+//!   the deployment keeps them (none in a cluster).
 
+pub mod admin;
+pub mod advice;
 pub mod calls;
 mod core;
 pub mod http;
@@ -103,6 +108,12 @@ impl RegistrarHandle {
     /// Every extension with its contacts and last failure; `None` when the registrar stopped.
     pub async fn extensions(&self) -> Option<Vec<ExtensionView>> {
         self.ask(Query::Extensions).await
+    }
+
+    /// One extension (`Some(None)` when there is no such extension); `None` when the registrar
+    /// stopped.
+    pub async fn extension(&self, key: kubepbx_api::UserKey) -> Option<Option<ExtensionView>> {
+        self.ask(|reply| Query::Extension(key, reply)).await
     }
 
     /// The live bindings `filter` selects; `None` when the registrar stopped.

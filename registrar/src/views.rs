@@ -3,7 +3,9 @@
 //! Built by the drive loop from its location view on request, so the API always reads the same
 //! memory the registrar answers phones from.
 
-use kubepbx_api::records::{Failure, FailureReason, UserKey};
+use crate::advice::advice;
+use kubepbx_api::RecordingPolicy;
+use kubepbx_api::records::{ExtensionRecord, Failure, FailureReason, UserKey};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_sip::location::{CachedBinding, Location};
 use serde::Serialize;
@@ -23,6 +25,10 @@ pub struct ExtensionView {
     /// Why the extension is disabled, when it is disabled by a problem (missing Secret, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    /// How many devices may be registered at once.
+    pub max_contacts: u32,
+    /// Whether its calls are recorded (`Never`, `Always`).
+    pub recording: RecordingPolicy,
     /// Whether at least one contact is registered.
     pub registered: bool,
     /// Current contacts.
@@ -77,15 +83,22 @@ pub struct FailureView {
     pub source: String,
     /// What exactly was wrong.
     pub detail: String,
+    /// What the reason means, in a sentence ([`crate::advice`]).
+    pub meaning: &'static str,
+    /// What fixes it, in a sentence.
+    pub fix: &'static str,
 }
 
 impl From<&Failure> for FailureView {
     fn from(f: &Failure) -> Self {
+        let advice = advice(f.reason);
         FailureView {
             reason: f.reason,
             at: f.at.to_rfc3339(),
             source: f.source.clone(),
             detail: f.detail.clone(),
+            meaning: advice.meaning,
+            fix: advice.fix,
         }
     }
 }
@@ -108,31 +121,42 @@ fn contact(c: &CachedBinding, now: UnixMillis) -> ContactView {
 pub fn extensions(location: &Location, now: UnixMillis) -> Vec<ExtensionView> {
     let mut out: Vec<ExtensionView> = location
         .extensions()
-        .map(|record| {
-            let key = record.key();
-            let contacts: Vec<ContactView> = location
-                .bindings(&key)
-                .iter()
-                .filter(|c| c.is_live(now))
-                .map(|c| contact(c, now))
-                .collect();
-            ExtensionView {
-                extension: record.extension.clone(),
-                domain: record.domain.clone(),
-                display_name: record.display_name.clone(),
-                enabled: record.enabled,
-                disabled_reason: record.disabled_reason.clone(),
-                registered: !contacts.is_empty(),
-                contacts,
-                last_failure: location
-                    .status(&key)
-                    .and_then(|s| s.last_failure.as_ref())
-                    .map(FailureView::from),
-            }
-        })
+        .map(|record| view(location, record, now))
         .collect();
     out.sort_by(|a, b| (&a.domain, &a.extension).cmp(&(&b.domain, &b.extension)));
     out
+}
+
+/// One extension, if it exists.
+pub fn extension(location: &Location, key: &UserKey, now: UnixMillis) -> Option<ExtensionView> {
+    location
+        .extension(key)
+        .map(|record| view(location, record, now))
+}
+
+fn view(location: &Location, record: &ExtensionRecord, now: UnixMillis) -> ExtensionView {
+    let key = record.key();
+    let contacts: Vec<ContactView> = location
+        .bindings(&key)
+        .iter()
+        .filter(|c| c.is_live(now))
+        .map(|c| contact(c, now))
+        .collect();
+    ExtensionView {
+        extension: record.extension.clone(),
+        domain: record.domain.clone(),
+        display_name: record.display_name.clone(),
+        enabled: record.enabled,
+        disabled_reason: record.disabled_reason.clone(),
+        max_contacts: record.max_contacts,
+        recording: record.recording,
+        registered: !contacts.is_empty(),
+        contacts,
+        last_failure: location
+            .status(&key)
+            .and_then(|s| s.last_failure.as_ref())
+            .map(FailureView::from),
+    }
 }
 
 /// Which bindings `GET /api/v1/registrations` lists: `?extension=1001&domain=pbx.example.com`,

@@ -7,6 +7,7 @@
 //!                  ◄── polls GET /readyz until 200 (or the process exits, or 20 s pass)
 //! pbx.api_get("/api/…")  ── Authorization: Bearer <t> ──► serde_json::Value
 //! pbx.api_delete("/api/…"), pbx.api_get_bytes("/api/…") ──► status, body
+//! pbx.api_call("POST", "/api/…", Some(&json)) ──► status, JSON answer
 //! drop(pbx)              ── kill + wait
 //! ```
 //!
@@ -351,6 +352,38 @@ impl Pbx {
         Ok((r.status, r.text()))
     }
 
+    /// `method <path>` with the admin token and `body` as JSON (for `POST`, `PUT`, `PATCH`):
+    /// the status and the answer (see [`Pbx::api_send`]).
+    pub fn api_call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let (status, _, json) = self.api_send(method, path, body, Some(&self.token))?;
+        Ok((status, json))
+    }
+
+    /// `method <path>` with the given bearer token (or none) and `body` as JSON: the status,
+    /// the `Content-Type` and the body as JSON (`null` when empty, a JSON string when it is not
+    /// JSON). Any status is a success here.
+    pub fn api_send(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        token: Option<&str>,
+    ) -> Result<(u16, Option<String>, serde_json::Value)> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let r = http_send(method, &self.url(path), token, bytes.as_deref())?;
+        let json = if r.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&r.body).unwrap_or_else(|_| serde_json::Value::String(r.text()))
+        };
+        Ok((r.status, r.content_type, json))
+    }
+
     /// `GET <path>` with the admin token; the status, the `Content-Type` and the body as bytes
     /// (any status), for downloads such as recordings.
     pub fn api_get_bytes(&self, path: &str) -> Result<(u16, Option<String>, Vec<u8>)> {
@@ -578,6 +611,17 @@ pub(crate) fn http_request(
     url: &str,
     token: Option<&str>,
 ) -> Result<HttpResponse> {
+    http_send(method, url, token, None)
+}
+
+/// One blocking request with a 5 s timeout: `GET` or `DELETE` without a body, `POST`, `PUT` or
+/// `PATCH` with `body` sent as JSON; any status is a success here.
+pub(crate) fn http_send(
+    method: &'static str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<HttpResponse> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -590,6 +634,18 @@ pub(crate) fn http_request(
     };
     let auth = token.map(|t| format!("Bearer {t}"));
     let result = match method {
+        "POST" | "PUT" | "PATCH" => {
+            let mut req = match method {
+                "POST" => agent.post(url),
+                "PUT" => agent.put(url),
+                _ => agent.patch(url),
+            };
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.header("Content-Type", "application/json")
+                .send(body.unwrap_or_default())
+        }
         "DELETE" => {
             let mut req = agent.delete(url);
             if let Some(a) = &auth {

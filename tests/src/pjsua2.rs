@@ -267,20 +267,26 @@ pub struct Analysis {
 /// `pjsua2_call.py --analyse WAV --expect-hz HZ`: whether a mono `wav` holds the tone of `hz`
 /// (440 or 880) and is not silent.
 pub fn analyse(wav: &Path, hz: u32) -> Result<Analysis> {
-    run_analysis(wav, None, hz)
+    run_analysis(wav, None, Some(hz))
+}
+
+/// `pjsua2_call.py --analyse WAV`: whether a mono `wav` holds sound (not silence), whatever
+/// its pitch (a browser's fake microphone, say).
+pub fn analyse_sound(wav: &Path) -> Result<Analysis> {
+    run_analysis(wav, None, None)
 }
 
 /// Like [`analyse`] for one channel of a stereo `wav`.
 pub fn analyse_channel(wav: &Path, channel: Channel, hz: u32) -> Result<Analysis> {
-    run_analysis(wav, Some(channel), hz)
+    run_analysis(wav, Some(channel), Some(hz))
 }
 
-fn run_analysis(wav: &Path, channel: Option<Channel>, hz: u32) -> Result<Analysis> {
+fn run_analysis(wav: &Path, channel: Option<Channel>, hz: Option<u32>) -> Result<Analysis> {
     let mut cmd = Command::new("python3");
-    cmd.arg(script())
-        .arg("--analyse")
-        .arg(wav)
-        .args(["--expect-hz", &hz.to_string()]);
+    cmd.arg(script()).arg("--analyse").arg(wav);
+    if let Some(hz) = hz {
+        cmd.args(["--expect-hz", &hz.to_string()]);
+    }
     if let Some(c) = channel {
         cmd.args(["--channel", c.as_str()]);
     }

@@ -9,6 +9,9 @@
 //! Problems are logged with file, document and field. A broken document only loses what it
 //! defined: every other extension keeps working. If the folder cannot be read at all (removed
 //! while running), the store is left as it is until it can.
+//!
+//! The watcher is [`Shared`] with the admin API's writes ([`super::admin`]): a write holds its
+//! lock while it edits the folder and then applies the folder at once ([`Watcher::rescan`]).
 
 use anyhow::Result;
 use kubepbx_api::manifest::{self, ManifestSet, ProblemKind};
@@ -21,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the folder is looked at.
 const POLL: Duration = Duration::from_secs(1);
+
+/// The watcher, shared by its polling task and the admin API's writes.
+pub type Shared = Arc<tokio::sync::Mutex<Watcher>>;
 
 /// Names, sizes and modification times of the manifest files: what "changed" means.
 type Listing = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -63,8 +69,18 @@ impl Watcher {
         Ok(())
     }
 
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The domain of Extensions without `spec.domain`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
     /// Polls until `shutdown`.
-    pub async fn run(mut self, store: Arc<dyn Store>, shutdown: CancellationToken) {
+    pub async fn run(shared: Shared, store: Arc<dyn Store>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -72,12 +88,28 @@ impl Watcher {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.poll(store.as_ref()).await {
+            let mut watcher = shared.lock().await;
+            if let Err(e) = watcher.poll(store.as_ref()).await {
                 tracing::error!(error = %format!("{e:#}"), "applying the manifest folder failed; will retry");
                 // Forget the listing so the next tick tries again.
-                self.listing = None;
+                watcher.listing = None;
             }
         }
+    }
+
+    /// Reads the folder and applies it now, changed listing or not (a file rewritten within
+    /// the same second may keep its size and modification time).
+    pub async fn rescan(&mut self, store: &dyn Store) -> Result<()> {
+        let dir = self.dir.clone();
+        let (listing, set) =
+            tokio::task::spawn_blocking(move || -> Result<(Listing, ManifestSet)> {
+                Ok((listing(&dir)?, manifest::read_dir(&dir)?))
+            })
+            .await??;
+        let synced = self.sync(store, set).await;
+        // On failure the next poll tries again.
+        self.listing = synced.is_ok().then_some(listing);
+        synced
     }
 
     async fn poll(&mut self, store: &dyn Store) -> Result<()> {
