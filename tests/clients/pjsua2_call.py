@@ -337,6 +337,8 @@ def run_phone(a):
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
+    # Like every softphone, say who we are (the PBX shows it next to the registration).
+    cfg.uaConfig.userAgent = "pjsua2/%s kubepbx-tests" % ep.libVersion().full
     cfg.uaConfig.nameserver.append("127.0.0.1")
     log = Log(a.log_level)
     cfg.logConfig.writer = log
