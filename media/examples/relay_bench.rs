@@ -5,8 +5,14 @@
 //!
 //! ```text
 //! cargo run --release -p kubepbx-media --example relay_bench -- CALLS SECONDS [PORT_BASE] \
-//!     [--burst] [--workers N] [--shards N]
+//!     [--burst] [--workers N] [--shards N] [--webrtc]
 //! ```
+//! `--webrtc` makes every caller a browser: a str0m peer (full ICE, DTLS client, SRTP, RTP
+//! mode) on the phones' runtime, one tokio task each, calling a plain phone through a WebRTC leg
+//! and a plain leg of the relay (the relay's WebRTC socket is one more port, any free one). The
+//! browsers send on tokio timers (1 ms resolution, like `--burst`); the phones as usual. Compare
+//! the relay CPU per packet with a plain run of the same size: the difference is what a WebRTC
+//! leg costs (SRTP both ways, str0m's bookkeeping, the hub's queue hop).
 //! The relay's ports are PORT_BASE (default 20000) … PORT_BASE + 4 × CALLS + 99. `--burst`
 //! sends the packets due within each millisecond together (as tokio timers would) instead of
 //! evenly; `--workers` sets the relay runtime's worker threads (default 2, as in `kubepbx up`);
@@ -219,10 +225,14 @@ enum Arrivals {
     Burst,
 }
 
-/// The phones' senders, on one thread: call `i` of `n` sends its two packets (one each way)
-/// `i × 20 ms / n` into every 20 ms period, spread as `arrivals` says.
+/// One call's phones that the sender thread drives: (socket, relay address, SSRC) for each.
+type Link = Vec<(Arc<UdpSocket>, SocketAddr, u32)>;
+
+/// The phones' senders, on one thread: call `i` of `n` sends its packets (one each way, or
+/// just the plain phone's with `--webrtc`) `i × 20 ms / n` into every 20 ms period, spread as
+/// `arrivals` says.
 fn send_paced(
-    links: &[[(Arc<UdpSocket>, SocketAddr); 2]],
+    links: &[Link],
     arrivals: Arrivals,
     base: Instant,
     phones: &Phones,
@@ -250,8 +260,7 @@ fn send_paced(
             if due > now {
                 std::thread::sleep(due - now);
             }
-            for (dir, (sock, to)) in link.iter().enumerate() {
-                let ssrc = (call as u32) << 1 | dir as u32;
+            for (sock, to, ssrc) in link {
                 packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
                 let sent = base.elapsed().as_nanos() as u64;
                 packet[12..20].copy_from_slice(&sent.to_be_bytes());
@@ -261,7 +270,7 @@ fn send_paced(
                     phones.send_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            phones.sent.fetch_add(2, Ordering::Relaxed);
+            phones.sent.fetch_add(link.len() as u64, Ordering::Relaxed);
         }
         cycle += 1;
     }
@@ -269,11 +278,12 @@ fn send_paced(
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut numbers, mut arrivals, mut workers, mut shards) =
-        (Vec::new(), Arrivals::Even, 2usize, 0usize);
+    let (mut numbers, mut arrivals, mut workers, mut shards, mut webrtc) =
+        (Vec::new(), Arrivals::Even, 2usize, 0usize, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--burst" => arrivals = Arrivals::Burst,
+            "--webrtc" => webrtc = true,
             "--workers" => {
                 workers = args
                     .next()
@@ -345,6 +355,7 @@ fn main() {
         advertise: LOCAL,
         bind: LOCAL,
         ports: relay_ports.clone(),
+        webrtc: webrtc.then_some(SocketAddr::new(LOCAL, 0)),
         ..RelayConfig::default()
     };
     let (relay, _events) = {
@@ -371,56 +382,89 @@ fn main() {
     // 2. The relay's sessions: offer from the caller (phone a), answer from the callee (b), on
     // the runtime the session task is to run on (it is spawned on the caller's runtime).
     let t_setup = Instant::now();
-    let targets: Vec<(SocketAddr, SocketAddr)> = relay_rt.block_on(async {
-        let mut v = Vec::with_capacity(sockets.len());
-        for (call, (a, b)) in sockets.iter().enumerate() {
-            let id = SessionId(format!("call-{call}"));
-            let (pa, pb) = (
-                a.local_addr().unwrap().port(),
-                b.local_addr().unwrap().port(),
-            );
-            let relay = relay.clone();
-            let setup = async move {
-                let o = relay
-                    .offer(OfferRequest {
-                        session: id.clone(),
-                        side: Side::Caller,
-                        sdp: sdp(pa),
-                        signalling_source: LOCAL,
-                        recording: None,
-                    })
-                    .await
-                    .unwrap();
-                let ans = relay
-                    .answer(AnswerRequest {
-                        session: id,
-                        side: Side::Callee,
-                        sdp: sdp(pb),
-                        signalling_source: LOCAL,
-                    })
-                    .await
-                    .unwrap();
-                // a sends to the relay port the callee's answer was rewritten to, b to the one
-                // in the rewritten offer.
-                (media_port(&ans.sdp), media_port(&o.sdp))
-            };
-            let rt = &session_rts[call % session_rts.len()];
-            v.push(rt.spawn(setup).await.unwrap());
+    let phones = Arc::new(Phones::default());
+    let base = Instant::now();
+    // Senders stop first; receivers once the last packets had time to arrive.
+    let (stop_send, stop_recv) = (CancellationToken::new(), CancellationToken::new());
+    let phone_tasks = TaskTracker::new();
+    let browsers = if webrtc {
+        let ctx = browser::Ctx {
+            phones: phones.clone(),
+            latency: latency.clone(),
+            base,
+            stop_send: stop_send.clone(),
+            stop_recv: stop_recv.clone(),
+            connected: Arc::new(AtomicU64::new(0)),
+        };
+        let targets = browser::set_up(&relay, &relay_rt, &phones_rt, &phone_tasks, &sockets, &ctx);
+        Some((targets, ctx.connected))
+    } else {
+        None
+    };
+    let targets: Vec<(SocketAddr, SocketAddr)> = match &browsers {
+        Some((targets, _)) => targets.clone(),
+        None => relay_rt.block_on(async {
+            let mut v = Vec::with_capacity(sockets.len());
+            for (call, (a, b)) in sockets.iter().enumerate() {
+                let id = SessionId(format!("call-{call}"));
+                let (pa, pb) = (
+                    a.local_addr().unwrap().port(),
+                    b.local_addr().unwrap().port(),
+                );
+                let relay = relay.clone();
+                let setup = async move {
+                    let o = relay
+                        .offer(OfferRequest {
+                            session: id.clone(),
+                            side: Side::Caller,
+                            sdp: sdp(pa),
+                            signalling_source: LOCAL,
+                            recording: None,
+                            peer: PeerMedia::Rtp,
+                        })
+                        .await
+                        .unwrap();
+                    let ans = relay
+                        .answer(AnswerRequest {
+                            session: id,
+                            side: Side::Callee,
+                            sdp: sdp(pb),
+                            signalling_source: LOCAL,
+                        })
+                        .await
+                        .unwrap();
+                    // a sends to the relay port the callee's answer was rewritten to, b to the one
+                    // in the rewritten offer.
+                    (media_port(&ans.sdp), media_port(&o.sdp))
+                };
+                let rt = &session_rts[call % session_rts.len()];
+                v.push(rt.spawn(setup).await.unwrap());
+            }
+            v
+        }),
+    };
+    if let Some((_, connected)) = &browsers {
+        let end = Instant::now() + Duration::from_secs(30);
+        while connected.load(Ordering::Relaxed) < u64::from(calls) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
         }
-        v
-    });
+        println!(
+            "browsers connected   {} of {calls}",
+            connected.load(Ordering::Relaxed)
+        );
+    }
     let setup = t_setup.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     let rss_sessions = rss_kib();
 
-    // 3. Traffic.
-    let base = Instant::now();
-    let phones = Arc::new(Phones::default());
-    // Senders stop first; receivers once the last packets had time to arrive.
-    let (stop_send, stop_recv) = (CancellationToken::new(), CancellationToken::new());
-    let phone_tasks = TaskTracker::new();
+    // 3. Traffic (the browsers, with --webrtc, already run: they send once connected).
     for (a, b) in &sockets {
-        for sock in [a.clone(), b.clone()] {
+        let plain = if webrtc {
+            vec![b.clone()]
+        } else {
+            vec![a.clone(), b.clone()]
+        };
+        for sock in plain {
             let (phones, stop, latency) = (phones.clone(), stop_recv.clone(), latency.clone());
             phone_tasks.spawn_on(
                 async move {
@@ -448,7 +492,16 @@ fn main() {
         let links: Vec<_> = sockets
             .iter()
             .zip(&targets)
-            .map(|((a, b), &(a_to, b_to))| [(a.clone(), a_to), (b.clone(), b_to)])
+            .enumerate()
+            .map(|(call, ((a, b), &(a_to, b_to)))| {
+                let ssrc = (call as u32) << 1;
+                let b_link = (b.clone(), b_to, ssrc | 1);
+                if webrtc {
+                    vec![b_link]
+                } else {
+                    vec![(a.clone(), a_to, ssrc), b_link]
+                }
+            })
             .collect();
         let (phones, stop) = (phones.clone(), stop_send.clone());
         std::thread::Builder::new()
@@ -504,8 +557,11 @@ fn main() {
     let relay_kib = rss_sessions.saturating_sub(rss_phones);
     let phones_kib = rss_phones.saturating_sub(rss_start);
     let traffic_kib = rss_traffic.saturating_sub(rss_sessions);
-    let dropped =
-        m_end.dropped_no_destination + m_end.dropped_wrong_source + m_end.dropped_not_media;
+    let dropped = m_end.dropped_no_destination
+        + m_end.dropped_wrong_source
+        + m_end.dropped_not_media
+        + m_end.dropped_unknown_payload
+        + m_end.webrtc_dropped;
     let lost_window = (sent1 - sent0) as i64 - (recv1 - recv0) as i64;
     let lost_total = total_sent.saturating_sub(total_recv);
     let threads = if shards > 0 {
@@ -513,7 +569,8 @@ fn main() {
     } else {
         format!("{workers} relay workers")
     };
-    println!("calls                {calls} ({arrivals:?} arrivals, {threads})");
+    let mode = if webrtc { "webrtc" } else { "plain" };
+    println!("calls                {calls} ({mode}, {arrivals:?} arrivals, {threads})");
     println!(
         "sessions active      {} (set up in {:.0} ms)",
         m1.sessions_active,
@@ -580,7 +637,7 @@ fn main() {
         q_phones_mean / 1024
     );
     println!(
-        "RESULT calls={calls} arrivals={} workers={workers} shards={shards} seconds={secs:.2} sent={} relayed={relayed} received={} \
+        "RESULT mode={mode} calls={calls} arrivals={} workers={workers} shards={shards} seconds={secs:.2} sent={} relayed={relayed} received={} \
          lost_window={lost_window} sent_total={total_sent} received_total={total_recv} \
          lost_total={lost_total} relay_dropped={dropped} relay_send_errors={} pps={:.0} \
          relay_cpu_pct={:.1} cpu_us_per_packet={:.2} phones_cpu_pct={:.1} p50_us={} p99_us={} \
@@ -611,5 +668,204 @@ fn main() {
     shards_stop.cancel();
     for t in shard_threads {
         let _ = t.join();
+    }
+}
+
+/// The browsers of `--webrtc`: str0m peers calling the plain phones through the relay.
+mod browser {
+    use super::{Latency, Phones};
+    use kubepbx_media::*;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    use str0m::change::{SdpAnswer, SdpPendingOffer};
+    use str0m::media::{Direction, MediaKind, Mid, Pt};
+    use str0m::net::{Protocol, Receive};
+    use str0m::rtp::{RtpWrite, SeqNo};
+    use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+    use tokio::net::UdpSocket;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    /// What every browser task shares.
+    pub struct Ctx {
+        pub phones: Arc<Phones>,
+        pub latency: Arc<Latency>,
+        pub base: Instant,
+        pub stop_send: CancellationToken,
+        pub stop_recv: CancellationToken,
+        /// Browsers whose ICE and DTLS are up.
+        pub connected: Arc<AtomicU64>,
+    }
+
+    /// Sets up every call (browser on `a`, phone on `b`) and starts the browsers; returns where
+    /// each side sends (`a`'s entry unused: the browser sends where ICE says).
+    pub fn set_up(
+        relay: &LocalRelay,
+        relay_rt: &tokio::runtime::Runtime,
+        phones_rt: &tokio::runtime::Runtime,
+        tasks: &TaskTracker,
+        sockets: &[(Arc<UdpSocket>, Arc<UdpSocket>)],
+        ctx: &Ctx,
+    ) -> Vec<(SocketAddr, SocketAddr)> {
+        let n = sockets.len() as u32;
+        let mut targets = Vec::with_capacity(sockets.len());
+        for (call, (a, b)) in sockets.iter().enumerate() {
+            let addr = a.local_addr().unwrap();
+            let mut rtc = RtcConfig::new()
+                .set_rtp_mode(true)
+                .clear_codecs()
+                .enable_pcmu(true, false)
+                .build(Instant::now());
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+            let mut api = rtc.sdp_api();
+            let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+            let (offer, pending): (_, SdpPendingOffer) = api.apply().unwrap();
+            let id = SessionId(format!("call-{call}"));
+            let pb = b.local_addr().unwrap().port();
+            let (to_phone, to_browser) = relay_rt.block_on(async {
+                let o = relay
+                    .offer(OfferRequest {
+                        session: id.clone(),
+                        side: Side::Caller,
+                        sdp: offer.to_sdp_string(),
+                        signalling_source: super::LOCAL,
+                        recording: None,
+                        peer: PeerMedia::Rtp,
+                    })
+                    .await
+                    .unwrap();
+                let ans = relay
+                    .answer(AnswerRequest {
+                        session: id,
+                        side: Side::Callee,
+                        sdp: super::sdp(pb),
+                        signalling_source: super::LOCAL,
+                    })
+                    .await
+                    .unwrap();
+                (o.sdp, ans.sdp)
+            });
+            let answer = SdpAnswer::from_sdp_string(&to_browser).unwrap();
+            rtc.sdp_api().accept_answer(pending, answer).unwrap();
+            targets.push((addr, super::media_port(&to_phone)));
+            let peer = Peer {
+                rtc,
+                socket: a.clone(),
+                addr,
+                mid,
+                ssrc_seq: 0,
+                connected: false,
+                phones: ctx.phones.clone(),
+                latency: ctx.latency.clone(),
+                base: ctx.base,
+                connected_count: ctx.connected.clone(),
+            };
+            let offset = Duration::from_millis(20) * call as u32 / n;
+            let (stop_send, stop_recv) = (ctx.stop_send.clone(), ctx.stop_recv.clone());
+            tasks.spawn_on(peer.run(offset, stop_send, stop_recv), phones_rt.handle());
+        }
+        targets
+    }
+
+    struct Peer {
+        rtc: Rtc,
+        socket: Arc<UdpSocket>,
+        addr: SocketAddr,
+        mid: Mid,
+        ssrc_seq: u16,
+        connected: bool,
+        phones: Arc<Phones>,
+        latency: Arc<Latency>,
+        base: Instant,
+        connected_count: Arc<AtomicU64>,
+    }
+
+    impl Peer {
+        async fn run(
+            mut self,
+            offset: Duration,
+            stop_send: CancellationToken,
+            stop: CancellationToken,
+        ) {
+            let mut buf = vec![0u8; 2048];
+            let mut next_timeout = self.drain();
+            let mut next_send = Instant::now() + offset;
+            loop {
+                let wake = if self.connected && !stop_send.is_cancelled() {
+                    next_timeout.min(next_send)
+                } else {
+                    next_timeout.min(Instant::now() + Duration::from_millis(20))
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = self.socket.recv_from(&mut buf) => {
+                        let Ok((len, source)) = r else { continue };
+                        let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, &buf[..len]) else {
+                            continue;
+                        };
+                        let _ = self.rtc.handle_input(Input::Receive(Instant::now(), receive));
+                    }
+                    _ = tokio::time::sleep_until(wake.into()) => {
+                        let now = Instant::now();
+                        if self.connected && !stop_send.is_cancelled() && now >= next_send {
+                            self.send(now);
+                            next_send += Duration::from_millis(20);
+                        }
+                        let _ = self.rtc.handle_input(Input::Timeout(now));
+                    }
+                }
+                next_timeout = self.drain();
+            }
+        }
+
+        fn send(&mut self, now: Instant) {
+            self.ssrc_seq = self.ssrc_seq.wrapping_add(1);
+            let seq = self.ssrc_seq;
+            let mut payload = [0xffu8; 160];
+            let sent = self.base.elapsed().as_nanos() as u64;
+            payload[..8].copy_from_slice(&sent.to_be_bytes());
+            let mid = self.mid;
+            let mut api = self.rtc.direct_api();
+            if let Some(stream) = api.stream_tx_by_mid(mid, None) {
+                stream.write_rtp(RtpWrite::new(
+                    Pt::from(0u8),
+                    SeqNo::from(u64::from(seq)),
+                    u32::from(seq) * 160,
+                    now,
+                    &payload[..],
+                ));
+                self.phones.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        /// Polls the peer to its next timeout.
+        fn drain(&mut self) -> Instant {
+            loop {
+                match self.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => return t,
+                    Ok(Output::Transmit(t)) => {
+                        if self.socket.try_send_to(&t.contents, t.destination).is_err() {
+                            self.phones.send_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Output::Event(Event::Connected)) => {
+                        self.connected = true;
+                        self.connected_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Output::Event(Event::RtpPacket(p))) => {
+                        self.phones.received.fetch_add(1, Ordering::Relaxed);
+                        if let Some(sent) = p.payload.get(..8) {
+                            let sent = u64::from_be_bytes(sent.try_into().unwrap());
+                            let now = self.base.elapsed().as_nanos() as u64;
+                            self.latency.record(now.saturating_sub(sent));
+                        }
+                    }
+                    Ok(Output::Event(_)) => {}
+                    Err(_) => return Instant::now() + Duration::from_secs(1),
+                }
+            }
+        }
     }
 }

@@ -86,6 +86,24 @@ pub struct OfferRequest {
     pub signalling_source: IpAddr,
     /// `Some` to record this session; only honoured when the session is created.
     pub recording: Option<RecordingRequest>,
+    /// What the party receiving the returned SDP can take. Only used when this offer creates
+    /// the other party's leg (the initial INVITE); later offers follow that leg's known kind.
+    #[serde(default)]
+    pub peer: PeerMedia,
+}
+
+/// What kind of media the party an offer is forwarded to takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PeerMedia {
+    /// Plain RTP/AVP: a softphone (the default, and what older proxies mean).
+    #[default]
+    Rtp,
+    /// WebRTC (ICE, DTLS-SRTP): a browser, e.g. a contact registered over WebSocket.
+    WebRtc,
+    /// Either: the offer is forked to softphones and browsers at once. The result carries both
+    /// SDPs; the first answer decides which kind the leg becomes.
+    Either,
 }
 
 /// Asks for a call to be recorded.
@@ -116,11 +134,18 @@ pub struct AnswerRequest {
 }
 
 /// The rewritten SDP, pointing at the relay, to forward to the other party.
+///
+/// For an offer: with [`PeerMedia::Rtp`] `sdp` is plain RTP/AVP; with [`PeerMedia::WebRtc`]
+/// it is a WebRTC SDP; with [`PeerMedia::Either`] `sdp` is plain and `webrtc_sdp` the WebRTC
+/// one (send each fork the one its transport takes). An answer has `sdp` only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SdpResult {
     /// The SDP body.
     pub sdp: String,
+    /// The WebRTC flavour of the same offer, for browser forks ([`PeerMedia::Either`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webrtc_sdp: Option<String>,
 }
 
 /// Counters of one session.
@@ -160,7 +185,11 @@ pub struct LegStats {
     /// RTCP packets sent to the party.
     pub rtcp_out: u64,
     /// Packets received on this leg and dropped: not RTP/RTCP, from a source that is not the
-    /// latched one, or with nowhere to send them yet.
+    /// latched one, with nowhere to send them yet, or of a payload type the other leg did not
+    /// negotiate.
+    ///
+    /// On a WebRTC leg, packets are counted after decryption (bytes: the RTP packet without
+    /// SRTP's authentication tag), RTCP is SRTCP, and `rtcp_out` is the leg's own reports.
     pub dropped: u64,
 }
 
@@ -171,4 +200,65 @@ pub enum RelayEvent {
     /// No RTP/RTCP flowed for the media timeout (or the call was never answered within the setup
     /// timeout): the session was closed and its ports returned. The proxy should BYE both sides.
     Timeout(SessionId, SessionStats),
+    /// A WebRTC leg failed (ICE or DTLS: no connectivity check or handshake within the connect
+    /// timeout, a DTLS error, ICE disconnected longer than the media timeout, the browser
+    /// closed the connection); the reason in words. The session was closed and its resources
+    /// returned. The proxy should BYE both sides.
+    Failed(SessionId, String, SessionStats),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_json_still_parses_and_new_fields_are_camel_case() {
+        let old = r#"{"session":"s","side":"caller","sdp":"v=0","signallingSource":"127.0.0.1","recording":null}"#;
+        let req: OfferRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(req.peer, PeerMedia::Rtp);
+        let json = serde_json::to_string(&OfferRequest {
+            peer: PeerMedia::WebRtc,
+            ..req
+        })
+        .unwrap();
+        assert!(json.contains(r#""peer":"webRtc""#), "{json}");
+        assert_eq!(
+            serde_json::to_string(&PeerMedia::Either).unwrap(),
+            r#""either""#
+        );
+
+        let plain: SdpResult = serde_json::from_str(r#"{"sdp":"v=0"}"#).unwrap();
+        assert_eq!(plain.webrtc_sdp, None);
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"sdp":"v=0"}"#);
+        let both = SdpResult {
+            sdp: "a".into(),
+            webrtc_sdp: Some("b".into()),
+        };
+        let json = serde_json::to_string(&both).unwrap();
+        assert_eq!(json, r#"{"sdp":"a","webrtcSdp":"b"}"#);
+        assert_eq!(serde_json::from_str::<SdpResult>(&json).unwrap(), both);
+    }
+
+    #[test]
+    fn failed_event_round_trips() {
+        let stats = SessionStats {
+            session: SessionId("s".into()),
+            caller: LegStats::default(),
+            callee: LegStats::default(),
+            recording: None,
+            created_at: UnixMillis(1),
+            last_packet_at: None,
+        };
+        let event = RelayEvent::Failed(
+            SessionId("s".into()),
+            "DTLS handshake failed: x".into(),
+            stats,
+        );
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(
+            json.starts_with(r#"{"failed":["s","DTLS handshake failed: x","#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<RelayEvent>(&json).unwrap(), event);
+    }
 }

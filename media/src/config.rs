@@ -1,7 +1,7 @@
 //! Relay configuration, parsed once by the owner (flags of `kubepbx up` / the media replica).
 
 use crate::MediaError;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +27,14 @@ pub struct RelayConfig {
     /// Where recordings go; `None` disables recording (requests to record are then ignored with
     /// a warning).
     pub recordings_dir: Option<PathBuf>,
+    /// The UDP address every WebRTC leg shares (`--webrtc-port`: bind address and port; port 0
+    /// takes any free one, see [`LocalRelay::webrtc_addr`](crate::LocalRelay::webrtc_addr)).
+    /// Browsers are offered one host candidate: [`Self::advertise`] and this port. `None`
+    /// disables WebRTC legs (browser SDPs are refused as an unsupported transport).
+    pub webrtc: Option<SocketAddr>,
+    /// A WebRTC leg whose ICE and DTLS have not both completed this long after its offer/answer
+    /// exchange fails the session ([`RelayEvent::Failed`](crate::RelayEvent::Failed)).
+    pub webrtc_connect_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -39,6 +47,8 @@ impl Default for RelayConfig {
             setup_timeout: Duration::from_secs(180),
             relatch_after: Duration::from_secs(2),
             recordings_dir: None,
+            webrtc: None,
+            webrtc_connect_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -58,9 +68,12 @@ impl RelayConfig {
                 self.advertise
             )));
         }
-        if self.media_timeout.is_zero() || self.setup_timeout.is_zero() {
+        if self.media_timeout.is_zero()
+            || self.setup_timeout.is_zero()
+            || self.webrtc_connect_timeout.is_zero()
+        {
             return Err(MediaError::InvalidConfig(
-                "media and setup timeouts must be above zero".to_owned(),
+                "media, setup and WebRTC connect timeouts must be above zero".to_owned(),
             ));
         }
         Ok(())

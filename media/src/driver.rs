@@ -1,29 +1,46 @@
-//! The async driver of one session: a task that owns the session's four UDP sockets, its
-//! [`Session`] core and its recorder, and answers control commands.
+//! The async driver of one session: a task that owns the session's plain legs' UDP sockets, its
+//! WebRTC legs (str0m endpoints, see [`crate::webrtc`]), its [`Session`] core and its recorder,
+//! and answers control commands (offers and answers included: see [`crate::negotiate`]).
 //!
 //! ```text
-//! LocalRelay ──Command (bounded mpsc)──► session task ──RelayEvent::Timeout──► owner
+//! LocalRelay ──Command (bounded mpsc)──► session task ──RelayEvent──► owner
 //!                                         │  select! over: commands, shutdown, deadline,
-//!                                         │  readiness of 4 sockets → try_recv_from loop
-//!                                         ▼  → Session::handle_packet → try_send_to
-//!                                      Recorder (bounded, try_send)
+//! WebRTC hub ──Inbound (bounded mpsc)───► │  WebRTC datagrams, readiness of the plain sockets
+//!                                         ▼  → Session core → try_send_to (own sockets, or
+//!                                      Recorder       the shared WebRTC socket)
 //! ```
-//! One task per call (not per socket) keeps the core lock-free; after a readiness wake it drains
-//! the socket with non-blocking `try_recv_from` into one reused buffer, so a packet costs two
-//! syscalls and no allocation. Counters go to the shared [`RelayMetrics`] once per batch.
+//! One task per call (not per socket) keeps the core and the str0m endpoints lock-free; after
+//! a readiness wake it drains the socket with non-blocking `try_recv_from` into one reused
+//! buffer, so a plain packet costs two syscalls and no allocation. A WebRTC leg's datagrams
+//! arrive from the hub task (one queue hop), and everything else happens here: decryption,
+//! relaying, and encryption towards a browser, sent straight from this task on the shared
+//! socket. So a browser↔softphone packet costs one hop in one direction and none in the other.
+//! Counters go to the shared [`RelayMetrics`] once per batch.
+//!
+//! The deadline is the earliest of the core's (media/setup timeout) and each WebRTC leg's
+//! (str0m timers, connect and disconnect limits). It is moved earlier when a leg asks for it
+//! and left to fire otherwise: a deadline that fires early just recomputes.
 
 use crate::api::{RelayEvent, SessionId, SessionStats, Side};
+use crate::flavour::Origin;
+use crate::hub::{HubHandle, Inbound};
 use crate::metrics::RelayMetrics;
+use crate::negotiate::Negotiation;
 use crate::ports::PortLease;
 use crate::recorder::{RecordMsg, Recorder};
-use crate::sdp::Remote;
+use crate::rtp::RtpHeader;
+use crate::sdp::ParsedSdp;
 use crate::session::{Action, Expiry, Port, Session};
+use crate::webrtc::{Outputs, WebRtcLeg, WebRtcShared};
+use crate::{MediaError, SdpResult};
 use bytes::Bytes;
 use kubepbx_api::time::UnixMillis;
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use str0m::rtp::RtpPacket;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,16 +49,27 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 64;
 /// Largest datagram relayed (bigger ones are truncated by the kernel and dropped as noise).
 const MAX_DATAGRAM: usize = 2048;
+/// WebRTC datagrams queued for a session before the hub drops them (about a second of a
+/// browser↔browser call plus checks and DTLS).
+pub(crate) const INBOUND_QUEUE: usize = 256;
+
+/// The answer to an offer or answer command.
+pub(crate) type SdpReply = oneshot::Sender<Result<SdpResult, MediaError>>;
 
 /// A request from the control side to a session task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// `side` sent an SDP; `answered` when it was an answer.
-    Remote {
+    /// `side` sent an SDP offer.
+    Offer {
         side: Side,
-        remote: Remote,
-        answered: bool,
-        done: oneshot::Sender<()>,
+        parsed: Box<ParsedSdp>,
+        reply: SdpReply,
+    },
+    /// `side` sent an SDP answer.
+    Answer {
+        side: Side,
+        parsed: Box<ParsedSdp>,
+        reply: SdpReply,
     },
     /// Current stats.
     Stats(oneshot::Sender<SessionStats>),
@@ -57,14 +85,12 @@ pub(crate) type Registry = Arc<Mutex<HashMap<SessionId, Entry>>>;
 pub(crate) struct Entry {
     pub(crate) generation: u64,
     pub(crate) commands: mpsc::Sender<Command>,
-    /// RTP port of the caller's and the callee's leg.
-    pub(crate) ports: [u16; 2],
     /// The session is recorded: its offers are limited to G.711.
     pub(crate) recorded: bool,
 }
 
-/// One leg's bound sockets; the lease is dropped after them (field order), so a port returns to
-/// the pool only once it is closed.
+/// One plain leg's bound sockets; the lease is dropped after them (field order), so a port
+/// returns to the pool only once it is closed.
 #[derive(Debug)]
 pub(crate) struct LegSockets {
     pub(crate) rtp: UdpSocket,
@@ -81,13 +107,31 @@ impl LegSockets {
     }
 }
 
+/// A session's access to the relay's WebRTC endpoint.
+#[derive(Debug)]
+pub(crate) struct WebRtcAccess {
+    pub(crate) hub: HubHandle,
+    pub(crate) shared: Arc<WebRtcShared>,
+    /// The hub's end of this session's queue (cloned into each leg's route).
+    pub(crate) tx: mpsc::Sender<Inbound>,
+}
+
 /// Everything a session task owns.
 #[derive(Debug)]
 pub(crate) struct SessionTask {
     pub(crate) id: SessionId,
     pub(crate) generation: u64,
     pub(crate) core: Session,
-    pub(crate) legs: [LegSockets; 2],
+    /// Plain legs' sockets (`None` for a WebRTC leg, or once released).
+    pub(crate) legs: [Option<LegSockets>; 2],
+    /// WebRTC legs' endpoints.
+    pub(crate) rtcs: [Option<WebRtcLeg>; 2],
+    /// What each WebRTC leg produced, emptied as it is sent (kept for its capacity).
+    pub(crate) outs: [Outputs; 2],
+    pub(crate) negotiation: Negotiation,
+    pub(crate) webrtc: Option<WebRtcAccess>,
+    pub(crate) inbound: Option<mpsc::Receiver<Inbound>>,
+    pub(crate) advertise: IpAddr,
     pub(crate) created_wall: UnixMillis,
     pub(crate) recorder: Option<Recorder>,
     pub(crate) commands: mpsc::Receiver<Command>,
@@ -102,6 +146,7 @@ enum Wake {
     Shutdown,
     Deadline,
     Readable(Side, Port),
+    Inbound(Option<Inbound>),
 }
 
 /// Per-batch counters, added to the shared metrics once.
@@ -113,66 +158,156 @@ struct Tally {
     send_errors: u64,
 }
 
+impl Tally {
+    fn flush(&mut self, m: &RelayMetrics) {
+        RelayMetrics::add(&m.rtp_relayed, self.rtp);
+        RelayMetrics::add(&m.rtp_bytes_relayed, self.rtp_bytes);
+        RelayMetrics::add(&m.rtcp_relayed, self.rtcp);
+        RelayMetrics::add(&m.send_errors, self.send_errors);
+        *self = Tally::default();
+    }
+}
+
+/// Readiness of an optional socket (never, without one).
+async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_inbound(rx: Option<&mut mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a session task ended.
+enum End {
+    Deleted(oneshot::Sender<SessionStats>),
+    Stopped,
+    Expired(Expiry),
+    Failed(String),
+}
+
+/// Whether a datagram is RTCP (RFC 5761 §4).
+fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
+}
+
 impl SessionTask {
+    /// The `o=` origins of a new session's generated SDPs.
+    pub(crate) fn origins(generation: u64) -> [Origin; 2] {
+        let base = UnixMillis::now().0 ^ (generation << 40);
+        [Origin::new(base), Origin::new(base ^ 1)]
+    }
+
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let deadline = tokio::time::sleep_until(self.core.poll_timeout().into());
+        let mut next = self.next_deadline();
+        let deadline = tokio::time::sleep_until(next.into());
         tokio::pin!(deadline);
-        let final_reply = loop {
+        let end = loop {
             let wake = {
                 let [caller, callee] = &self.legs;
+                let (caller, callee) = (caller.as_ref(), callee.as_ref());
                 tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => Wake::Shutdown,
                     cmd = self.commands.recv() => Wake::Command(cmd),
                     _ = &mut deadline => Wake::Deadline,
-                    _ = caller.rtp.readable() => Wake::Readable(Side::Caller, Port::Rtp),
-                    _ = callee.rtp.readable() => Wake::Readable(Side::Callee, Port::Rtp),
-                    _ = caller.rtcp.readable() => Wake::Readable(Side::Caller, Port::Rtcp),
-                    _ = callee.rtcp.readable() => Wake::Readable(Side::Callee, Port::Rtcp),
+                    inbound = recv_inbound(self.inbound.as_mut()) => Wake::Inbound(inbound),
+                    _ = readable(caller.map(|l| &l.rtp)) => Wake::Readable(Side::Caller, Port::Rtp),
+                    _ = readable(callee.map(|l| &l.rtp)) => Wake::Readable(Side::Callee, Port::Rtp),
+                    _ = readable(caller.map(|l| &l.rtcp)) => Wake::Readable(Side::Caller, Port::Rtcp),
+                    _ = readable(callee.map(|l| &l.rtcp)) => Wake::Readable(Side::Callee, Port::Rtcp),
                 }
             };
             match wake {
                 Wake::Readable(side, port) => self.drain(side, port, &mut buf),
-                Wake::Command(Some(Command::Remote {
+                Wake::Inbound(Some(first)) => self.drain_inbound(first),
+                Wake::Inbound(None) => self.inbound = None,
+                Wake::Command(Some(Command::Offer {
                     side,
-                    remote,
-                    answered,
-                    done,
+                    parsed,
+                    reply,
                 })) => {
-                    self.core.set_remote(side, &remote);
-                    if answered {
-                        self.core.set_answered(Instant::now());
-                    }
-                    if let Some(recorder) = &self.recorder {
-                        recorder.tap(RecordMsg::Codecs {
-                            side,
-                            payloads: remote.payloads.clone(),
-                            secure: remote.secure,
-                        });
-                    }
-                    deadline.as_mut().reset(self.core.poll_timeout().into());
-                    let _ = done.send(());
+                    let result = self.offer(side, *parsed, Instant::now());
+                    let _ = reply.send(result);
+                }
+                Wake::Command(Some(Command::Answer {
+                    side,
+                    parsed,
+                    reply,
+                })) => {
+                    let result = self.answer(side, *parsed, Instant::now());
+                    let _ = reply.send(result);
                 }
                 Wake::Command(Some(Command::Stats(reply))) => {
                     let _ = reply.send(self.stats());
                 }
-                Wake::Command(Some(Command::Delete(reply))) => break Some(reply),
-                Wake::Command(None) | Wake::Shutdown => break None,
+                Wake::Command(Some(Command::Delete(reply))) => break End::Deleted(reply),
+                Wake::Command(None) | Wake::Shutdown => break End::Stopped,
                 Wake::Deadline => {
                     let now = Instant::now();
+                    self.webrtc_timeouts(now);
                     if let Some(expiry) = self.core.handle_timeout(now) {
-                        self.expire(expiry).await;
-                        break None;
+                        break End::Expired(expiry);
                     }
-                    deadline.as_mut().reset(self.core.poll_timeout().into());
+                    // Whatever the deadline was, compute it afresh.
+                    next = now;
                 }
             }
+            if let Some(reason) = self.failure() {
+                break End::Failed(reason);
+            }
+            let wanted = self.next_deadline();
+            if wanted < next || next <= Instant::now() {
+                next = wanted;
+                deadline.as_mut().reset(next.into());
+            }
         };
+        let mut final_reply = None;
+        match end {
+            End::Deleted(reply) => final_reply = Some(reply),
+            End::Stopped => {}
+            End::Expired(expiry) => self.report_end(None, Some(expiry)).await,
+            End::Failed(reason) => self.report_end(Some(reason), None).await,
+        }
+        self.close_webrtc();
         let stats = self.stats();
         self.finish(&stats);
         if let Some(reply) = final_reply {
             let _ = reply.send(stats);
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        self.rtcs
+            .iter()
+            .flatten()
+            .map(WebRtcLeg::poll_timeout)
+            .fold(self.core.poll_timeout(), Instant::min)
+    }
+
+    /// The first failed WebRTC leg's reason.
+    fn failure(&self) -> Option<String> {
+        self.rtcs
+            .iter()
+            .flatten()
+            .find_map(|r| r.failure().map(str::to_owned))
+    }
+
+    fn webrtc_timeouts(&mut self, now: Instant) {
+        for side in [Side::Caller, Side::Callee] {
+            let i = side.index();
+            if let Some(rtc) = self.rtcs[i].as_mut()
+                && rtc.poll_timeout() <= now
+            {
+                rtc.handle_timeout(now, &mut self.outs[i]);
+                self.flush_webrtc(side, now);
+            }
         }
     }
 
@@ -181,8 +316,10 @@ impl SessionTask {
         let now = Instant::now();
         let mut tally = Tally::default();
         for _ in 0..BATCH {
-            let socket = self.legs[side.index()].socket(port);
-            let (len, src) = match socket.try_recv_from(buf) {
+            let Some(legs) = self.legs[side.index()].as_ref() else {
+                break;
+            };
+            let (len, src) = match legs.socket(port).try_recv_from(buf) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -191,52 +328,202 @@ impl SessionTask {
                 }
             };
             let data = &buf[..len];
-            match self.core.handle_packet(side, port, src, data, now) {
-                Action::Forward {
-                    from,
-                    port,
-                    to,
-                    rtp,
-                } => {
-                    let out = self.legs[from.index()].socket(port);
-                    match out.try_send_to(data, to) {
-                        Ok(_) => {}
-                        Err(e) => {
-                            tally.send_errors += 1;
-                            tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
-                        }
-                    }
-                    match rtp {
-                        Some(h) => {
-                            tally.rtp += 1;
-                            tally.rtp_bytes += len as u64;
-                            if let Some(recorder) = &self.recorder {
-                                let end = (h.payload_offset + h.payload_len).min(len);
-                                let payload = data.get(h.payload_offset..end).unwrap_or_default();
-                                recorder.tap(RecordMsg::Packet {
-                                    side,
-                                    ssrc: h.ssrc,
-                                    timestamp: h.timestamp,
-                                    payload_type: h.payload_type,
-                                    arrival: now,
-                                    payload: Bytes::copy_from_slice(payload),
-                                });
-                            }
-                        }
-                        None => tally.rtcp += 1,
-                    }
-                }
-                Action::Drop(reason) => RelayMetrics::add(self.metrics.dropped(reason), 1),
-            }
+            let action = self.core.handle_packet(side, port, src, data, now);
+            self.act(side, action, data, now, &mut tally);
         }
-        let m = &self.metrics;
-        RelayMetrics::add(&m.rtp_relayed, tally.rtp);
-        RelayMetrics::add(&m.rtp_bytes_relayed, tally.rtp_bytes);
-        RelayMetrics::add(&m.rtcp_relayed, tally.rtcp);
-        RelayMetrics::add(&m.send_errors, tally.send_errors);
+        tally.flush(&self.metrics);
     }
 
-    async fn expire(&mut self, expiry: Expiry) {
+    /// Carries out what the core decided for a packet that arrived from `side` (`data`: the
+    /// whole RTP packet, or for WebRTC the payload alone, see [`RtpHeader::payload_offset`]).
+    fn act(&mut self, side: Side, action: Action, data: &[u8], now: Instant, tally: &mut Tally) {
+        match action {
+            Action::Forward {
+                from,
+                port,
+                to,
+                rtp,
+            } => {
+                if let Some(out) = self.legs[from.index()].as_ref()
+                    && let Err(e) = out.socket(port).try_send_to(data, to)
+                {
+                    tally.send_errors += 1;
+                    tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
+                }
+                match rtp {
+                    Some(h) => {
+                        tally.rtp += 1;
+                        tally.rtp_bytes += data.len() as u64;
+                        self.tap(side, &h, payload_of(data, &h), now);
+                    }
+                    None => tally.rtcp += 1,
+                }
+            }
+            Action::SendRtp { from, to, pt, rtp } => {
+                let payload = payload_of(data, &rtp);
+                let mut packet = [0u8; MAX_DATAGRAM];
+                let len = 12 + payload.len();
+                if let Some(room) = packet.get_mut(..len) {
+                    room[0] = 0x80;
+                    room[1] = pt | if rtp.marker { 0x80 } else { 0 };
+                    room[2..4].copy_from_slice(&rtp.seq.to_be_bytes());
+                    room[4..8].copy_from_slice(&rtp.timestamp.to_be_bytes());
+                    room[8..12].copy_from_slice(&rtp.ssrc.to_be_bytes());
+                    room[12..].copy_from_slice(payload);
+                    if let Some(out) = self.legs[from.index()].as_ref()
+                        && let Err(e) = out.rtp.try_send_to(room, to)
+                    {
+                        tally.send_errors += 1;
+                        tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
+                    }
+                    tally.rtp += 1;
+                    tally.rtp_bytes += len as u64;
+                }
+                self.tap(side, &rtp, payload, now);
+            }
+            Action::ToWebRtc { leg, pt, rtp } => {
+                let payload = payload_of(data, &rtp);
+                let i = leg.index();
+                let sent = match self.rtcs[i].as_mut() {
+                    Some(rtc) => rtc.write_rtp(&rtp, pt, payload, now, &mut self.outs[i]),
+                    None => false,
+                };
+                if sent {
+                    self.core.note_sent(leg, 12 + payload.len());
+                    tally.rtp += 1;
+                    tally.rtp_bytes += (12 + payload.len()) as u64;
+                    self.flush_webrtc(leg, now);
+                } else {
+                    self.core.note_undelivered(side);
+                    RelayMetrics::add(&self.metrics.dropped_no_destination, 1);
+                }
+                self.tap(side, &rtp, payload, now);
+            }
+            Action::Consumed => {}
+            Action::Drop(reason) => RelayMetrics::add(self.metrics.dropped(reason), 1),
+        }
+    }
+
+    fn tap(&self, side: Side, h: &RtpHeader, payload: &[u8], now: Instant) {
+        if let Some(recorder) = &self.recorder {
+            recorder.tap(RecordMsg::Packet {
+                side,
+                ssrc: h.ssrc,
+                timestamp: h.timestamp,
+                payload_type: h.payload_type,
+                arrival: now,
+                payload: Bytes::copy_from_slice(payload),
+            });
+        }
+    }
+
+    /// Handles `first` and whatever else the hub has queued for this session.
+    fn drain_inbound(&mut self, first: Inbound) {
+        let mut tally = Tally::default();
+        self.on_inbound(first, &mut tally);
+        for _ in 1..BATCH {
+            let Some(rx) = self.inbound.as_mut() else {
+                break;
+            };
+            match rx.try_recv() {
+                Ok(inbound) => self.on_inbound(inbound, &mut tally),
+                Err(_) => break,
+            }
+        }
+        tally.flush(&self.metrics);
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound, tally: &mut Tally) {
+        let side = inbound.side;
+        let i = side.index();
+        let now = inbound.at;
+        let Some(rtc) = self.rtcs[i].as_mut() else {
+            RelayMetrics::add(&self.metrics.webrtc_dropped, 1);
+            return;
+        };
+        if rtc.handle_datagram(inbound.source, &inbound.data, now, &mut self.outs[i]) {
+            if is_rtcp(&inbound.data) {
+                self.core.note_webrtc_rtcp(side, now);
+            }
+        } else {
+            self.core.note_dropped(side);
+            RelayMetrics::add(&self.metrics.webrtc_dropped, 1);
+        }
+        let packets = std::mem::take(&mut self.outs[i].rtp);
+        self.flush_webrtc(side, now);
+        for packet in &packets {
+            self.on_webrtc_rtp(side, packet, now, tally);
+        }
+        let mut packets = packets;
+        packets.clear();
+        self.outs[i].rtp = packets;
+    }
+
+    /// A decrypted RTP packet from the browser on `side`.
+    fn on_webrtc_rtp(&mut self, side: Side, p: &RtpPacket, now: Instant, tally: &mut Tally) {
+        let h = RtpHeader {
+            ssrc: *p.header.ssrc,
+            seq: p.header.sequence_number,
+            timestamp: p.header.timestamp,
+            payload_type: *p.header.payload_type,
+            marker: p.header.marker,
+            // The payload alone is at hand: offsets are relative to it.
+            payload_offset: 0,
+            payload_len: p.payload.len(),
+        };
+        let action = self.core.handle_webrtc_rtp(side, h, now);
+        self.act(side, action, &p.payload, now, tally);
+    }
+
+    /// Sends what `side`'s WebRTC leg produced (its decrypted RTP is handled by the caller).
+    pub(crate) fn flush_webrtc(&mut self, side: Side, now: Instant) {
+        let i = side.index();
+        if self.outs[i].transmits.is_empty() {
+            return;
+        }
+        let mut transmits = std::mem::take(&mut self.outs[i].transmits);
+        if let Some(webrtc) = &self.webrtc {
+            let socket = webrtc.hub.socket();
+            let mut errors = 0;
+            for t in &transmits {
+                if is_rtcp(&t.contents) {
+                    self.core.note_webrtc_rtcp_out(side);
+                }
+                if socket.try_send_to(&t.contents, t.destination).is_err() {
+                    errors += 1;
+                }
+            }
+            RelayMetrics::add(&self.metrics.send_errors, errors);
+        }
+        transmits.clear();
+        self.outs[i].transmits = transmits;
+        // Packets str0m decrypted while timing out (none in practice) would be lost otherwise.
+        if !self.outs[i].rtp.is_empty() {
+            let packets = std::mem::take(&mut self.outs[i].rtp);
+            let mut tally = Tally::default();
+            for packet in &packets {
+                self.on_webrtc_rtp(side, packet, now, &mut tally);
+            }
+            tally.flush(&self.metrics);
+        }
+    }
+
+    /// Releases `side`'s WebRTC leg (its ICE username stops routing).
+    pub(crate) fn drop_webrtc(&mut self, side: Side) {
+        if let Some(rtc) = self.rtcs[side.index()].take()
+            && let Some(webrtc) = &self.webrtc
+        {
+            webrtc.hub.unregister(rtc.ufrag());
+        }
+    }
+
+    fn close_webrtc(&mut self) {
+        for side in [Side::Caller, Side::Callee] {
+            self.drop_webrtc(side);
+        }
+    }
+
+    async fn report_end(&mut self, failure: Option<String>, expiry: Option<Expiry>) {
         {
             let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
             if registry
@@ -246,16 +533,25 @@ impl SessionTask {
                 registry.remove(&self.id);
             }
         }
-        RelayMetrics::add(&self.metrics.sessions_timed_out, 1);
-        tracing::info!(target: "media", session = %self.id, ?expiry, "media session timed out");
-        let event = RelayEvent::Timeout(self.id.clone(), self.stats());
+        let event = match failure {
+            Some(reason) => {
+                RelayMetrics::add(&self.metrics.sessions_failed, 1);
+                tracing::warn!(target: "media", session = %self.id, %reason, "WebRTC leg failed; media session closed");
+                RelayEvent::Failed(self.id.clone(), reason, self.stats())
+            }
+            None => {
+                RelayMetrics::add(&self.metrics.sessions_timed_out, 1);
+                tracing::info!(target: "media", session = %self.id, ?expiry, "media session timed out");
+                RelayEvent::Timeout(self.id.clone(), self.stats())
+            }
+        };
         tokio::select! {
             _ = self.events.send(event) => {}
             _ = self.shutdown.cancelled() => {}
         }
     }
 
-    fn stats(&self) -> SessionStats {
+    pub(crate) fn stats(&self) -> SessionStats {
         let since_created = |t: Instant| {
             let offset = t.saturating_duration_since(self.core.created());
             self.created_wall.plus(offset)
@@ -277,6 +573,16 @@ impl SessionTask {
         if let Some(recorder) = &self.recorder {
             RelayMetrics::add(&m.recording_dropped, recorder.dropped());
         }
-        tracing::debug!(target: "media", session = %self.id, ports = ?[self.legs[0].lease.rtp(), self.legs[1].lease.rtp()], "media session ended");
+        let ports = self
+            .legs
+            .each_ref()
+            .map(|l| l.as_ref().map(|l| l.lease.rtp()));
+        tracing::debug!(target: "media", session = %self.id, ?ports, "media session ended");
     }
+}
+
+/// The payload of a packet whose header is `h` in `data` (empty when out of bounds).
+fn payload_of<'a>(data: &'a [u8], h: &RtpHeader) -> &'a [u8] {
+    let end = (h.payload_offset + h.payload_len).min(data.len());
+    data.get(h.payload_offset..end).unwrap_or_default()
 }

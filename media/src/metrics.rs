@@ -21,6 +21,9 @@ pub struct RelayMetrics {
     pub(crate) sessions_ended: AtomicU64,
     pub(crate) sessions_timed_out: AtomicU64,
     pub(crate) recording_dropped: AtomicU64,
+    pub(crate) dropped_unknown_payload: AtomicU64,
+    pub(crate) webrtc_dropped: AtomicU64,
+    pub(crate) sessions_failed: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -51,6 +54,16 @@ pub struct MetricsSnapshot {
     pub sessions_timed_out: u64,
     /// Packets the recording writers could not keep up with.
     pub recording_dropped: u64,
+    /// Dropped: a payload type the receiving leg did not negotiate.
+    #[serde(default)]
+    pub dropped_unknown_payload: u64,
+    /// Datagrams on the WebRTC port dropped before reaching a leg: unknown ICE username or
+    /// source, or the leg's session behind.
+    #[serde(default)]
+    pub webrtc_dropped: u64,
+    /// Sessions ended by a WebRTC failure (ICE or DTLS).
+    #[serde(default)]
+    pub sessions_failed: u64,
     /// Sessions alive now.
     pub sessions_active: u64,
     /// Port pairs free now.
@@ -71,6 +84,7 @@ impl RelayMetrics {
             DropReason::NotMedia => &self.dropped_not_media,
             DropReason::WrongSource => &self.dropped_wrong_source,
             DropReason::NoDestination => &self.dropped_no_destination,
+            DropReason::UnknownPayload => &self.dropped_unknown_payload,
         }
     }
 
@@ -92,6 +106,9 @@ impl RelayMetrics {
             sessions_ended: ended,
             sessions_timed_out: get(&self.sessions_timed_out),
             recording_dropped: get(&self.recording_dropped),
+            dropped_unknown_payload: get(&self.dropped_unknown_payload),
+            webrtc_dropped: get(&self.webrtc_dropped),
+            sessions_failed: get(&self.sessions_failed),
             sessions_active: started.saturating_sub(ended),
             port_pairs_free: 0,
             port_pairs_total: 0,

@@ -36,14 +36,14 @@
 //! pool placed it on, or the one [`MediaPool::place`] names (a session another registrar replica
 //! created). A replica that left the set is still tried at its last known URL (it may be alive
 //! with a lapsed lease). `delete` forgets the session, also when it fails; so does a
-//! [`RelayEvent::Timeout`] from its replica. Entries not used for [`PLACEMENT_TTL`] are swept
-//! (at most once per [`SWEEP_EVERY`], on placement), so calls the registrar forgot do not keep
-//! the map growing.
+//! [`RelayEvent::Timeout`] or [`RelayEvent::Failed`] from its replica. Entries not used for
+//! [`PLACEMENT_TTL`] are swept (at most once per [`SWEEP_EVERY`], on placement), so calls the
+//! registrar forgot do not keep the map growing.
 //!
 //! # Events
 //!
 //! Every live replica's events are long-polled ([`HttpMedia::events`]) into one merged stream.
-//! A poller stops when its replica leaves the set and starts when it (re)appears. A timeout from
+//! A poller stops when its replica leaves the set and starts when it (re)appears. An event from
 //! a replica that does not hold the session (a replica that answered an offer too late, after
 //! the pool had moved the call elsewhere) is dropped, so the registrar never ends a call for a
 //! stray session.
@@ -296,10 +296,10 @@ impl State {
 
     /// Whether an event from `replica` is for its owner; forgets a timed-out session.
     fn accept(&mut self, replica: &str, event: &RelayEvent) -> bool {
-        let RelayEvent::Timeout(session, _) = event;
+        let (RelayEvent::Timeout(session, _) | RelayEvent::Failed(session, _, _)) = event;
         match self.sessions.get(session) {
             Some(p) if p.replica != replica => {
-                tracing::info!(%session, stray = %replica, holder = %p.replica, "ignored a media timeout from a replica that does not hold the session");
+                tracing::info!(%session, stray = %replica, holder = %p.replica, "ignored a media event from a replica that does not hold the session");
                 false
             }
             Some(_) => {
@@ -554,6 +554,9 @@ fn sum(a: MetricsSnapshot, b: &MetricsSnapshot) -> MetricsSnapshot {
         sessions_ended,
         sessions_timed_out,
         recording_dropped,
+        dropped_unknown_payload,
+        webrtc_dropped,
+        sessions_failed,
         sessions_active,
         port_pairs_free,
         port_pairs_total,
@@ -571,6 +574,9 @@ fn sum(a: MetricsSnapshot, b: &MetricsSnapshot) -> MetricsSnapshot {
         sessions_ended: a.sessions_ended + sessions_ended,
         sessions_timed_out: a.sessions_timed_out + sessions_timed_out,
         recording_dropped: a.recording_dropped + recording_dropped,
+        dropped_unknown_payload: a.dropped_unknown_payload + dropped_unknown_payload,
+        webrtc_dropped: a.webrtc_dropped + webrtc_dropped,
+        sessions_failed: a.sessions_failed + sessions_failed,
         sessions_active: a.sessions_active + sessions_active,
         port_pairs_free: a.port_pairs_free + port_pairs_free,
         port_pairs_total: a.port_pairs_total + port_pairs_total,

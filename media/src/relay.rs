@@ -1,21 +1,27 @@
 //! [`LocalRelay`]: the in-process [`MediaControl`] used by `kubepbx up` (and behind the HTTP
-//! API of a media replica). It parses and rewrites SDPs, leases ports and binds sockets, and
-//! spawns one [`SessionTask`] per call on the owner's [`TaskTracker`].
+//! API of a media replica). It parses SDPs, leases ports and binds sockets for plain legs, and
+//! spawns one [`SessionTask`] per call on the owner's [`TaskTracker`], which negotiates
+//! ([`crate::negotiate`]) and relays. With a WebRTC address configured it also binds the one
+//! WebRTC socket and runs its [`Hub`] task.
 //!
-//! A session is set up completely or not at all: both legs' ports are leased and all four
-//! sockets bound before anything is registered or spawned, so a failure (ports exhausted, bind
-//! error) leaves nothing behind. Ports return to the pool when the session task ends (delete,
-//! timeout, shutdown).
+//! A session is set up completely or not at all: its plain legs' ports are leased and sockets
+//! bound before anything is registered or spawned, and an initial offer the session task
+//! refuses ends the session at once, so a failure (ports exhausted, bind error, an SDP that
+//! cannot be bridged) leaves nothing behind. Ports return to the pool when the session task
+//! ends (delete, timeout, failure, shutdown) or drops a leg it no longer needs.
 
 use crate::MediaError;
 use crate::api::*;
 use crate::config::RelayConfig;
-use crate::driver::{Command, Entry, LegSockets, Registry, SessionTask};
+use crate::driver::{Command, Entry, LegSockets, Registry, SessionTask, WebRtcAccess};
+use crate::hub::{Hub, HubHandle};
 use crate::metrics::{MetricsSnapshot, RelayMetrics};
+use crate::negotiate::{Negotiation, Want};
 use crate::ports::PortPool;
-use crate::recorder::{RecordMsg, Recorder};
-use crate::sdp::{self, ParsedSdp};
+use crate::recorder::Recorder;
+use crate::sdp::{self, LegKind, ParsedSdp};
 use crate::session::{Session, Timeouts};
+use crate::webrtc::{Outputs, WebRtcShared};
 use kubepbx_api::time::UnixMillis;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -51,12 +57,22 @@ struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     generation: AtomicU64,
+    webrtc: Option<WebRtcEndpoint>,
+}
+
+/// The relay's WebRTC endpoint: the hub's handle and what every leg shares.
+#[derive(Debug)]
+struct WebRtcEndpoint {
+    hub: HubHandle,
+    shared: Arc<WebRtcShared>,
+    local: SocketAddr,
 }
 
 impl LocalRelay {
-    /// Starts a relay. Session tasks are spawned on `tasks` and stop when `shutdown` is
-    /// cancelled. The returned receiver gets a [`RelayEvent::Timeout`] for every reaped session;
-    /// the owner should keep reading it (reaped sessions wait when it is full).
+    /// Starts a relay. Session tasks (and the WebRTC hub, when configured) are spawned on
+    /// `tasks` and stop when `shutdown` is cancelled; call it within a tokio runtime. The
+    /// returned receiver gets a [`RelayEvent`] for every session the relay ends by itself; the
+    /// owner should keep reading it (such sessions wait when it is full).
     pub fn start(
         config: RelayConfig,
         shutdown: CancellationToken,
@@ -64,19 +80,66 @@ impl LocalRelay {
     ) -> Result<(LocalRelay, RelayEvents), MediaError> {
         config.validate()?;
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let metrics = Arc::new(RelayMetrics::default());
+        let webrtc = match config.webrtc {
+            Some(addr) => Some(Self::start_webrtc(
+                &config, addr, &metrics, &shutdown, tasks,
+            )?),
+            None => None,
+        };
         let relay = LocalRelay {
             inner: Arc::new(Inner {
                 pool: PortPool::new(&config.ports),
                 config,
                 registry: Registry::default(),
                 events,
-                metrics: Arc::new(RelayMetrics::default()),
+                metrics,
                 shutdown,
                 tasks: tasks.clone(),
                 generation: AtomicU64::new(0),
+                webrtc,
             }),
         };
         Ok((relay, events_rx))
+    }
+
+    fn start_webrtc(
+        config: &RelayConfig,
+        addr: SocketAddr,
+        metrics: &Arc<RelayMetrics>,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<WebRtcEndpoint, MediaError> {
+        let unavailable = |e: io::Error| {
+            MediaError::Unavailable(format!("cannot bind the WebRTC port {addr}: {e}"))
+        };
+        let socket = std::net::UdpSocket::bind(addr).map_err(unavailable)?;
+        socket.set_nonblocking(true).map_err(unavailable)?;
+        let local = socket.local_addr().map_err(unavailable)?;
+        let socket = UdpSocket::from_std(socket).map_err(unavailable)?;
+        let candidate = SocketAddr::new(config.advertise, local.port());
+        let shared = WebRtcShared::new(
+            candidate,
+            str0m::crypto::from_feature_flags(),
+            config.webrtc_connect_timeout,
+            config.media_timeout,
+        )
+        .ok_or_else(|| {
+            MediaError::Unavailable("the DTLS backend cannot make a certificate".to_owned())
+        })?;
+        let (hub, handle) = Hub::new(socket, metrics.clone(), shutdown.clone());
+        tasks.spawn(hub.run());
+        tracing::info!(target: "media", %local, %candidate, "WebRTC legs share one UDP port");
+        Ok(WebRtcEndpoint {
+            hub: handle,
+            shared: Arc::new(shared),
+            local,
+        })
+    }
+
+    /// The bound address of the WebRTC socket, when WebRTC is enabled.
+    pub fn webrtc_addr(&self) -> Option<SocketAddr> {
+        self.inner.webrtc.as_ref().map(|w| w.local)
     }
 
     /// Relay-wide counters.
@@ -122,29 +185,72 @@ impl LocalRelay {
         Ok(())
     }
 
-    /// Tells an existing session about `side`'s SDP; `false` if its task is gone.
-    async fn update(&self, entry: &Entry, side: Side, parsed: &ParsedSdp, answered: bool) -> bool {
-        let (done, done_rx) = oneshot::channel();
-        let cmd = Command::Remote {
-            side,
-            remote: parsed.remote.clone(),
-            answered,
-            done,
+    /// Hands an offer or answer to a session task; `None` if its task is gone.
+    async fn negotiate(
+        &self,
+        entry: &Entry,
+        side: Side,
+        parsed: ParsedSdp,
+        answer: bool,
+    ) -> Option<Result<SdpResult, MediaError>> {
+        let (reply, reply_rx) = oneshot::channel();
+        let parsed = Box::new(parsed);
+        let cmd = if answer {
+            Command::Answer {
+                side,
+                parsed,
+                reply,
+            }
+        } else {
+            Command::Offer {
+                side,
+                parsed,
+                reply,
+            }
         };
-        entry.commands.send(cmd).await.is_ok() && done_rx.await.is_ok()
+        entry.commands.send(cmd).await.ok()?;
+        reply_rx.await.ok()
     }
 
-    /// Creates a session for an offer from `side`; returns its RTP ports.
-    fn create(&self, req: &OfferRequest, parsed: &ParsedSdp) -> Result<[u16; 2], MediaError> {
+    /// Creates a session for an offer from `req.side` (kind `offered`) and returns its entry.
+    fn create(&self, req: &OfferRequest, offered: LegKind) -> Result<Entry, MediaError> {
         let inner = &self.inner;
         let mut registry = inner.registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = registry.get(&req.session)
             && !existing.commands.is_closed()
         {
-            return Ok(existing.ports);
+            return Ok(existing.clone());
         }
-        let legs = [self.bind_leg()?, self.bind_leg()?];
-        let ports = [legs[0].lease.rtp(), legs[1].lease.rtp()];
+        let webrtc = inner.webrtc.as_ref();
+        let offerer = match offered {
+            LegKind::Plain => Want::Plain,
+            LegKind::WebRtc if webrtc.is_some() => Want::WebRtc,
+            LegKind::WebRtc => {
+                return Err(MediaError::UnsupportedTransport(
+                    "UDP/TLS/RTP/SAVPF (WebRTC is not enabled on this relay)".to_owned(),
+                ));
+            }
+        };
+        let other = match (req.peer, webrtc.is_some()) {
+            (PeerMedia::Rtp, _) | (PeerMedia::Either, false) => Want::Plain,
+            (PeerMedia::WebRtc, true) => Want::WebRtc,
+            (PeerMedia::Either, true) => Want::Either,
+            (PeerMedia::WebRtc, false) => {
+                return Err(MediaError::UnsupportedTransport(
+                    "UDP/TLS/RTP/SAVPF towards a browser (WebRTC is not enabled on this relay)"
+                        .to_owned(),
+                ));
+            }
+        };
+        let mut kinds = [Want::Plain; 2];
+        kinds[req.side.index()] = offerer;
+        kinds[req.side.other().index()] = other;
+        let mut legs = [None, None];
+        for side in [Side::Caller, Side::Callee] {
+            if kinds[side.index()] != Want::WebRtc {
+                legs[side.index()] = Some(self.bind_leg()?);
+            }
+        }
         let now = Instant::now();
         let timeouts = Timeouts {
             media: inner.config.media_timeout,
@@ -152,34 +258,47 @@ impl LocalRelay {
             relatch_after: inner.config.relatch_after,
         };
         let mut core = Session::new(timeouts, now);
-        core.set_remote(req.side, &parsed.remote);
-        let recorder = self.start_recorder(req);
-        if let Some(recorder) = &recorder {
-            recorder.tap(RecordMsg::Codecs {
-                side: req.side,
-                payloads: parsed.remote.payloads.clone(),
-                secure: parsed.remote.secure,
-            });
+        for side in [Side::Caller, Side::Callee] {
+            if kinds[side.index()] == Want::WebRtc {
+                core.set_kind(side, LegKind::WebRtc);
+            }
         }
+        let recorder = self.start_recorder(req);
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let generation = inner.generation.fetch_add(1, Ordering::Relaxed);
-        registry.insert(
-            req.session.clone(),
-            Entry {
-                generation,
-                commands,
-                ports,
-                recorded: recorder.is_some(),
-            },
-        );
+        let entry = Entry {
+            generation,
+            commands,
+            recorded: recorder.is_some(),
+        };
+        registry.insert(req.session.clone(), entry.clone());
         drop(registry);
         RelayMetrics::add(&inner.metrics.sessions_started, 1);
-        tracing::debug!(target: "media", session = %req.session, ?ports, "media session created");
+        let ports = legs.each_ref().map(|l| l.as_ref().map(|l| l.lease.rtp()));
+        tracing::debug!(target: "media", session = %req.session, ?ports, ?kinds, "media session created");
+        let (webrtc, inbound) = match webrtc {
+            Some(w) if kinds.iter().any(|k| *k != Want::Plain) => {
+                let (tx, rx) = mpsc::channel(crate::driver::INBOUND_QUEUE);
+                let access = WebRtcAccess {
+                    hub: w.hub.clone(),
+                    shared: w.shared.clone(),
+                    tx,
+                };
+                (Some(access), Some(rx))
+            }
+            _ => (None, None),
+        };
         let task = SessionTask {
             id: req.session.clone(),
             generation,
             core,
             legs,
+            rtcs: [None, None],
+            outs: [Outputs::default(), Outputs::default()],
+            negotiation: Negotiation::new(kinds, SessionTask::origins(generation)),
+            webrtc,
+            inbound,
+            advertise: inner.config.advertise,
             created_wall: UnixMillis::now(),
             recorder,
             commands: commands_rx,
@@ -189,7 +308,7 @@ impl LocalRelay {
             shutdown: inner.shutdown.clone(),
         };
         inner.tasks.spawn(task.run());
-        Ok(ports)
+        Ok(entry)
     }
 
     fn start_recorder(&self, req: &OfferRequest) -> Option<Recorder> {
@@ -267,33 +386,47 @@ impl MediaControl for LocalRelay {
         if recorded && parsed.keep_only_g711() {
             tracing::debug!(target: "media", session = %req.session, "recorded call: offer limited to G.711");
         }
-        let ports = match self.entry(&req.session) {
-            Some(entry) if self.update(&entry, req.side, &parsed, false).await => entry.ports,
-            stale => {
-                if let Some(entry) = stale {
-                    self.remove_entry(&req.session, entry.generation);
-                }
-                self.create(&req, &parsed)?
+        if let Some(entry) = self.entry(&req.session) {
+            match self
+                .negotiate(&entry, req.side, parsed.clone(), false)
+                .await
+            {
+                Some(result) => return result,
+                None => self.remove_entry(&req.session, entry.generation),
             }
-        };
-        let port = ports[req.side.other().index()];
-        Ok(SdpResult {
-            sdp: parsed.rewrite(self.inner.config.advertise, port),
-        })
+        }
+        let entry = self.create(&req, parsed.kind)?;
+        let generation = entry.generation;
+        match self.negotiate(&entry, req.side, parsed, false).await {
+            Some(Ok(result)) => Ok(result),
+            Some(Err(e)) => {
+                // The session exists for this offer only: nothing of it may stay.
+                if let Some(current) = self.entry(&req.session)
+                    && current.generation == generation
+                {
+                    self.remove_entry(&req.session, generation);
+                    let (reply, _) = oneshot::channel();
+                    let _ = entry.commands.send(Command::Delete(reply)).await;
+                }
+                Err(e)
+            }
+            None => Err(MediaError::Unavailable(
+                "the media session ended while being set up".to_owned(),
+            )),
+        }
     }
 
     async fn answer(&self, req: AnswerRequest) -> Result<SdpResult, MediaError> {
         self.check_running()?;
         let parsed = sdp::parse(&req.sdp, req.signalling_source)?;
         let entry = self.entry(&req.session).ok_or(MediaError::UnknownSession)?;
-        if !self.update(&entry, req.side, &parsed, true).await {
-            self.remove_entry(&req.session, entry.generation);
-            return Err(MediaError::UnknownSession);
+        match self.negotiate(&entry, req.side, parsed, true).await {
+            Some(result) => result,
+            None => {
+                self.remove_entry(&req.session, entry.generation);
+                Err(MediaError::UnknownSession)
+            }
         }
-        let port = entry.ports[req.side.other().index()];
-        Ok(SdpResult {
-            sdp: parsed.rewrite(self.inner.config.advertise, port),
-        })
     }
 
     async fn delete(&self, session: &SessionId) -> Result<Option<SessionStats>, MediaError> {

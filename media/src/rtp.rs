@@ -31,6 +31,8 @@ pub struct RtpHeader {
     pub timestamp: u32,
     /// Payload type (0..=127).
     pub payload_type: u8,
+    /// The marker bit (start of a talkspurt, end of a DTMF event).
+    pub marker: bool,
     /// Where the payload starts in the datagram.
     pub payload_offset: usize,
     /// Payload length (padding excluded).
@@ -58,6 +60,7 @@ pub fn classify(data: &[u8]) -> Option<Packet> {
         seq: rtp.sequence_number(),
         timestamp: rtp.timestamp(),
         payload_type: rtp.payload_type(),
+        marker: rtp.marker_bit(),
         payload_offset: rtp.payload_offset(),
         payload_len: rtp.payload_len(),
     }))

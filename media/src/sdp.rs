@@ -12,6 +12,11 @@
 //! audio stream per call. Codecs, fmtp, telephone-event, ptime, rtcp-mux and direction
 //! attributes pass through unchanged — except in the offer of a recorded call, which
 //! [`ParsedSdp::keep_only_g711`] limits to what the recorder decodes.
+//!
+//! An audio stream on `UDP/TLS/RTP/SAVP(F)` with `a=fingerprint` and `a=ice-ufrag`/`a=ice-pwd`
+//! is a browser's (WebRTC, DTLS-SRTP): [`ParsedSdp::kind`] says [`LegKind::WebRtc`] and
+//! [`ParsedSdp::webrtc`] holds its ICE credentials, fingerprint, DTLS role and mid. Such an SDP
+//! is never rewritten in place: [`crate::flavour`] writes what the other party gets.
 
 use crate::MediaError;
 use sdp_types::{Connection, Session, TransportProto};
@@ -78,13 +83,160 @@ impl Codec {
     }
 }
 
+/// What kind of leg an SDP is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegKind {
+    /// Plain RTP/AVP(F) (or SDES-SRTP passed through): softphones.
+    Plain,
+    /// WebRTC: ICE, DTLS-SRTP, rtcp-mux (`UDP/TLS/RTP/SAVPF`): browsers.
+    WebRtc,
+}
+
+/// One payload type of the audio stream, as its SDP maps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    /// Payload type number.
+    pub pt: u8,
+    /// Encoding name as written (`PCMU`, `opus`, `telephone-event`).
+    pub name: String,
+    /// RTP clock rate.
+    pub rate: u32,
+    /// Channels (the third rtpmap field), when given.
+    pub channels: Option<u8>,
+    /// The `a=fmtp` parameters, when given.
+    pub fmtp: Option<String>,
+}
+
+impl Format {
+    /// `name/rate[/channels]`, as in `a=rtpmap`.
+    pub fn rtpmap(&self) -> String {
+        match self.channels {
+            Some(ch) => format!("{}/{}/{ch}", self.name, self.rate),
+            None => format!("{}/{}", self.name, self.rate),
+        }
+    }
+
+    /// Whether `self` and `other` are the same codec (name, rate and channels; payload type and
+    /// fmtp aside).
+    pub fn same_codec(&self, other: &Format) -> bool {
+        self.name.eq_ignore_ascii_case(&other.name)
+            && self.rate == other.rate
+            && self.channels.unwrap_or(1) == other.channels.unwrap_or(1)
+    }
+
+    /// Whether this is `name` (case-insensitive).
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// What the recorder makes of it.
+    pub fn codec(&self) -> Codec {
+        Codec::from_rtpmap(&self.name, self.rate)
+    }
+}
+
+/// The DTLS role an SDP asks for (`a=setup`, RFC 4145/8842).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// Either role (offers).
+    ActPass,
+    /// The party is the DTLS client.
+    Active,
+    /// The party is the DTLS server.
+    Passive,
+    /// No connection yet.
+    HoldConn,
+}
+
+impl Setup {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Setup::ActPass => "actpass",
+            Setup::Active => "active",
+            Setup::Passive => "passive",
+            Setup::HoldConn => "holdconn",
+        }
+    }
+}
+
+/// The media direction attribute of the audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// `a=sendrecv` (also the default when none is given).
+    #[default]
+    SendRecv,
+    /// `a=sendonly` (the party puts the other on hold).
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `a=inactive`.
+    Inactive,
+}
+
+impl Direction {
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Direction> {
+        [
+            Direction::SendRecv,
+            Direction::SendOnly,
+            Direction::RecvOnly,
+            Direction::Inactive,
+        ]
+        .into_iter()
+        .find(|d| d.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+/// What a WebRTC SDP says about its transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcParams {
+    /// `a=ice-ufrag`.
+    pub ufrag: String,
+    /// `a=ice-pwd`.
+    pub pwd: String,
+    /// `a=fingerprint` value: `sha-256 AB:CD:…`.
+    pub fingerprint: String,
+    /// `a=setup` (absent: `actpass` in an offer).
+    pub setup: Setup,
+    /// `a=mid` of the audio stream.
+    pub mid: Option<String>,
+    /// SSRCs the party announced (`a=ssrc`).
+    pub ssrcs: Vec<u32>,
+    /// The id of the MID header extension (`a=extmap:N urn:ietf:params:rtp-hdrext:sdes:mid`),
+    /// which binds unsignalled SSRCs to the stream.
+    pub mid_ext: Option<u8>,
+}
+
+/// The URI of the MID RTP header extension (RFC 8843).
+pub const MID_EXTENSION: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
 /// A parsed SDP and the audio stream the relay will carry.
 #[derive(Debug, Clone)]
 pub struct ParsedSdp {
     session: Session,
     audio: usize,
-    /// Where the party wants media.
+    /// Where the party wants media (plain legs; meaningless for WebRTC).
     pub remote: Remote,
+    /// Plain or WebRTC.
+    pub kind: LegKind,
+    /// The audio stream's payload types, in the SDP's order of preference.
+    pub formats: Vec<Format>,
+    /// The audio stream's direction.
+    pub direction: Direction,
+    /// `a=ptime` of the audio stream.
+    pub ptime: Option<String>,
+    /// ICE/DTLS parameters, for [`LegKind::WebRtc`].
+    pub webrtc: Option<WebRtcParams>,
 }
 
 /// Parses `sdp` from a party whose signalling came from `signalling_source`.
@@ -103,23 +255,165 @@ pub fn parse(sdp: &str, signalling_source: IpAddr) -> Result<ParsedSdp, MediaErr
         if !m.media.eq_ignore_ascii_case("audio") || m.port == 0 {
             continue;
         }
-        if carried(&m.parse_transport_proto()) {
-            audio = Some(i);
+        let proto = m.parse_transport_proto();
+        if carried(&proto) {
+            audio = Some((i, LegKind::Plain));
+            break;
+        }
+        if is_dtls(&proto) && webrtc_params(&session, m).is_some() {
+            audio = Some((i, LegKind::WebRtc));
             break;
         }
         unsupported.get_or_insert_with(|| m.proto.clone());
     }
-    let Some(audio) = audio else {
+    let Some((audio, kind)) = audio else {
         return Err(match unsupported {
             Some(proto) => MediaError::UnsupportedTransport(proto),
             None => MediaError::NoAudio,
         });
     };
     let remote = remote_of(&session, audio, signalling_source);
+    let media = &session.medias[audio];
+    let webrtc = match kind {
+        LegKind::WebRtc => webrtc_params(&session, media),
+        LegKind::Plain => None,
+    };
+    let direction = media
+        .attributes
+        .iter()
+        .chain(&session.attributes)
+        .find_map(|a| Direction::parse(&a.attribute))
+        .unwrap_or_default();
+    let ptime = media
+        .get_first_attribute_value("ptime")
+        .flatten()
+        .map(|v| v.trim().to_owned());
+    let formats = formats_of(media);
     Ok(ParsedSdp {
         session,
         audio,
         remote,
+        kind,
+        formats,
+        direction,
+        ptime,
+        webrtc,
+    })
+}
+
+/// DTLS-SRTP transports (WebRTC).
+fn is_dtls(proto: &TransportProto) -> bool {
+    matches!(
+        proto,
+        TransportProto::UdpTlsRtpSavpf | TransportProto::UdpTlsRtpSavp
+    )
+}
+
+/// The ICE credentials, fingerprint and DTLS role of `media` (falling back to session-level
+/// attributes); `None` when any of credentials or fingerprint is missing.
+fn webrtc_params(session: &Session, media: &sdp_types::Media) -> Option<WebRtcParams> {
+    let value = |name: &str| {
+        media
+            .get_first_attribute_value(name)
+            .or_else(|| session.get_first_attribute_value(name))
+            .flatten()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let setup = match value("setup")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("active") => Setup::Active,
+        Some("passive") => Setup::Passive,
+        Some("holdconn") => Setup::HoldConn,
+        _ => Setup::ActPass,
+    };
+    let mut ssrcs: Vec<u32> = media
+        .get_attribute_values("ssrc")
+        .flatten()
+        .filter_map(|v| v.split_ascii_whitespace().next()?.parse().ok())
+        .collect();
+    ssrcs.dedup();
+    let mid_ext = media
+        .get_attribute_values("extmap")
+        .flatten()
+        .find_map(|v| {
+            let mut parts = v.split_ascii_whitespace();
+            let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
+            (parts.next()? == MID_EXTENSION && (1..=14).contains(&id)).then_some(id)
+        });
+    Some(WebRtcParams {
+        mid_ext,
+        ufrag: value("ice-ufrag")?,
+        pwd: value("ice-pwd")?,
+        fingerprint: value("fingerprint")?,
+        setup,
+        mid: media
+            .get_first_attribute_value("mid")
+            .flatten()
+            .map(|v| v.trim().to_owned()),
+        ssrcs,
+    })
+}
+
+/// The payload types of `media` in `m=` order, with their rtpmap (or the static table) and
+/// fmtp. Types with neither a mapping nor a static meaning are left out.
+fn formats_of(media: &sdp_types::Media) -> Vec<Format> {
+    let mut out: Vec<Format> = Vec::new();
+    for pt in media
+        .fmt
+        .split_ascii_whitespace()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter(|pt| *pt < 128)
+    {
+        if out.iter().any(|f| f.pt == pt) {
+            continue;
+        }
+        let mapped = media
+            .attributes_typed::<sdp_types::RtpMap>()
+            .flatten()
+            .find(|m| m.payload_type == pt);
+        let (name, rate, channels) = match mapped {
+            Some(m) => (
+                m.encoding_name.clone(),
+                m.clock_rate,
+                m.encoding_params
+                    .as_deref()
+                    .and_then(|c| c.trim().parse().ok()),
+            ),
+            None => match static_format(pt) {
+                Some((name, rate)) => (name.to_owned(), rate, None),
+                None => continue,
+            },
+        };
+        let fmtp = media.get_attribute_values("fmtp").flatten().find_map(|v| {
+            let (p, params) = v.trim().split_once(char::is_whitespace)?;
+            (p.parse::<u8>().ok()? == pt).then(|| params.trim().to_owned())
+        });
+        out.push(Format {
+            pt,
+            name,
+            rate,
+            channels,
+            fmtp,
+        });
+    }
+    out
+}
+
+/// The static payload types of RFC 3551 a relay may meet.
+fn static_format(pt: u8) -> Option<(&'static str, u32)> {
+    Some(match pt {
+        0 => ("PCMU", 8000),
+        3 => ("GSM", 8000),
+        4 => ("G723", 8000),
+        8 => ("PCMA", 8000),
+        9 => ("G722", 8000),
+        13 => ("CN", 8000),
+        18 => ("G729", 8000),
+        _ => return None,
     })
 }
 
@@ -302,12 +596,75 @@ impl ParsedSdp {
         self.remote
             .payloads
             .retain(|(pt, _)| kept.iter().any(|k| *k == pt.to_string()));
+        self.formats
+            .retain(|f| kept.iter().any(|k| *k == f.pt.to_string()));
         true
+    }
+
+    /// The answer to this offer (from a plain party) when the answering party is on another
+    /// kind of leg: the offer rewritten like [`Self::rewrite`], its audio stream limited to
+    /// `formats` (payload types of this offer) with `direction`.
+    pub fn plain_answer(
+        &self,
+        advertise: IpAddr,
+        rtp_port: u16,
+        formats: &[Format],
+        direction: Direction,
+    ) -> String {
+        let mut answer = self.clone();
+        if let Some(media) = answer.session.medias.get_mut(answer.audio) {
+            let kept: Vec<String> = formats.iter().map(|f| f.pt.to_string()).collect();
+            media.fmt = kept.join(" ");
+            media.attributes.retain(|a| {
+                let name = a.attribute.to_ascii_lowercase();
+                if Direction::parse(&name).is_some() || name == "rtcp-mux" {
+                    return false;
+                }
+                if !["rtpmap", "fmtp", "rtcp-fb"].contains(&name.as_str()) {
+                    return true;
+                }
+                let pt = a
+                    .value
+                    .as_deref()
+                    .and_then(|v| v.split_ascii_whitespace().next())
+                    .unwrap_or_default();
+                kept.iter().any(|k| k == pt)
+            });
+            for f in formats {
+                let mapped = media.attributes.iter().any(|a| {
+                    a.attribute.eq_ignore_ascii_case("rtpmap")
+                        && a.value
+                            .as_deref()
+                            .and_then(|v| v.split_ascii_whitespace().next())
+                            == Some(f.pt.to_string().as_str())
+                });
+                if !mapped && f.pt >= 96 {
+                    media.attributes.push(sdp_types::Attribute {
+                        attribute: "rtpmap".to_owned(),
+                        value: Some(format!("{} {}", f.pt, f.rtpmap())),
+                    });
+                }
+            }
+            media.attributes.push(sdp_types::Attribute {
+                attribute: direction.as_str().to_owned(),
+                value: None,
+            });
+        }
+        answer
+            .session
+            .attributes
+            .retain(|a| Direction::parse(&a.attribute).is_none());
+        answer.rewrite(advertise, rtp_port)
     }
 
     /// The index of the carried audio stream among the `m=` lines.
     pub fn audio_index(&self) -> usize {
         self.audio
+    }
+
+    /// Every `m=` line, as parsed.
+    pub fn medias(&self) -> &[sdp_types::Media] {
+        &self.session.medias
     }
 }
 

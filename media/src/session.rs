@@ -12,11 +12,20 @@
 //! ```
 //! A packet received on leg L is sent out of the *other* leg's socket (so the receiver sees it
 //! come from the port its SDP named) to that leg's [`Latch`] destination.
+//!
+//! A leg can also be WebRTC ([`LegKind::WebRtc`]): its party is a browser behind the relay's
+//! WebRTC endpoint ([`crate::webrtc`]), which owns addressing, encryption and RTCP there. The
+//! core then sees that leg's decrypted RTP ([`Session::handle_webrtc_rtp`]) and answers
+//! [`Action::SendRtp`] (rebuild the packet for a plain leg) or [`Action::ToWebRtc`] (hand it to
+//! the other WebRTC endpoint); plain RTCP towards a WebRTC leg ends here
+//! ([`Action::Consumed`]). Payload types are rewritten with a [`PtMap`] per direction when the
+//! legs number a codec differently; between two plain legs packets pass byte for byte.
 
 use crate::api::{LegStats, Side};
+use crate::flavour::PtMap;
 use crate::latch::{Latch, Verdict};
 use crate::rtp::{LossCounter, Packet, RtpHeader, classify};
-use crate::sdp::Remote;
+use crate::sdp::{LegKind, Remote};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -43,6 +52,31 @@ pub enum Action {
         /// For RTP: the header, so the driver can tap it for recording.
         rtp: Option<RtpHeader>,
     },
+    /// Send the RTP packet rebuilt (12-byte header, payload type `pt`, no extensions) from
+    /// `from`'s RTP socket to `to`: a WebRTC leg's packet for a plain leg.
+    SendRtp {
+        /// The plain leg whose socket sends.
+        from: Side,
+        /// Destination.
+        to: SocketAddr,
+        /// Payload type on the receiving leg.
+        pt: u8,
+        /// The packet's header (payload offset and length in the caller's buffer).
+        rtp: RtpHeader,
+    },
+    /// Hand the RTP packet to `leg`'s WebRTC endpoint with payload type `pt`; report the
+    /// outcome with [`Session::note_sent`] or [`Session::note_undelivered`].
+    ToWebRtc {
+        /// The WebRTC leg that sends it on.
+        leg: Side,
+        /// Payload type on that leg.
+        pt: u8,
+        /// The packet's header.
+        rtp: RtpHeader,
+    },
+    /// Counted; goes no further (RTCP from a plain leg towards a WebRTC leg, whose RTCP the
+    /// WebRTC endpoint makes itself).
+    Consumed,
     /// Drop it.
     Drop(DropReason),
 }
@@ -54,8 +88,11 @@ pub enum DropReason {
     NotMedia,
     /// From a source other than the latched one.
     WrongSource,
-    /// The receiving party has no address yet (hold, or no SDP and no packet from it).
+    /// The receiving party has no address yet (hold, or no SDP and no packet from it), or its
+    /// WebRTC connection is not up.
     NoDestination,
+    /// A payload type the receiving leg did not negotiate.
+    UnknownPayload,
 }
 
 impl DropReason {
@@ -65,6 +102,7 @@ impl DropReason {
             DropReason::NotMedia => "not_media",
             DropReason::WrongSource => "wrong_source",
             DropReason::NoDestination => "no_destination",
+            DropReason::UnknownPayload => "unknown_payload",
         }
     }
 }
@@ -91,6 +129,7 @@ pub struct Timeouts {
 
 #[derive(Debug, Clone)]
 struct Leg {
+    kind: LegKind,
     rtp: Latch,
     rtcp: Latch,
     rtcp_mux: bool,
@@ -101,6 +140,7 @@ struct Leg {
 impl Leg {
     fn new(relatch_after: Duration) -> Leg {
         Leg {
+            kind: LegKind::Plain,
             rtp: Latch::new(None, relatch_after),
             rtcp: Latch::new(None, relatch_after),
             rtcp_mux: false,
@@ -114,6 +154,9 @@ impl Leg {
 #[derive(Debug, Clone)]
 pub struct Session {
     legs: [Leg; 2],
+    /// `pt_maps[i]`: payload types of packets from leg `i` as the other leg numbers them;
+    /// `None` between two plain legs (packets pass unchanged).
+    pt_maps: [Option<PtMap>; 2],
     timeouts: Timeouts,
     created: Instant,
     answered: bool,
@@ -130,6 +173,7 @@ impl Session {
                 Leg::new(timeouts.relatch_after),
                 Leg::new(timeouts.relatch_after),
             ],
+            pt_maps: [None, None],
             timeouts,
             created: now,
             answered: false,
@@ -144,6 +188,31 @@ impl Session {
         leg.rtp.set_target(remote.rtp);
         leg.rtcp.set_target(remote.rtcp);
         leg.rtcp_mux = remote.rtcp_mux;
+    }
+
+    /// `side`'s leg is of `kind` (plain when never said).
+    pub fn set_kind(&mut self, side: Side, kind: LegKind) {
+        self.legs[side.index()].kind = kind;
+    }
+
+    /// The kind of `side`'s leg.
+    pub fn kind(&self, side: Side) -> LegKind {
+        self.legs[side.index()].kind
+    }
+
+    /// Payload type maps for packets from the caller and from the callee (see
+    /// [`Session::handle_webrtc_rtp`]).
+    pub fn set_pt_maps(&mut self, maps: [Option<PtMap>; 2]) {
+        self.pt_maps = maps;
+    }
+
+    /// The payload type for a packet from `on` with `pt` on the other leg: `Some(pt)` unchanged
+    /// without a map.
+    fn map_pt(&self, on: Side, pt: u8) -> Option<u8> {
+        match &self.pt_maps[on.index()] {
+            Some(map) => map.get(pt),
+            None => Some(pt),
+        }
     }
 
     /// The offer/answer exchange completed at `now`: the media timeout applies from here.
@@ -193,6 +262,12 @@ impl Session {
             Packet::Rtcp { .. } => leg.stats.rtcp_in += 1,
         }
         let from = on.other();
+        if self.legs[from.index()].kind == LegKind::WebRtc {
+            return match packet {
+                Packet::Rtp(h) => self.toward_webrtc(on, h),
+                Packet::Rtcp { .. } => Action::Consumed,
+            };
+        }
         let out = &mut self.legs[from.index()];
         let (out_port, to) = match packet {
             Packet::Rtp(_) => (Port::Rtp, out.rtp.destination()),
@@ -220,6 +295,83 @@ impl Session {
             to,
             rtp,
         }
+    }
+
+    /// An RTP packet from `on`'s party towards the other leg, a WebRTC one.
+    fn toward_webrtc(&mut self, on: Side, h: RtpHeader) -> Action {
+        match self.map_pt(on, h.payload_type) {
+            Some(pt) => Action::ToWebRtc {
+                leg: on.other(),
+                pt,
+                rtp: h,
+            },
+            None => {
+                self.legs[on.index()].stats.dropped += 1;
+                Action::Drop(DropReason::UnknownPayload)
+            }
+        }
+    }
+
+    /// A decrypted RTP packet (`h`, its payload `h.payload_len` bytes after a header of
+    /// `h.payload_offset`) from the browser on WebRTC leg `on`, at `now`.
+    pub fn handle_webrtc_rtp(&mut self, on: Side, h: RtpHeader, now: Instant) -> Action {
+        self.last_activity = now;
+        self.last_packet = Some(now);
+        let leg = &mut self.legs[on.index()];
+        leg.stats.packets_in += 1;
+        leg.stats.bytes_in += (h.payload_offset + h.payload_len) as u64;
+        leg.loss.on_packet(h.ssrc, h.seq);
+        let from = on.other();
+        if self.legs[from.index()].kind == LegKind::WebRtc {
+            return self.toward_webrtc(on, h);
+        }
+        let Some(pt) = self.map_pt(on, h.payload_type) else {
+            self.legs[on.index()].stats.dropped += 1;
+            return Action::Drop(DropReason::UnknownPayload);
+        };
+        let out = &mut self.legs[from.index()];
+        let Some(to) = out.rtp.destination() else {
+            self.legs[on.index()].stats.dropped += 1;
+            return Action::Drop(DropReason::NoDestination);
+        };
+        out.stats.packets_out += 1;
+        out.stats.bytes_out += (12 + h.payload_len) as u64;
+        Action::SendRtp {
+            from,
+            to,
+            pt,
+            rtp: h,
+        }
+    }
+
+    /// An RTCP packet from the browser on WebRTC leg `on` at `now` (consumed by its endpoint).
+    pub fn note_webrtc_rtcp(&mut self, on: Side, now: Instant) {
+        self.last_activity = now;
+        self.last_packet = Some(now);
+        self.legs[on.index()].stats.rtcp_in += 1;
+    }
+
+    /// The WebRTC endpoint of `to` sent RTCP of its own to its browser.
+    pub fn note_webrtc_rtcp_out(&mut self, to: Side) {
+        self.legs[to.index()].stats.rtcp_out += 1;
+    }
+
+    /// An [`Action::ToWebRtc`] packet of `bytes` went out to `to`'s browser.
+    pub fn note_sent(&mut self, to: Side, bytes: usize) {
+        let leg = &mut self.legs[to.index()];
+        leg.stats.packets_out += 1;
+        leg.stats.bytes_out += bytes as u64;
+    }
+
+    /// An [`Action::ToWebRtc`] packet from `from` could not go out (the WebRTC connection is
+    /// not up yet): counted as dropped on the leg it came from.
+    pub fn note_undelivered(&mut self, from: Side) {
+        self.legs[from.index()].stats.dropped += 1;
+    }
+
+    /// A datagram on `on`'s WebRTC leg that its endpoint did not take.
+    pub fn note_dropped(&mut self, on: Side) {
+        self.legs[on.index()].stats.dropped += 1;
     }
 
     /// When [`Session::handle_timeout`] must next be called.

@@ -28,6 +28,8 @@ impl Replica {
             bind: LOCAL,
             ports: base..=base + 7,
             media_timeout,
+            webrtc: Some(SocketAddr::new(LOCAL, 0)),
+            webrtc_connect_timeout: Duration::from_millis(300),
             ..RelayConfig::default()
         };
         let shutdown = CancellationToken::new();
@@ -83,6 +85,7 @@ fn offer(sdp: String) -> OfferRequest {
         sdp,
         signalling_source: LOCAL,
         recording: None,
+        peer: PeerMedia::Rtp,
     }
 }
 
@@ -203,8 +206,79 @@ async fn media_timeouts_reach_the_poller() {
         .await
         .expect("a timeout event within 5 s")
         .unwrap();
-    let RelayEvent::Timeout(id, _) = event;
+    let RelayEvent::Timeout(id, _) = event else {
+        panic!("{event:?}")
+    };
     assert_eq!(id.0, SESSION);
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    r.stop().await;
+}
+
+/// A browser's offer (never connecting) from the SDP fixtures.
+const BROWSER_OFFER: &str = include_str!("sdp/webrtc.sdp");
+
+#[tokio::test]
+async fn webrtc_fields_and_failures_travel_over_http() {
+    let r = Replica::start(3, Duration::from_secs(60)).await;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut events = r.client.events(shutdown.clone(), &tasks);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A forked offer: both flavours come back.
+    let forked = r
+        .client
+        .offer(OfferRequest {
+            session: SessionId("forked".into()),
+            peer: PeerMedia::Either,
+            ..offer(sdp(4000))
+        })
+        .await
+        .unwrap();
+    assert!(forked.sdp.contains(" RTP/AVP 0"), "{}", forked.sdp);
+    let webrtc = forked.webrtc_sdp.expect("webrtcSdp");
+    assert!(webrtc.contains("UDP/TLS/RTP/SAVPF 0"), "{webrtc}");
+
+    // A browser calls a softphone; the browser never connects: the session fails and the
+    // poller hears why.
+    let to_phone = r
+        .client
+        .offer(OfferRequest {
+            session: SessionId("browser".into()),
+            ..offer(BROWSER_OFFER.to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(to_phone.webrtc_sdp, None);
+    assert!(
+        to_phone.sdp.contains(" RTP/AVP 111 0 8 126"),
+        "{}",
+        to_phone.sdp
+    );
+    let to_browser = r
+        .client
+        .answer(AnswerRequest {
+            session: SessionId("browser".into()),
+            side: Side::Callee,
+            sdp: sdp(4002),
+            signalling_source: LOCAL,
+        })
+        .await
+        .unwrap();
+    assert!(to_browser.sdp.contains("a=ice-lite"), "{}", to_browser.sdp);
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("a failure event within 5 s")
+        .unwrap();
+    let RelayEvent::Failed(id, reason, stats) = event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(id.0, "browser");
+    assert!(reason.contains("no connectivity check"), "{reason}");
+    assert_eq!(stats.session.0, "browser");
+    assert_eq!(r.client.metrics().await.unwrap().sessions_failed, 1);
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;

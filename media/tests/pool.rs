@@ -166,6 +166,7 @@ fn offer(session: &str) -> OfferRequest {
         sdp: sdp(4000),
         signalling_source: LOCAL,
         recording: None,
+        peer: PeerMedia::Rtp,
     }
 }
 
@@ -374,7 +375,9 @@ async fn next_timeout(events: &mut mpsc::Receiver<RelayEvent>) -> SessionId {
         .await
         .expect("a timeout event within 5 s")
         .unwrap();
-    let RelayEvent::Timeout(session, _) = event;
+    let RelayEvent::Timeout(session, _) = event else {
+        panic!("{event:?}")
+    };
     session
 }
 

@@ -149,6 +149,7 @@ fn offer(session: &str, sdp: String, recording: Option<RecordingRequest>) -> Off
         sdp,
         signalling_source: LOCAL,
         recording,
+        peer: PeerMedia::Rtp,
     }
 }
 
@@ -291,7 +292,9 @@ async fn media_timeout_reaps_and_tells_the_owner() {
         .await
         .unwrap()
         .unwrap();
-    let RelayEvent::Timeout(id, stats) = event;
+    let RelayEvent::Timeout(id, stats) = event else {
+        panic!("{event:?}")
+    };
     assert_eq!(id, SessionId("quiet".into()));
     assert_eq!(stats.caller.packets_in, 1);
     assert_eq!(r.relay.stats(&id).await.unwrap(), None);

@@ -1,0 +1,284 @@
+//! The WebRTC hub: the one UDP socket every WebRTC leg of the relay shares, and the task that
+//! reads it and hands each datagram to the session that owns the leg.
+//!
+//! ```text
+//!            ┌──────────── hub task ────────────┐
+//! browsers ─►│ recv ─► STUN Binding request?    │   ufrag → route   (shared map, set by
+//!            │          yes: route by USERNAME  │                   the session tasks)
+//!            │               and learn the      │   source → route  (the hub's own map)
+//!            │               source address     │
+//!            │          no:  route by source    │──► session task (bounded, try_send)
+//!            └──────────────────────────────────┘      owns the leg's str0m Rtc, sends
+//!                                                       its datagrams on the same socket
+//! ```
+//!
+//! Demultiplexing follows ICE: a browser's first datagrams are connectivity checks whose
+//! USERNAME starts with the relay leg's ufrag ([`crate::stun::binding_ufrag`]); the address they
+//! come from is then remembered, and DTLS and SRTP/SRTCP from it are routed by address. Both
+//! lookups are one hash-map access; no datagram is shown to more than one leg. The leg's ICE
+//! agent verifies each check (MESSAGE-INTEGRITY) and ignores a datagram its pair does not
+//! match, so a forged check can at worst route a stranger's datagrams to a leg that drops
+//! them. Learned addresses are bounded and forgotten once their session ends (a sweep every
+//! [`SWEEP_EVERY`]).
+//!
+//! Decryption and everything else per packet happens in the session task: the hub only reads,
+//! looks up and queues. A full session queue drops the datagram (counted), so one slow call
+//! never stalls the others. Sending needs no hub: the session tasks share the socket
+//! (`send_to` on a UDP socket is one datagram, safe from any task).
+
+use crate::api::Side;
+use crate::metrics::RelayMetrics;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Datagrams read per wake before looking at shutdown and the sweep.
+const BATCH: usize = 64;
+/// Receive buffer reserved for each datagram.
+const MAX_DATAGRAM: usize = 2048;
+/// Source addresses remembered at most (across all legs).
+pub const MAX_ADDRESSES: usize = 65_536;
+/// How often addresses of ended sessions are forgotten.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A datagram for a session's WebRTC leg.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Which leg of the session.
+    pub side: Side,
+    /// Where it came from.
+    pub source: SocketAddr,
+    /// When it was read.
+    pub at: Instant,
+    /// The datagram.
+    pub data: Bytes,
+}
+
+/// Where the datagrams of one leg go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The leg within its session.
+    pub side: Side,
+    /// The session task's queue.
+    pub tx: mpsc::Sender<Inbound>,
+}
+
+/// The session tasks' handle on the hub: the shared socket and the ufrag table.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    socket: Arc<UdpSocket>,
+    ufrags: Arc<Mutex<HashMap<String, Route>>>,
+}
+
+impl HubHandle {
+    /// The socket, to send from.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Routes checks for `ufrag` to `route`; `false` (and nothing changed) when the ufrag is
+    /// taken.
+    pub fn register(&self, ufrag: &str, route: Route) -> bool {
+        let mut map = self.ufrags.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(ufrag) {
+            return false;
+        }
+        map.insert(ufrag.to_owned(), route);
+        true
+    }
+
+    /// Stops routing checks for `ufrag`.
+    pub fn unregister(&self, ufrag: &str) {
+        let mut map = self.ufrags.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(ufrag);
+    }
+
+    /// Whether `ufrag` is routed (tests).
+    pub fn is_registered(&self, ufrag: &str) -> bool {
+        let map = self.ufrags.lock().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(ufrag)
+    }
+}
+
+/// The hub task.
+#[derive(Debug)]
+pub struct Hub {
+    handle: HubHandle,
+    addresses: HashMap<SocketAddr, Route>,
+    metrics: Arc<RelayMetrics>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// A hub reading `socket`; run it with [`Hub::run`].
+    pub fn new(
+        socket: UdpSocket,
+        metrics: Arc<RelayMetrics>,
+        shutdown: CancellationToken,
+    ) -> (Hub, HubHandle) {
+        let handle = HubHandle {
+            socket: Arc::new(socket),
+            ufrags: Arc::default(),
+        };
+        let hub = Hub {
+            handle: handle.clone(),
+            addresses: HashMap::new(),
+            metrics,
+            shutdown,
+        };
+        (hub, handle)
+    }
+
+    /// Reads and routes until shutdown.
+    pub async fn run(mut self) {
+        let mut buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                _ = sweep.tick() => self.sweep(),
+                ready = self.handle.socket.readable() => {
+                    if ready.is_err() {
+                        break;
+                    }
+                    self.drain(&mut buf);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, buf: &mut BytesMut) {
+        let mut dropped = 0u64;
+        for _ in 0..BATCH {
+            if buf.capacity() - buf.len() < MAX_DATAGRAM {
+                *buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
+            }
+            let (len, source) = match self.handle.socket.try_recv_buf_from(buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(target: "media", error = %e, "WebRTC socket recv failed");
+                    break;
+                }
+            };
+            let data = buf.split_to(len).freeze();
+            if !self.route(source, data) {
+                dropped += 1;
+            }
+        }
+        RelayMetrics::add(&self.metrics.webrtc_dropped, dropped);
+    }
+
+    /// Hands one datagram to its leg; `false` when it was dropped.
+    fn route(&mut self, source: SocketAddr, data: Bytes) -> bool {
+        let by_ufrag = crate::stun::binding_ufrag(&data).map(|ufrag| {
+            let map = self.handle.ufrags.lock().unwrap_or_else(|e| e.into_inner());
+            (ufrag.to_owned(), map.get(ufrag).cloned())
+        });
+        let route = match by_ufrag {
+            Some((_, Some(route))) => {
+                if self.addresses.len() < MAX_ADDRESSES || self.addresses.contains_key(&source) {
+                    self.addresses.insert(source, route.clone());
+                }
+                route
+            }
+            Some((ufrag, None)) => {
+                tracing::trace!(target: "media", %source, %ufrag, "STUN check for an unknown ICE username dropped");
+                return false;
+            }
+            None => match self.addresses.get(&source) {
+                Some(route) => route.clone(),
+                None => {
+                    tracing::trace!(target: "media", %source, "datagram from an unknown WebRTC source dropped");
+                    return false;
+                }
+            },
+        };
+        let inbound = Inbound {
+            side: route.side,
+            source,
+            at: Instant::now(),
+            data,
+        };
+        match route.tx.try_send(inbound) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.addresses.remove(&source);
+                false
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.addresses.retain(|_, route| !route.tx.is_closed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_by_ufrag_then_by_address_and_forgets_ended_sessions() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (mut hub, handle) = Hub::new(
+            socket,
+            Arc::new(RelayMetrics::default()),
+            CancellationToken::new(),
+        );
+        let (tx, mut rx) = mpsc::channel(4);
+        assert!(handle.register(
+            "leg1",
+            Route {
+                side: Side::Callee,
+                tx
+            }
+        ));
+        let (other, _other_rx) = mpsc::channel(4);
+        assert!(!handle.register(
+            "leg1",
+            Route {
+                side: Side::Caller,
+                tx: other
+            }
+        ));
+        let browser: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        // DTLS before any check: unknown.
+        assert!(!hub.route(browser, Bytes::from_static(&[22, 254, 253, 0])));
+        let check = stun_check(b"leg1:brws");
+        assert!(hub.route(browser, Bytes::from(check)));
+        assert_eq!(rx.try_recv().unwrap().side, Side::Callee);
+        assert!(hub.route(browser, Bytes::from_static(&[22, 254, 253, 0])));
+        assert_eq!(rx.try_recv().unwrap().data[0], 22);
+        assert!(!hub.route(stranger, Bytes::from_static(&[22, 254, 253, 0])));
+        assert!(!hub.route(stranger, Bytes::from(stun_check(b"nobody:x"))));
+        drop(rx);
+        hub.sweep();
+        assert!(hub.addresses.is_empty());
+        handle.unregister("leg1");
+        assert!(!handle.is_registered("leg1"));
+    }
+
+    fn stun_check(username: &[u8]) -> Vec<u8> {
+        let mut attrs = vec![0x00, 0x06, 0x00, username.len() as u8];
+        attrs.extend_from_slice(username);
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        m.extend_from_slice(&[1; 12]);
+        m.extend_from_slice(&attrs);
+        m
+    }
+}
