@@ -59,6 +59,15 @@ pub struct MediaArgs {
     /// UDP ports for RTP and RTCP (each call takes 4).
     #[arg(long, env = "KUBEPBX_RTP_PORTS", default_value = "20000-20999", value_parser = parse_ports, value_name = "LO-HI")]
     pub rtp_ports: std::ops::RangeInclusive<u16>,
+    /// UDP port every browser (WebRTC) call leg shares: ICE-lite, DTLS-SRTP, demultiplexed by
+    /// ICE username, so one load-balancer port carries them all (0: no WebRTC).
+    #[arg(
+        long,
+        env = "KUBEPBX_WEBRTC_PORT",
+        default_value_t = 21000,
+        value_name = "PORT"
+    )]
+    pub webrtc_port: u16,
     /// Address phones send media to, written into SDP [default: the first non-loopback address].
     #[arg(long, env = "KUBEPBX_ADVERTISE", value_name = "IP")]
     pub advertise: Option<IpAddr>,
@@ -104,6 +113,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
         ports: args.rtp_ports.clone(),
         recordings_dir: args.recordings_dir.clone(),
         media_timeout: args.media_timeout,
+        webrtc: crate::serve::webrtc_bind(args.rtp_bind, args.webrtc_port),
         ..RelayConfig::default()
     };
     let (relay, events) = LocalRelay::start(config, shutdown.clone(), &tasks)

@@ -248,6 +248,11 @@ pub fn parse_media_timeout(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The WebRTC socket of a relay binding RTP on `bind`: `--webrtc-port` (0: no WebRTC).
+pub fn webrtc_bind(bind: std::net::IpAddr, port: u16) -> Option<SocketAddr> {
+    (port != 0).then(|| SocketAddr::new(bind, port))
+}
+
 /// `--rtp-ports LO-HI`.
 pub fn parse_ports(value: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     kubepbx_media::parse_port_range(value).map_err(|e| e.to_string())

@@ -11,7 +11,7 @@ mod folder;
 
 use crate::serve::{
     Identity, SipArgs, bind_error, parse_media_timeout, parse_ports, shutdown_signal, spawn_http,
-    stop_tasks,
+    stop_tasks, webrtc_bind,
 };
 use crate::{net, token};
 use anyhow::{Context, Result};
@@ -60,6 +60,15 @@ pub struct UpArgs {
     /// UDP ports of the media relay (each call takes 4).
     #[arg(long, env = "KUBEPBX_RTP_PORTS", default_value = "20000-20999", value_parser = parse_ports, value_name = "LO-HI")]
     pub rtp_ports: std::ops::RangeInclusive<u16>,
+    /// UDP port every browser (WebRTC) call leg shares: ICE-lite, DTLS-SRTP, demultiplexed by
+    /// ICE username, so one load-balancer port carries them all (0: no WebRTC).
+    #[arg(
+        long,
+        env = "KUBEPBX_WEBRTC_PORT",
+        default_value_t = 21000,
+        value_name = "PORT"
+    )]
+    pub webrtc_port: u16,
     /// A call with no RTP/RTCP on either leg for this long is hung up (BYE to both phones).
     #[arg(long, env = "KUBEPBX_MEDIA_TIMEOUT", default_value = "60s", value_parser = parse_media_timeout)]
     pub media_timeout: Duration,
@@ -136,6 +145,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         ports: args.rtp_ports.clone(),
         recordings_dir: Some(recordings_dir.clone()),
         media_timeout: args.media_timeout,
+        webrtc: webrtc_bind(args.sip.sip.ip(), args.webrtc_port),
         ..kubepbx_media::RelayConfig::default()
     };
     let (relay, relay_events) =

@@ -72,10 +72,12 @@ pub(crate) enum Inbound {
         session: String,
         stats: Option<Box<SessionStats>>,
     },
-    /// The relay closed a session on its own: no media for its timeout.
-    MediaTimeout {
+    /// The relay closed a session on its own: no media for its timeout, or (with `failure`,
+    /// the reason in words) a WebRTC leg whose ICE or DTLS failed.
+    MediaEnded {
         session: String,
         stats: Box<SessionStats>,
+        failure: Option<String>,
     },
 }
 
@@ -206,13 +208,23 @@ impl Core {
                     self.cdrs.push(calls::cdr(&summary, stats.as_ref()));
                 }
             }
-            Inbound::MediaTimeout { session, stats } => {
-                tracing::info!(%session, "no media for the media timeout; ending the call");
+            Inbound::MediaEnded {
+                session,
+                stats,
+                failure,
+            } => {
+                let reason = match &failure {
+                    None => {
+                        tracing::info!(%session, "no media for the media timeout; ending the call");
+                        EndReason::MediaTimeout
+                    }
+                    Some(why) => {
+                        tracing::warn!(%session, reason = %why, "a WebRTC leg failed; ending the call");
+                        EndReason::MediaFailed
+                    }
+                };
                 self.media_final.insert(session.clone(), *stats);
-                if !self
-                    .endpoint
-                    .hangup_session(now, &session, EndReason::MediaTimeout)
-                {
+                if !self.endpoint.hangup_session(now, &session, reason) {
                     self.media_final.remove(&session);
                 }
             }
@@ -637,9 +649,18 @@ pub(crate) async fn media_worker(
                 sdp,
                 source,
                 record,
-                peer: _,
+                peer,
             } => {
                 let request = OfferRequest {
+                    peer: match peer {
+                        kubepbx_sip::endpoint::PeerMedia::Rtp => kubepbx_media::PeerMedia::Rtp,
+                        kubepbx_sip::endpoint::PeerMedia::WebRtc => {
+                            kubepbx_media::PeerMedia::WebRtc
+                        }
+                        kubepbx_sip::endpoint::PeerMedia::Either => {
+                            kubepbx_media::PeerMedia::Either
+                        }
+                    },
                     session: SessionId(session),
                     side: side_of(side),
                     sdp,
@@ -686,15 +707,20 @@ pub(crate) async fn media_worker(
                 continue;
             }
         };
-        let result = result.map(|r| RelaySdp::from(r.sdp)).map_err(|e| {
-            let (code, _) = e.sip_status();
-            tracing::info!(error = %e, code, "the media relay refused an SDP");
-            MediaFailure {
-                code,
-                reason: e.sip_reason(),
-                retry_after: e.retry_after(),
-            }
-        });
+        let result = result
+            .map(|r| RelaySdp {
+                sdp: r.sdp,
+                webrtc: r.webrtc_sdp,
+            })
+            .map_err(|e| {
+                let (code, _) = e.sip_status();
+                tracing::info!(error = %e, code, "the media relay refused an SDP");
+                MediaFailure {
+                    code,
+                    reason: e.sip_reason(),
+                    retry_after: e.retry_after(),
+                }
+            });
         if inbound.send(Inbound::Media { op, result }).await.is_err() {
             return;
         }
@@ -708,9 +734,15 @@ pub(crate) async fn relay_events(
 ) {
     while let Some(event) = events.recv().await {
         let item = match event {
-            kubepbx_media::RelayEvent::Timeout(session, stats) => Inbound::MediaTimeout {
+            kubepbx_media::RelayEvent::Timeout(session, stats) => Inbound::MediaEnded {
                 session: session.0,
                 stats: Box::new(stats),
+                failure: None,
+            },
+            kubepbx_media::RelayEvent::Failed(session, reason, stats) => Inbound::MediaEnded {
+                session: session.0,
+                stats: Box::new(stats),
+                failure: Some(reason),
             },
         };
         if inbound.send(item).await.is_err() {

@@ -248,10 +248,15 @@ impl Replica {
                     .args(["--digest-challenge", "md5"]);
             }
             Role::Media => {
+                // The block's last port is the WebRTC one; the others carry plain RTP.
                 let ports = self.rtp_ports.clone().unwrap_or(20000..=20099);
                 cmd.arg("media")
                     .args(["--control", &self.http.to_string()])
-                    .args(["--rtp-ports", &format!("{}-{}", ports.start(), ports.end())])
+                    .args([
+                        "--rtp-ports",
+                        &format!("{}-{}", ports.start(), ports.end() - 1),
+                    ])
+                    .args(["--webrtc-port", &ports.end().to_string()])
                     .args(["--advertise", "127.0.0.1", "--rtp-bind", "127.0.0.1"]);
             }
         }

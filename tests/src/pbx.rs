@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
-use crate::ports::{free_tcp_port, free_udp_port_block, free_udp_tcp_port};
+use crate::ports::{free_tcp_port, free_udp_port, free_udp_port_block, free_udp_tcp_port};
 use crate::process::{Child, append_marker};
 
 /// The SIP domain tests use unless they choose another.
@@ -213,6 +213,7 @@ impl PbxBuilder {
             Some(r) => r.clone(),
             None => free_udp_port_block(DEFAULT_RTP_PORTS)?,
         };
+        let webrtc_port = free_udp_port()?;
         let token = self.token.clone().unwrap_or_else(fresh_token);
         let mut pbx = Pbx {
             log_path: temp.path().join("kubepbx.log"),
@@ -223,6 +224,7 @@ impl PbxBuilder {
             sip_port,
             http_port,
             rtp_ports,
+            webrtc_port,
             token,
             config: self,
             child: None,
@@ -243,6 +245,7 @@ pub struct Pbx {
     sip_port: u16,
     http_port: u16,
     rtp_ports: RangeInclusive<u16>,
+    webrtc_port: u16,
     token: String,
     log_path: PathBuf,
     config: PbxBuilder,
@@ -274,6 +277,11 @@ impl Pbx {
     /// The relay's `--rtp-ports`: every port the PBX puts into SDP lies in it.
     pub fn rtp_ports(&self) -> RangeInclusive<u16> {
         self.rtp_ports.clone()
+    }
+
+    /// The UDP port of the relay's WebRTC legs (`--webrtc-port`).
+    pub fn webrtc_port(&self) -> u16 {
+        self.webrtc_port
     }
 
     /// The HTTP base URL, `http://127.0.0.1:<port>`, without a trailing slash.
@@ -504,6 +512,8 @@ impl Pbx {
                 self.rtp_ports.start(),
                 self.rtp_ports.end()
             ))
+            .arg("--webrtc-port")
+            .arg(self.webrtc_port.to_string())
             .args(&self.config.extra_args)
             .env("NO_COLOR", "1")
             // The built web phone and admin UI of this checkout (`make web`).
