@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "test code")]
 
 use kubepbx_media::*;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
@@ -13,53 +13,22 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+mod common;
+use common::*;
+
 /// The browser's payload type for telephone-event (the softphone uses 101).
 const BROWSER_EVENTS: u8 = 126;
 
-/// Ports below the ephemeral range, one block of 10 per test (see `ports` in relay.rs).
+/// A relay with 5 port pairs of test `slot` and a WebRTC port.
 fn config(slot: u16) -> RelayConfig {
-    let base = 21000 + (std::process::id() % 100) as u16 * 100 + slot * 10;
     RelayConfig {
-        advertise: LOCAL,
-        bind: LOCAL,
-        ports: base..=base + 9,
         webrtc: Some(SocketAddr::new(LOCAL, 0)),
-        ..RelayConfig::default()
+        ..common::config(slot, 5)
     }
-}
-
-struct Relay {
-    relay: LocalRelay,
-    events: RelayEvents,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
 }
 
 impl Relay {
-    fn start(config: RelayConfig) -> Relay {
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let (relay, events) = LocalRelay::start(config, shutdown.clone(), &tasks).unwrap();
-        Relay {
-            relay,
-            events,
-            shutdown,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
-            .await
-            .unwrap();
-    }
-
     async fn offer(&self, session: &str, side: Side, sdp: String, peer: PeerMedia) -> SdpResult {
         self.relay
             .offer(OfferRequest {
@@ -95,16 +64,6 @@ impl Relay {
             .unwrap()
     }
 
-    async fn wait_ports_free(&self) {
-        for _ in 0..200 {
-            let m = self.relay.metrics();
-            if m.port_pairs_free == m.port_pairs_total {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("ports not returned: {:?}", self.relay.metrics());
-    }
 }
 
 /// A packet a peer received.
