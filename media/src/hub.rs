@@ -176,30 +176,30 @@ impl Hub {
         RelayMetrics::add(&self.metrics.webrtc_dropped, dropped);
     }
 
-    /// Hands one datagram to its leg; `false` when it was dropped.
+    /// Hands one datagram to its leg; `false` when it was dropped. A STUN check names its leg
+    /// by ICE username and teaches the hub its source address; everything else (DTLS, SRTP) is
+    /// routed by that address without a lock, an allocation or a reference count per packet.
     fn route(&mut self, source: SocketAddr, data: Bytes) -> bool {
-        let by_ufrag = crate::stun::binding_ufrag(&data).map(|ufrag| {
-            let map = self.handle.ufrags.lock().unwrap_or_else(|e| e.into_inner());
-            (ufrag.to_owned(), map.get(ufrag).cloned())
-        });
-        let route = match by_ufrag {
-            Some((_, Some(route))) => {
-                if self.addresses.len() < MAX_ADDRESSES || self.addresses.contains_key(&source) {
-                    self.addresses.insert(source, route.clone());
-                }
-                route
-            }
-            Some((ufrag, None)) => {
+        // Only when the learned-address table is full is a check's route used without it.
+        let mut unlearned = None;
+        if let Some(ufrag) = crate::stun::binding_ufrag(&data) {
+            let found = {
+                let map = self.handle.ufrags.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(ufrag).cloned()
+            };
+            let Some(route) = found else {
                 tracing::trace!(target: "media", %source, %ufrag, "STUN check for an unknown ICE username dropped");
                 return false;
+            };
+            if self.addresses.len() < MAX_ADDRESSES || self.addresses.contains_key(&source) {
+                self.addresses.insert(source, route);
+            } else {
+                unlearned = Some(route);
             }
-            None => match self.addresses.get(&source) {
-                Some(route) => route.clone(),
-                None => {
-                    tracing::trace!(target: "media", %source, "datagram from an unknown WebRTC source dropped");
-                    return false;
-                }
-            },
+        }
+        let Some(route) = unlearned.as_ref().or_else(|| self.addresses.get(&source)) else {
+            tracing::trace!(target: "media", %source, "datagram from an unknown WebRTC source dropped");
+            return false;
         };
         let inbound = Inbound {
             side: route.side,
