@@ -63,7 +63,6 @@ impl Relay {
             .unwrap()
             .unwrap()
     }
-
 }
 
 /// A packet a peer received.
