@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifests::default_password;
-use crate::ports::free_udp_port;
+use crate::ports::free_udp_tcp_port;
 use crate::process::{Child, find_in_path, read_lossy, tail};
 
 /// REGISTER → 401 → REGISTER with credentials → 200.
@@ -283,9 +283,10 @@ impl Sipp {
         let work = dir.path();
         let csv = work.join("users.csv");
         write_users_csv(&csv, &self.users)?;
+        // Free for both transports: over TCP sipp binds its main socket on TCP.
         let local_port = match self.local_port {
             Some(p) => p,
-            None => free_udp_port()?,
+            None => free_udp_tcp_port()?,
         };
         let calls = self.call_count();
         let trace_msg = self.trace_msg.unwrap_or(calls <= TRACE_MSG_LIMIT);
