@@ -3,6 +3,7 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
+use kubepbx_registrar::SipListeners;
 use kubepbx_sip::auth::{Algorithm, NonceConfig};
 use kubepbx_sip::ban::BanConfig;
 use kubepbx_sip::endpoint::{ClusterConfig, EndpointConfig};
@@ -44,6 +45,15 @@ pub struct SipArgs {
     /// address and the --sip port].
     #[arg(long, env = "KUBEPBX_ADVERTISE", value_name = "HOST[:PORT]")]
     pub advertise: Option<String>,
+    /// SIP over TLS address and port (e.g. 0.0.0.0:5061), with the certificate of --tls-cert
+    /// and --tls-key [default: no SIP over TLS].
+    #[arg(
+        long,
+        env = "KUBEPBX_SIP_TLS",
+        value_name = "ADDR:PORT",
+        requires = "tls_cert"
+    )]
+    pub sip_tls: Option<SocketAddr>,
     /// Failed attempts from one source tolerated within --ban-window; one more bans it
     /// (0: never ban).
     #[arg(
@@ -131,6 +141,30 @@ impl SipArgs {
         }
     }
 
+    /// Binds the SIP sockets: UDP and TCP on --sip, and TLS on --sip-tls with the certificate
+    /// of `web`.
+    pub async fn bind_listeners(&self, web: &crate::web::WebArgs) -> Result<SipListeners> {
+        let listeners = SipListeners::bind(self.sip)
+            .await
+            .map_err(|e| bind_error("SIP", self.sip, &e))?;
+        let Some(addr) = self.sip_tls else {
+            return Ok(listeners);
+        };
+        let (Some(cert), Some(key)) = (&web.tls_cert, &web.tls_key) else {
+            bail!("--sip-tls needs a certificate: give --tls-cert and --tls-key");
+        };
+        let acceptor = kubepbx_registrar::tls::sip_acceptor(cert, key)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error("SIP-TLS", addr, &e))?;
+        Ok(listeners.with_tls(listener, acceptor))
+    }
+
+    /// `host:port` phones reach SIP over TLS at: the advertised host and the bound TLS port.
+    pub fn advertise_tls(&self, bound: Option<SocketAddr>) -> Option<String> {
+        bound.map(|addr| advertise_hostport(&self.advertise_host(), addr.port()))
+    }
+
     /// The SIP endpoint's configuration.
     pub fn endpoint_config(&self, id: Identity) -> EndpointConfig {
         let advertise = self.advertise_host();
@@ -143,6 +177,7 @@ impl SipArgs {
             replica: id.replica,
             default_domain: self.domain.to_ascii_lowercase(),
             advertise: advertise_hostport(&advertise, port),
+            advertise_tls: None,
             anchor_media: true,
             local_hosts: crate::net::local_hosts(&advertise, id.sip),
             registrar: RegistrarConfig {

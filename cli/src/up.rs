@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use kubepbx_api::store::{EmbeddedOptions, EmbeddedStore, Store};
 use kubepbx_registrar::http::{AppState, router};
-use kubepbx_registrar::{MediaLink, Setup, SipListeners};
+use kubepbx_registrar::{MediaLink, Setup};
 use rand::RngExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,17 +107,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .await
         .with_context(|| format!("loading the manifests of {}", args.filename.display()))?;
 
-    let listeners = SipListeners::bind(args.sip.sip)
-        .await
-        .map_err(|e| bind_error("SIP", args.sip.sip, &e))?;
+    let listeners = args.sip.bind_listeners(&args.web).await?;
     let sip_addr = listeners.local_addr()?;
+    let sip_tls_addr = listeners.tls_addr();
     let http_listener = tokio::net::TcpListener::bind(args.sip.http)
         .await
         .map_err(|e| bind_error("HTTP", args.sip.http, &e))?;
     let https = args.web.bind_https().await?;
 
     let advertise = args.sip.advertise_host();
-    let config = args.sip.endpoint_config(Identity {
+    let mut config = args.sip.endpoint_config(Identity {
         replica: "up".to_owned(),
         sip: sip_addr,
         // A new secret per start: nonces of a previous run are answered with stale=true and
@@ -126,6 +125,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         instance: 0,
         cluster: None,
     });
+    config.advertise_tls = args.sip.advertise_tls(sip_tls_addr);
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -193,6 +193,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     spawn_http(http_listener, app, &shutdown, &tasks);
     tracing::info!(
         sip = %sip_addr,
+        sip_tls = ?sip_tls_addr,
         http = %args.sip.http,
         domain = %domain,
         advertise = %advertise,

@@ -51,11 +51,21 @@ const MEDIA_QUEUE: usize = 1024;
 /// Socket buffer asked for on the UDP socket (the kernel may grant less).
 const UDP_BUFFER: usize = 4 << 20;
 
-/// The SIP sockets: UDP and TCP on the same address and port.
-#[derive(Debug)]
+/// The SIP sockets: UDP and TCP on the same address and port, and optionally TLS.
 pub struct SipListeners {
     udp: UdpSocket,
     tcp: TcpListener,
+    tls: Option<(TcpListener, tls::TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for SipListeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipListeners")
+            .field("udp", &self.udp)
+            .field("tcp", &self.tcp)
+            .field("tls", &self.tls.as_ref().map(|(l, _)| l))
+            .finish()
+    }
 }
 
 impl SipListeners {
@@ -64,7 +74,22 @@ impl SipListeners {
         let udp = bind_udp(addr)?;
         let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
         let tcp = TcpListener::bind(tcp_addr).await?;
-        Ok(SipListeners { udp, tcp })
+        Ok(SipListeners {
+            udp,
+            tcp,
+            tls: None,
+        })
+    }
+
+    /// Adds SIP over TLS on `listener` (bound by the caller), handshaking with `acceptor`.
+    pub fn with_tls(mut self, listener: TcpListener, acceptor: tls::TlsAcceptor) -> Self {
+        self.tls = Some((listener, acceptor));
+        self
+    }
+
+    /// The bound TLS address, when SIP over TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound address (the same for both transports).
@@ -273,6 +298,16 @@ pub async fn start(
         ids: Arc::clone(&ids),
         shutdown: shutdown.clone(),
     };
+    if let Some((listener, acceptor)) = listeners.tls {
+        tasks.spawn(tcp::run_tls(
+            listener,
+            acceptor,
+            inbound_tx.clone(),
+            Arc::clone(&ids),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+    }
     tasks.spawn(tcp::run(
         listeners.tcp,
         inbound_tx,

@@ -1,5 +1,8 @@
-//! TCP driver: accepts connections, cuts each byte stream into SIP messages and keep-alives,
-//! and writes what the drive loop sends back on the same connection.
+//! TCP and TLS driver: accepts connections, cuts each byte stream into SIP messages and
+//! keep-alives, and writes what the drive loop sends back on the same connection.
+//!
+//! SIP over TLS (`--sip-tls`) is the same stream once the handshake is done; handshakes run in
+//! their own tasks, bounded by a timeout, so a silent client never holds up the accept loop.
 //!
 //! Each connection is a flow with its own number (from a counter shared with WebSockets). Its reader task announces it to the drive
 //! loop ([`Inbound::Connected`], with the sending half of a bounded queue that a writer task
@@ -16,8 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,8 +50,11 @@ pub(crate) async fn run(
                 let _ = stream.set_nodelay(true);
                 tasks.spawn(connection(
                     stream,
-                    remote,
-                    id,
+                    Flow {
+                        transport: Transport::Tcp,
+                        id,
+                        remote,
+                    },
                     inbound.clone(),
                     shutdown.clone(),
                 ));
@@ -62,19 +68,70 @@ pub(crate) async fn run(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    id: FlowId,
+/// Accepts SIP over TLS connections until `shutdown`; each is a flow once its handshake is
+/// done.
+pub(crate) async fn run_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    inbound: mpsc::Sender<Inbound>,
+    ids: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a SIP TLS connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let (inbound, ids, shutdown) = (inbound.clone(), Arc::clone(&ids), shutdown.clone());
+        tasks.spawn(async move {
+            let handshake =
+                tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = handshake => match r {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, error = %e, "SIP TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "SIP TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let flow = Flow {
+                transport: Transport::Tls,
+                id: ids.fetch_add(1, Ordering::Relaxed),
+                remote,
+            };
+            connection(tls, flow, inbound, shutdown).await;
+        });
+    }
+}
+
+async fn connection<S>(
+    stream: S,
+    flow: Flow,
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
-) {
-    let flow = Flow {
-        transport: Transport::Tcp,
-        id,
-        remote,
-    };
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (id, remote): (FlowId, SocketAddr) = (flow.id, flow.remote);
+    let transport = flow.transport.as_str();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
     // Only the drive loop holds a strong sender: when it drops it (congestion), the writer
     // sees the queue end and the connection closes. Pongs go through a weak one.
@@ -82,7 +139,7 @@ async fn connection(
     if inbound.send(Inbound::Connected { id, tx }).await.is_err() {
         return;
     }
-    tracing::debug!(%remote, id, "SIP TCP connection opened");
+    tracing::debug!(%remote, id, transport, "SIP stream connection opened");
     let write = async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
@@ -124,7 +181,7 @@ async fn connection(
                     }
                     Ok(Some(Frame::Pong)) => {}
                     Err(e) => {
-                        tracing::info!(%remote, error = %e, "closing SIP TCP connection");
+                        tracing::info!(%remote, transport, error = %e, "closing SIP stream connection");
                         return "framing error";
                     }
                 }
@@ -137,6 +194,6 @@ async fn connection(
         // The drive loop dropped its sender (congested) and the queue drained.
         () = write => "write side closed",
     };
-    tracing::debug!(%remote, id, why, "SIP TCP connection closed");
+    tracing::debug!(%remote, id, transport, why, "SIP stream connection closed");
     let _ = inbound.send(Inbound::Closed { id }).await;
 }

@@ -1,6 +1,6 @@
-//! The HTTPS listener (`--https` with `--tls-cert`/`--tls-key`): the same routes as plain HTTP,
-//! so browsers reach the web phone and SIP over secure WebSocket (WSS) without an Ingress in
-//! front.
+//! TLS with `--tls-cert`/`--tls-key`: the HTTPS listener (`--https`: the same routes as plain
+//! HTTP, so browsers reach the web phone and SIP over secure WebSocket (WSS) without an Ingress
+//! in front), and the acceptor of SIP over TLS (`--sip-tls`, see `tcp.rs`).
 //!
 //! Handshakes run in their own tasks (bounded by [`HANDSHAKE_TIMEOUT`]) and finished streams
 //! reach the HTTP server through a bounded queue, so a slow or silent client never holds up the
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// A client has this long to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the HTTP server.
 const READY_QUEUE: usize = 128;
 
@@ -54,6 +54,17 @@ pub enum TlsError {
 /// A TLS acceptor for a PEM certificate chain and key; HTTP/1.1 only (WebSockets upgrade over
 /// it).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let mut config = server_config(cert, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS acceptor for SIP over TLS (RFC 3261 §26.3.1; no ALPN) with the same files.
+pub fn sip_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(cert, key)?)))
+}
+
+fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Cert {
@@ -71,14 +82,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         detail: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| TlsError::Config(e.to_string()))
 }
 
 /// Accepted, handshaken TLS connections for `axum::serve`.

@@ -85,6 +85,7 @@ async fn registrar(
         replica: "test".into(),
         default_domain: DOMAIN.into(),
         advertise: sip.to_string(),
+        advertise_tls: None,
         anchor_media: false,
         local_hosts: vec!["127.0.0.1".into()],
         registrar: RegistrarConfig::default(),

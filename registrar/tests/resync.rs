@@ -103,6 +103,7 @@ async fn sip_is_answered_while_the_store_cannot_resync() {
         replica: "test".into(),
         default_domain: "pbx.example.com".into(),
         advertise: sip.to_string(),
+        advertise_tls: None,
         anchor_media: false,
         local_hosts: vec!["127.0.0.1".into()],
         registrar: RegistrarConfig::default(),

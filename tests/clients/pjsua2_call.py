@@ -353,7 +353,15 @@ def run_phone(a):
     tcfg.port = a.port
     tcfg.boundAddress = a.bind
     tcfg.publicAddress = public
-    ttype = pj.PJSIP_TRANSPORT_UDP if a.transport == "udp" else pj.PJSIP_TRANSPORT_TCP
+    ttype = {
+        "udp": pj.PJSIP_TRANSPORT_UDP,
+        "tcp": pj.PJSIP_TRANSPORT_TCP,
+        "tls": pj.PJSIP_TRANSPORT_TLS,
+    }[a.transport]
+    if a.tls_ca:
+        # Check the PBX's certificate (and its name: the --registrar host) against this CA.
+        tcfg.tlsConfig.CaListFile = a.tls_ca
+        tcfg.tlsConfig.verifyServer = True
     ep.transportCreate(ttype, tcfg)
     ep.libStart()
     ep.audDevManager().setNullDev()
@@ -508,7 +516,8 @@ def main():
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--domain", default="pbx.example.com")
-    ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    ap.add_argument("--transport", choices=["udp", "tcp", "tls"], default="udp")
+    ap.add_argument("--tls-ca", metavar="PEM", help="--transport tls: verify the PBX against this CA")
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--call", metavar="NUMBER", help="call this extension")
     mode.add_argument("--answer", action="store_true", help="wait for one call and answer it")

@@ -805,3 +805,85 @@ fn a_recording_is_listed_and_downloadable_through_the_api() {
     let cdr = newest_cdr(&pbx, &[&caller, &callee]);
     assert_eq!(cdr["recording"], id.as_str(), "{cdr}");
 }
+
+/// SIP over TLS (`--sip-tls`): 1002 registers over TLS, verifying the PBX's certificate, and
+/// takes a call from 1001 on UDP; audio flows both ways and the callee gets the BYE over TLS.
+#[test]
+fn a_phone_on_sip_over_tls_takes_a_call_from_a_udp_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls_port = kubepbx_tests::ports::free_tcp_port().unwrap();
+    let https_port = kubepbx_tests::ports::free_tcp_port().unwrap();
+    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let pbx = serve(
+        Pbx::builder()
+            .arg("--sip-tls")
+            .arg(tls_addr.to_string())
+            .arg("--https")
+            .arg(format!("127.0.0.1:{https_port}"))
+            .arg("--tls-cert")
+            .arg(&cert_path)
+            .arg("--tls-key")
+            .arg(&key_path)
+            .rust_log("sip=debug,info")
+            .start()
+            .unwrap(),
+        false,
+    );
+    let ca = cert_path.to_str().unwrap();
+    let callee_wav = wav(dir.path(), "callee");
+    let mut callee = Phone::start_at(
+        tls_addr,
+        pbx.domain(),
+        dir.path(),
+        "callee",
+        "1002",
+        &[
+            "--answer",
+            "--tone",
+            "880",
+            "--record",
+            &callee_wav,
+            "--transport",
+            "tls",
+            "--tls-ca",
+            ca,
+        ],
+    )
+    .unwrap();
+    let contact = wait_for_contact(&pbx, "1002", &[&callee]);
+    let caller_wav = wav(dir.path(), "caller");
+    let mut caller = Phone::start(
+        &pbx,
+        dir.path(),
+        "caller",
+        "1001",
+        &[
+            "--call",
+            "1002",
+            "--tone",
+            "440",
+            "--record",
+            &caller_wav,
+            "--duration",
+            "3",
+        ],
+    )
+    .unwrap();
+    both_succeed(&pbx, &mut caller, &mut callee);
+    let ctx = report(&pbx, &[&caller, &callee]);
+    assert_eq!(contact["transport"], "tls", "{contact}\n{ctx}");
+    assert!(callee.has_line("BYE received"), "{ctx}");
+    audio_both_ways(&pbx, dir.path(), &caller, &callee);
+    // The INVITE reached the TLS phone record-routed at the TLS port.
+    let log = pbx.log_tail(2000);
+    assert!(
+        log.contains(&format!("<sip:127.0.0.1:{tls_port};transport=tls;lr")),
+        "no Record-Route at the TLS port\n{ctx}"
+    );
+}

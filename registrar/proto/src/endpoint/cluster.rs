@@ -293,7 +293,7 @@ impl Endpoint {
             .headers
             .get_raw(&Name::ROUTE)
             .flat_map(|line| split_values(line))
-            .take_while(|v| v.contains(&self.config.advertise))
+            .take_while(|v| self.names_us(v))
             .find_map(|v| param(v, OWNER_PARAM))
             .and_then(|t| cluster.codec.open_replica(t));
         let Some(internal) = owner.and_then(|o| cluster.live.get(&o).copied()) else {
@@ -327,7 +327,7 @@ impl Endpoint {
         let via = format!(
             "SIP/2.0/{} {};branch={HOP_BRANCH}{back}",
             super::proxy::transport_token(to.transport),
-            self.config.advertise
+            self.advertise_for(to.transport)
         );
         let bytes = forward::request(
             request,
@@ -449,6 +449,7 @@ mod tests {
             replica: id.into(),
             default_domain: "pbx.example.com".into(),
             advertise: "192.0.2.1:5060".into(),
+            advertise_tls: None,
             anchor_media: false,
             local_hosts: Vec::new(),
             registrar: RegistrarConfig::default(),

@@ -83,6 +83,9 @@ pub struct EndpointConfig {
     pub local_hosts: Vec<String>,
     /// `host:port` of this replica as phones reach it: written into `Via` and `Record-Route`.
     pub advertise: String,
+    /// `host:port` phones reach SIP over TLS at (`--sip-tls`), for the `Via` and
+    /// `Record-Route` of TLS flows; `None` without a TLS listener.
+    pub advertise_tls: Option<String>,
     /// Send every SDP through the media relay ([`Endpoint::poll_media`]); without it SDP
     /// passes through untouched.
     pub anchor_media: bool,

@@ -226,12 +226,30 @@ pub(super) fn transport_token(t: Transport) -> &'static str {
 }
 
 impl Endpoint {
+    /// Where phones reach this replica over `transport`: the TLS port for TLS, else the SIP one.
+    pub(super) fn advertise_for(&self, transport: Transport) -> &str {
+        match (&self.config.advertise_tls, transport) {
+            (Some(tls), Transport::Tls) => tls,
+            _ => &self.config.advertise,
+        }
+    }
+
+    /// Whether a `Via` or `Route` value names this replica (on any of its SIP ports).
+    pub(super) fn names_us(&self, value: &str) -> bool {
+        value.contains(&self.config.advertise)
+            || self
+                .config
+                .advertise_tls
+                .as_deref()
+                .is_some_and(|tls| value.contains(tls))
+    }
+
     /// Our Via for a request sent on `flow` with `branch`.
     fn via(&self, flow: &Flow, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={branch}",
             transport_token(flow.transport),
-            self.config.advertise
+            self.advertise_for(flow.transport)
         )
     }
 
@@ -244,7 +262,7 @@ impl Endpoint {
             Transport::Udp => format!("<sip:{};lr{owner}>", self.config.advertise),
             other => format!(
                 "<sip:{};transport={};lr{owner}>",
-                self.config.advertise,
+                self.advertise_for(other),
                 other.as_str()
             ),
         };
@@ -282,7 +300,7 @@ impl Endpoint {
             .headers
             .get_raw(&Name::ROUTE)
             .flat_map(|line| split_values(line))
-            .take_while(|v| v.contains(&self.config.advertise))
+            .take_while(|v| self.names_us(v))
             .count()
     }
 
@@ -290,7 +308,7 @@ impl Endpoint {
     fn is_loop(&self, request: &Request) -> bool {
         request.headers.get_raw(&Name::VIA).any(|line| {
             split_values(line).iter().any(|v| {
-                v.contains(&self.config.advertise)
+                self.names_us(v)
                         && v.contains("branch=z9hG4bK-kp")
                         // A stateless hop between replicas is not a loop.
                         && !v.contains(super::cluster::HOP_BRANCH)

@@ -32,6 +32,7 @@ fn endpoint(records: Vec<ExtensionRecord>) -> Endpoint {
         replica: "up".into(),
         default_domain: DOMAIN.into(),
         advertise: "192.0.2.1:5060".into(),
+        advertise_tls: Some("192.0.2.1:5061".into()),
         anchor_media: false,
         local_hosts: vec!["pbx.local".into()],
         registrar: RegistrarConfig::default(),

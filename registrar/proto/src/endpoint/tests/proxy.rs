@@ -833,3 +833,63 @@ fn a_fork_to_a_softphone_and_a_browser_gives_each_the_sdp_it_takes() {
         "sip:k3v9q2mx@df7jal23ls0d.invalid;transport=ws"
     );
 }
+
+#[test]
+fn a_callee_on_tls_is_record_routed_at_the_tls_port_and_in_dialog_requests_find_it() {
+    const PROXY_TLS: &str = "192.0.2.1:5061";
+    let (mut ep, now) = pbx();
+    let tls_callee = "192.0.2.31:40001";
+    let flow = Flow {
+        transport: Transport::Tls,
+        id: 8,
+        remote: tls_callee.parse().unwrap(),
+    };
+    let mut phone = Phone::new("1002", "pw1002");
+    phone.source = flow.remote;
+    phone.contact = format!("<sip:1002@{tls_callee};transport=tls>");
+    phone.call_id = "tls-reg".into();
+    let send_tls = |ep: &mut Endpoint, bytes: Bytes| {
+        ep.handle_packet(now, flow, bytes);
+        drain(ep)
+    };
+    let out = send_tls(&mut ep, phone.request(Some(600), None));
+    let Message::Response(challenge) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    let auth = phone.answer(challenge, "pw1002");
+    send_tls(&mut ep, phone.request(Some(600), Some(auth)));
+    let mut udp = Phone::new("1002", "pw1002");
+    udp.source = CALLEE.parse().unwrap();
+    udp.contact = format!("<sip:1002@{CALLEE}>");
+    udp.call_id = "udp-unreg".into();
+    assert_eq!(register(&mut ep, now, &mut udp, Some(0)).code, 200);
+
+    let out = call(&mut ep, now, "1002");
+    let inv = requests_to(&out, tls_callee).remove(0);
+    // The TLS phone sends in-dialog requests to the TLS port, the UDP caller to 5060.
+    assert_eq!(
+        &**inv.header(&Name::RECORD_ROUTE).unwrap(),
+        format!("<sip:{PROXY_TLS};transport=tls;lr>, <sip:{PROXY};lr>")
+    );
+    let via = inv.headers.get_raw(&Name::VIA).next().unwrap();
+    assert!(
+        via.starts_with(&format!("SIP/2.0/TLS {PROXY_TLS};")),
+        "{via}"
+    );
+    let ok = answer(&inv, 200, "OK", "callee-tag");
+    let out = send_tls(&mut ep, Bytes::from(ok));
+    assert_eq!(responses_to(&out, CALLER)[0].code, 200);
+
+    // A BYE from the TLS callee carries both of our Routes (TLS port first) and reaches the
+    // caller with none of them left.
+    let bye = format!(
+        "BYE sip:1001@{CALLER} SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {tls_callee};rport;branch=z9hG4bKtl1\r\n\
+         Route: <sip:{PROXY_TLS};transport=tls;lr>, <sip:{PROXY};lr>\r\nMax-Forwards: 70\r\n\
+         From: <sip:1002@{DOMAIN}>;tag=callee-tag\r\nTo: <sip:1001@{DOMAIN}>;tag=caller-tag\r\n\
+         Call-ID: call-a\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = send_tls(&mut ep, Bytes::from(bye));
+    let forwarded = requests_to(&out, CALLER).remove(0);
+    assert!(forwarded.header(&Name::ROUTE).is_none(), "{forwarded:?}");
+}
