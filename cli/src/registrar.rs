@@ -29,7 +29,7 @@ use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
 use kubepbx_media::{MediaPool, MediaReplica};
 use kubepbx_registrar::calls::CALL_FEED_QUEUE;
 use kubepbx_registrar::http::{AppState, Readiness, router};
-use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup, SipListeners};
+use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,10 +87,9 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         .await
         .context("reading the cluster key from etcd")?;
 
-    let listeners = SipListeners::bind(args.sip.sip)
-        .await
-        .map_err(|e| bind_error("SIP", args.sip.sip, &e))?;
+    let listeners = args.sip.bind_listeners(&args.web).await?;
     let sip_addr = listeners.local_addr()?;
+    let sip_tls_addr = listeners.tls_addr();
     let internal_socket = tokio::net::UdpSocket::bind(args.internal)
         .await
         .map_err(|e| bind_error("internal", args.internal, &e))?;
@@ -148,13 +147,14 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         .context("reading the hangup requests from etcd")?;
     let (call_changes, call_feed) = mpsc::channel(CALL_FEED_QUEUE);
 
-    let config = args.sip.endpoint_config(Identity {
+    let mut config = args.sip.endpoint_config(Identity {
         replica: args.replica_id.clone(),
         sip: sip_addr,
         secret: key,
         instance: instance_tag(&args.replica_id),
         cluster: Some(kubepbx_sip::endpoint::ClusterConfig { internal, key }),
     });
+    config.advertise_tls = args.sip.advertise_tls(sip_tls_addr);
     let advertise = config.advertise.clone();
     let setup = Setup {
         config,
@@ -218,6 +218,7 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
     tracing::info!(
         replica = %args.replica_id,
         sip = %sip_addr,
+        sip_tls = ?sip_tls_addr,
         internal = %internal,
         http = %args.sip.http,
         advertise = %advertise,
