@@ -1,9 +1,12 @@
 //! `kubepbx media`: one media replica of a cluster — the RTP relay, its control API for the
 //! registrars, and its entry in the replica registry.
 //!
-//! Start-up: etcd → relay → control listener → announcement (`replicas/media/{id}` with the
-//! control URL and the load). The load (live sessions, free port pairs) is re-announced each
-//! second when it changed, so registrars place new calls on the least busy replica.
+//! Start-up: with `--advertise-service`, the address of the Service's load balancer (waited for,
+//! a DNS name resolved: nothing, not even `/readyz`, is served until the cloud has given one,
+//! see [`kubepbx_operator::load_balancer`]) → etcd → relay → control listener → announcement
+//! (`replicas/media/{id}` with the control URL and the load). The load (live sessions, free
+//! port pairs) is re-announced each second when it changed, so registrars place new calls on
+//! the least busy replica.
 //!
 //! SIGTERM (or Ctrl-C): the replica announces that it is draining (registrars stop placing calls
 //! on it), waits up to `--drain-timeout` for its calls to end, leaves the registry and exits 0.
@@ -11,8 +14,8 @@
 use crate::etcd::EtcdArgs;
 use crate::net;
 use crate::serve::{
-    bind_error, check_replica_id, parse_media_timeout, parse_ports, shutdown_signal, spawn_http,
-    stop_tasks,
+    bind_error, check_replica_id, parse_media_timeout, parse_ports, parse_service_name,
+    shutdown_signal, spawn_http, stop_tasks,
 };
 use anyhow::{Context, Result};
 use axum::Router;
@@ -24,6 +27,7 @@ use kubepbx_api::replicas::{self, ReplicaKind, ReplicaRecord};
 use kubepbx_api::store::{Announcement, EtcdStore};
 use kubepbx_media::control::{EventFeed, router};
 use kubepbx_media::{LocalRelay, MediaControl, RelayConfig};
+use kubepbx_operator::load_balancer;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +75,17 @@ pub struct MediaArgs {
     /// Address phones send media to, written into SDP [default: the first non-loopback address].
     #[arg(long, env = "KUBEPBX_ADVERTISE", value_name = "IP")]
     pub advertise: Option<IpAddr>,
+    /// Advertise the address the cloud gives the load balancer of this Kubernetes Service (in
+    /// the pod's namespace; a DNS name is resolved to its first IPv4 address) instead of
+    /// --advertise; waited for at start-up. It must carry --rtp-ports and --webrtc-port.
+    #[arg(
+        long,
+        env = "KUBEPBX_ADVERTISE_SERVICE",
+        value_name = "NAME",
+        conflicts_with = "advertise",
+        value_parser = parse_service_name
+    )]
+    pub advertise_service: Option<String>,
     /// Address the RTP sockets bind to.
     #[arg(
         long,
@@ -95,7 +110,6 @@ pub struct MediaArgs {
 /// Runs a media replica until SIGTERM or Ctrl-C.
 pub async fn run(args: MediaArgs) -> Result<()> {
     check_replica_id(&args.replica_id)?;
-    let store = args.etcd.connect().await?;
     if let Some(dir) = &args.recordings_dir {
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
@@ -104,9 +118,10 @@ pub async fn run(args: MediaArgs) -> Result<()> {
             )
         })?;
     }
+    let advertise = advertise(&args).await?;
+    let store = args.etcd.connect().await?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let advertise = args.advertise.unwrap_or_else(net::default_advertise);
     let config = RelayConfig {
         advertise,
         bind: args.rtp_bind,
@@ -178,6 +193,22 @@ pub async fn run(args: MediaArgs) -> Result<()> {
         announcement.release().await;
     }
     Ok(())
+}
+
+/// The address written into SDP: `--advertise`, the load balancer of `--advertise-service`
+/// (waited for), or this machine's first non-loopback address.
+async fn advertise(args: &MediaArgs) -> Result<IpAddr> {
+    if let Some(ip) = args.advertise {
+        return Ok(ip);
+    }
+    let Some(service) = &args.advertise_service else {
+        return Ok(net::default_advertise());
+    };
+    let client = kubepbx_operator::run::client()
+        .await
+        .context("--advertise-service reads the Service from the Kubernetes API")?;
+    let namespace = load_balancer::own_namespace(&client);
+    Ok(load_balancer::wait_for_ip(client, &namespace, service, load_balancer::lookup).await?)
 }
 
 fn load_of(relay: &LocalRelay) -> replicas::ReplicaLoad {

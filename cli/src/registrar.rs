@@ -1,6 +1,8 @@
 //! `kubepbx registrar`: one registrar replica of a cluster sharing etcd.
 //!
-//! Start-up: etcd (extensions, bindings and the cluster key) → SIP, internal and HTTP sockets →
+//! Start-up: with `--advertise-service`, the address of the Service's load balancer (waited for:
+//! nothing is served until the cloud has given it one, see [`kubepbx_operator::load_balancer`])
+//! → etcd (extensions, bindings and the cluster key) → SIP, internal and HTTP sockets →
 //! the replica registry (the other registrars, for flows they own; the media replicas, for
 //! placing calls) → registrar → announcement under `replicas/registrar/{id}`.
 //!
@@ -20,17 +22,20 @@ use crate::etcd::EtcdArgs;
 use crate::media::ANNOUNCE_TTL;
 use crate::net;
 use crate::serve::{
-    Identity, SipArgs, bind_error, check_replica_id, shutdown_signal, spawn_http, stop_tasks,
+    Identity, SipArgs, bind_error, check_replica_id, parse_service_name, shutdown_signal,
+    spawn_http, stop_tasks,
 };
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kubepbx_api::replicas::{ReplicaKind, ReplicaRecord};
 use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
 use kubepbx_media::{MediaPool, MediaReplica};
+use kubepbx_operator::load_balancer;
 use kubepbx_registrar::calls::CALL_FEED_QUEUE;
 use kubepbx_registrar::http::{AppState, Readiness, router};
 use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,8 +53,23 @@ pub struct RegistrarArgs {
     pub replica_id: String,
     #[command(flatten)]
     pub sip: SipArgs,
+    /// Advertise the address the cloud gives the load balancer of this Kubernetes Service (in
+    /// the pod's namespace) instead of --advertise; waited for at start-up. Its port must be
+    /// the --sip port.
+    #[arg(
+        long,
+        env = "KUBEPBX_ADVERTISE_SERVICE",
+        value_name = "NAME",
+        conflicts_with = "advertise",
+        value_parser = parse_service_name
+    )]
+    pub advertise_service: Option<String>,
     #[command(flatten)]
     pub web: crate::web::WebArgs,
+    /// The directory the media replicas write recordings into (a volume they share with the
+    /// registrars), served by `GET /api/v1/recordings`; without it the API lists none.
+    #[arg(long, env = "KUBEPBX_RECORDINGS_DIR", value_name = "DIR")]
+    pub recordings_dir: Option<PathBuf>,
     /// Where the other replicas send SIP to this one (UDP; keep it off the public network).
     #[arg(
         long,
@@ -72,7 +92,7 @@ pub struct RegistrarArgs {
 }
 
 /// Runs a registrar replica until SIGTERM or Ctrl-C.
-pub async fn run(args: RegistrarArgs) -> Result<()> {
+pub async fn run(mut args: RegistrarArgs) -> Result<()> {
     args.sip.check()?;
     args.web.check()?;
     check_replica_id(&args.replica_id)?;
@@ -80,6 +100,18 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         bail!(
             "--admin-token is too short: use at least 16 characters (e.g. `openssl rand -hex 24`)"
         );
+    }
+    if let Some(dir) = &args.recordings_dir {
+        open_recordings_dir(dir)?;
+    }
+    if let Some(service) = &args.advertise_service {
+        let client = kubepbx_operator::run::client()
+            .await
+            .context("--advertise-service reads the Service from the Kubernetes API")?;
+        let namespace = load_balancer::own_namespace(&client);
+        let address = load_balancer::wait_for_address(client, &namespace, service).await?;
+        // An IPv6 address without brackets is read as a host (`split_host_port`).
+        args.sip.advertise = Some(address.to_string());
     }
     let store = Arc::new(args.etcd.connect().await?);
     let key = store
@@ -195,7 +227,7 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         registrar: registrar.clone(),
         admin_token: args.admin_token.clone().into(),
         media: Some(control),
-        recordings_dir: None,
+        recordings_dir: args.recordings_dir.clone(),
         readiness: Some(Arc::new(EtcdReadiness {
             store: Arc::clone(&store),
             draining: Arc::clone(&draining),
@@ -222,6 +254,7 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
         internal = %internal,
         http = %args.sip.http,
         advertise = %advertise,
+        recordings = ?args.recordings_dir,
         etcd = %args.etcd.endpoints.join(","),
         "kubepbx registrar: serving SIP on udp and tcp",
     );
@@ -235,6 +268,26 @@ pub async fn run(args: RegistrarArgs) -> Result<()> {
     drain(&registrar, args.drain_timeout).await;
     announcement.release().await;
     stop_tasks(&shutdown, &tasks).await;
+    Ok(())
+}
+
+/// Checks `--recordings-dir` before anything starts: the directory is created when missing
+/// (the media replicas create it as well, on the volume they share) and must be readable.
+fn open_recordings_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the recordings directory {} (mount the volume the media replicas \
+             record into there, or choose another with --recordings-dir)",
+            dir.display()
+        )
+    })?;
+    std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "cannot read the recordings directory {} (the registrar lists and serves the \
+             recordings in it: give it read access, or choose another with --recordings-dir)",
+            dir.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -317,5 +370,28 @@ impl Readiness for EtcdReadiness {
                 health.last_error.unwrap_or_else(|| "no answer".to_owned())
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_recordings_dir;
+
+    #[test]
+    fn a_recordings_dir_is_created_when_missing_and_must_be_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared").join("recordings");
+        open_recordings_dir(&dir).unwrap();
+        assert!(dir.is_dir());
+        open_recordings_dir(&dir).unwrap();
+
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let error = format!("{:#}", open_recordings_dir(&file).unwrap_err());
+        assert!(
+            error.contains("cannot create the recordings directory")
+                && error.contains("--recordings-dir"),
+            "{error}"
+        );
     }
 }

@@ -288,6 +288,13 @@ pub fn webrtc_bind(bind: std::net::IpAddr, port: u16) -> Option<SocketAddr> {
     (port != 0).then(|| SocketAddr::new(bind, port))
 }
 
+/// `--advertise-service NAME`: a Service name, checked before anything starts.
+pub fn parse_service_name(value: &str) -> Result<String, String> {
+    kubepbx_operator::load_balancer::check_name(value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// `--rtp-ports LO-HI`.
 pub fn parse_ports(value: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     kubepbx_media::parse_port_range(value).map_err(|e| e.to_string())

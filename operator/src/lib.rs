@@ -16,11 +16,14 @@
 //! - [`reconcile`]: one reconcile (finalizer, Secret, etcd, status, Events) and its error policy.
 //! - [`run`]: the process (leader election, controller, watches); [`http`]: `/healthz`,
 //!   `/readyz`, `/metrics`; [`metrics`]: the counters.
+//! - [`load_balancer`]: not the operator's own: the address of a `LoadBalancer` Service, which
+//!   registrar and media replicas wait for and advertise (`--advertise-service`).
 //!
 //! Design decisions: `docs/adr/0004-operator.md`; for users: `docs/operator.md`.
 
 pub mod conditions;
 pub mod http;
+pub mod load_balancer;
 pub mod metrics;
 pub mod mirror;
 pub mod reconcile;

@@ -288,7 +288,9 @@ fn recordings_dir(state: &AppState) -> Result<PathBuf, Problem> {
     state.recordings_dir.clone().ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
-            "this PBX does not record calls (no recordings directory)",
+            "no recordings here: this registrar has no recordings directory (start it with \
+             --recordings-dir, the directory the media replicas record into on a volume they \
+             share)",
         )
     })
 }

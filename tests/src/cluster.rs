@@ -9,6 +9,9 @@
 //!     --control 127.0.0.1:<c> --rtp-ports <block> --advertise 127.0.0.1
 //! ```
 //!
+//! [`Replica::registrar_with`] and [`Replica::media_with`] add flags of the test's own (e.g.
+//! `--recordings-dir`), kept for every run.
+//!
 //! A replica can be killed (SIGKILL, a crash), terminated (SIGTERM, a rolling update) and started
 //! again with the same ports and flags. Its log (every run) is `<dir>/<id>.log`.
 
@@ -67,6 +70,8 @@ pub struct Replica {
     /// Registrar: HTTP API; media: control API.
     http: SocketAddr,
     rtp_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// Flags of the test's own, after the harness's.
+    extra: Vec<String>,
     log_path: PathBuf,
     child: Option<Child>,
     runs: u32,
@@ -75,6 +80,11 @@ pub struct Replica {
 impl Replica {
     /// Starts `kubepbx registrar` as replica `id` and waits until it is ready.
     pub fn registrar(config: &ClusterConfig, id: &str) -> Result<Replica> {
+        Self::registrar_with(config, id, &[])
+    }
+
+    /// [`Self::registrar`] with `extra` flags after the harness's.
+    pub fn registrar_with(config: &ClusterConfig, id: &str, extra: &[&str]) -> Result<Replica> {
         let sip = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()?));
         let internal = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
         let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
@@ -86,6 +96,7 @@ impl Replica {
             internal: Some(internal),
             http,
             rtp_ports: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             log_path: config.dir.join(format!("{id}.log")),
             child: None,
             runs: 0,
@@ -97,6 +108,11 @@ impl Replica {
     /// Starts `kubepbx media` as replica `id` with its own block of relay ports and waits
     /// until it is ready.
     pub fn media(config: &ClusterConfig, id: &str) -> Result<Replica> {
+        Self::media_with(config, id, &[])
+    }
+
+    /// [`Self::media`] with `extra` flags after the harness's.
+    pub fn media_with(config: &ClusterConfig, id: &str, extra: &[&str]) -> Result<Replica> {
         let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         let mut r = Replica {
             role: Role::Media,
@@ -106,6 +122,7 @@ impl Replica {
             internal: None,
             http,
             rtp_ports: Some(free_udp_port_block(MEDIA_PORTS)?),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             log_path: config.dir.join(format!("{id}.log")),
             child: None,
             runs: 0,
@@ -166,6 +183,16 @@ impl Replica {
             Some(&self.config.token),
         )?;
         Ok((r.status, r.text()))
+    }
+
+    /// `GET <path>` with the admin token: status, content type and body, whatever the status.
+    pub fn api_get_bytes(&self, path: &str) -> Result<(u16, Option<String>, Vec<u8>)> {
+        let r = http_request(
+            "GET",
+            &format!("http://{}{path}", self.http),
+            Some(&self.config.token),
+        )?;
+        Ok((r.status, r.content_type, r.body))
     }
 
     /// Whether `/readyz` answers 200 now.
@@ -263,6 +290,7 @@ impl Replica {
         cmd.args(["--etcd", &c.etcd])
             .args(["--etcd-prefix", &c.prefix])
             .args(["--replica-id", &self.id])
+            .args(&self.extra)
             .env("RUST_LOG", &c.rust_log)
             .env("NO_COLOR", "1");
         Ok(cmd)

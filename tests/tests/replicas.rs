@@ -6,6 +6,10 @@
 //! The balancer pins each phone (by its IP: the caller binds 127.0.0.2, the callee 127.0.0.3) to
 //! one registrar, as connection tracking does, and can steer a phone's next INVITE to another
 //! one; it logs which registrar every packet to or from a phone went through.
+//!
+//! A recording cluster ([`Cluster::start_recording`]) gives every replica the same
+//! `--recordings-dir`, as a chart mounts one ReadWriteMany volume on every pod: the media
+//! replicas write recordings there, any registrar lists and serves them.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,8 +21,8 @@ use kubepbx_api::store::etcd::testing::EtcdServer;
 use kubepbx_api::store::{EtcdOptions, EtcdStore, ReplicaMap};
 use kubepbx_tests::cluster::{ClusterConfig, Replica, log_dir};
 use kubepbx_tests::{
-    ExtensionOpts, Phone, UdpBalancer, analyse, default_password, free_udp_port, kubepbx_binary,
-    wait_until, write_extension,
+    Channel, ExtensionOpts, Phone, UdpBalancer, analyse, analyse_channel, default_password,
+    free_udp_port, kubepbx_binary, wait_until, write_extension,
 };
 use serde_json::Value;
 use std::net::IpAddr;
@@ -126,19 +130,27 @@ impl Cluster {
     /// etcd, 1001/1002 applied, `registrars` registrars behind a balancer, `media` media
     /// replicas.
     fn start(registrars: usize, media: usize) -> Cluster {
+        Self::start_with(registrars, media, false)
+    }
+
+    /// [`Self::start`] with 1002 recording every call (`recording: Always`) and every replica
+    /// started with `--recordings-dir` [`Self::recordings`].
+    fn start_recording(registrars: usize, media: usize) -> Cluster {
+        Self::start_with(registrars, media, true)
+    }
+
+    fn start_with(registrars: usize, media: usize, record: bool) -> Cluster {
         let etcd = EtcdServer::start().unwrap();
         let dir = log_dir().unwrap();
         let prefix = "/kubepbx-test";
         let manifests = dir.path().join("manifests");
         std::fs::create_dir_all(&manifests).unwrap();
         for ext in ["1001", "1002"] {
-            write_extension(
-                &manifests,
-                ext,
-                &default_password(ext),
-                &ExtensionOpts::default(),
-            )
-            .unwrap();
+            let opts = ExtensionOpts {
+                recording: (record && ext == "1002").then(|| "Always".to_owned()),
+                ..ExtensionOpts::default()
+            };
+            write_extension(&manifests, ext, &default_password(ext), &opts).unwrap();
         }
         let out = std::process::Command::new(kubepbx_binary().unwrap())
             .arg("apply")
@@ -163,12 +175,19 @@ impl Cluster {
             dir: dir.path().to_owned(),
             rust_log: "info,sip=debug".to_owned(),
         };
+        let recordings = dir.path().join("recordings");
+        let recordings = recordings.to_str().unwrap();
+        let extra = if record {
+            vec!["--recordings-dir", recordings]
+        } else {
+            Vec::new()
+        };
         let media: Vec<Replica> = (0..media)
-            .map(|i| Replica::media(&config, &format!("m{i}")).unwrap())
+            .map(|i| Replica::media_with(&config, &format!("m{i}"), &extra).unwrap())
             .collect();
         let registrars: Vec<Replica> = ["a", "b", "c"][..registrars]
             .iter()
-            .map(|id| Replica::registrar(&config, id).unwrap())
+            .map(|id| Replica::registrar_with(&config, id, &extra).unwrap())
             .collect();
         lb.set_backends(registrars.iter().map(Replica::sip_addr).collect());
         let cluster = Cluster {
@@ -220,6 +239,11 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The `--recordings-dir` of every replica of a recording cluster.
+    fn recordings(&self) -> std::path::PathBuf {
+        self.dir().join("recordings")
+    }
+
     /// Everything that could explain a failure: the balancer's log and every replica's log tail.
     fn report(&self, phones: &[&Phone]) -> String {
         let mut out = String::new();
@@ -263,9 +287,13 @@ fn wav(dir: &Path, name: &str) -> String {
     dir.join(format!("{name}.wav")).to_str().unwrap().to_owned()
 }
 
+/// 1001 calls 1002 through a cluster: routed by c, delivered by b (1002's flow), with audio
+/// both ways through one media replica. 1002 records every call: the media replica writes the
+/// recording into the directory it shares with the registrars, and a, which took no part in the
+/// call, lists it and serves the WAV.
 #[test]
 fn a_call_routed_by_one_replica_reaches_a_phone_registered_on_another() {
-    let cluster = Cluster::start(3, 2);
+    let cluster = Cluster::start_recording(3, 2);
     let dir = cluster.dir().to_owned();
     let lb = &cluster.lb;
     lb.pin(ip(CALLEE_IP), B);
@@ -415,6 +443,90 @@ fn a_call_routed_by_one_replica_reaches_a_phone_registered_on_another() {
         "{:?}\n{ctx}",
         cluster.registrars[C].api_get("/api/v1/cdrs")
     );
+
+    // The recording, through a registrar that took no part in the call.
+    let recording = finished_recording(&cluster, &cluster.registrars[A], &ctx);
+    let cdr = &cluster.registrars[C].api_get("/api/v1/cdrs").unwrap()[0];
+    assert_eq!(cdr["recording"], recording.id.as_str(), "{cdr}");
+    assert_eq!(
+        (&recording.entry["from"], &recording.entry["to"]),
+        (&"1001".into(), &"1002".into()),
+        "{}",
+        recording.entry
+    );
+    let on_disk = cluster.recordings().join(format!("{}.wav", recording.id));
+    assert_eq!(
+        std::fs::read(&on_disk).unwrap(),
+        recording.wav,
+        "the WAV served is the file the media replica wrote"
+    );
+    let downloaded = dir.join("downloaded.wav");
+    std::fs::write(&downloaded, &recording.wav).unwrap();
+    for (channel, hz) in [(Channel::Left, 440), (Channel::Right, 880)] {
+        let a = analyse_channel(&downloaded, channel, hz).unwrap();
+        assert!(
+            a.ok,
+            "{channel:?} channel of the recording should hold {hz} Hz: {}\n{ctx}",
+            a.text
+        );
+    }
+}
+
+/// A recording as a registrar's API lists and serves it.
+struct Recording {
+    id: String,
+    /// Its entry in `GET /api/v1/recordings`.
+    entry: Value,
+    /// `GET /api/v1/recordings/{id}`.
+    wav: Vec<u8>,
+}
+
+/// The one recording `registrar` lists, once the recorder has finished it (`endedAt` set and a
+/// WAV whose RIFF size matches its length), with the WAV it serves.
+fn finished_recording(cluster: &Cluster, registrar: &Replica, ctx: &str) -> Recording {
+    let mut found = None;
+    let finished = wait_until(Duration::from_secs(10), || {
+        let Ok(list) = registrar.api_get("/api/v1/recordings") else {
+            return false;
+        };
+        let [entry] = list.as_array().map(Vec::as_slice).unwrap_or_default() else {
+            return false;
+        };
+        let Some(id) = entry["id"]
+            .as_str()
+            .filter(|_| entry["endedAt"].is_string())
+        else {
+            return false;
+        };
+        let Ok((200, Some(kind), wav)) =
+            registrar.api_get_bytes(&format!("/api/v1/recordings/{id}"))
+        else {
+            return false;
+        };
+        let finalised = kind == "audio/wav"
+            && wav.len() > 44
+            && wav.starts_with(b"RIFF")
+            && wav[4..8] == u32::try_from(wav.len() - 8).unwrap().to_le_bytes()
+            && entry["sizeBytes"].as_u64() == Some(wav.len() as u64);
+        if finalised {
+            found = Some(Recording {
+                id: id.to_owned(),
+                entry: entry.clone(),
+                wav,
+            });
+        }
+        finalised
+    });
+    assert!(
+        finished,
+        "{} lists no finished recording: {:?}; in {}: {:?}\n{ctx}",
+        registrar.id(),
+        registrar.api_get("/api/v1/recordings"),
+        cluster.recordings().display(),
+        std::fs::read_dir(cluster.recordings())
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()),
+    );
+    found.unwrap()
 }
 
 /// The live calls `GET /api/v1/calls` of `replica` lists.
