@@ -1,12 +1,14 @@
 //! The browser-facing flags of `up` and `registrar`: HTTPS (WSS) with a certificate, which
-//! page origins may open SIP WebSockets, and where the built web phone and admin UI are.
+//! page origins may open SIP WebSockets, which proxies (an Ingress) name the phone behind them,
+//! and where the built web phone and admin UI are.
 
 use crate::serve::bind_error;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use kubepbx_registrar::forwarded::{Cidr, TrustedProxies};
 use kubepbx_registrar::tls::{self, TlsListener};
 use kubepbx_registrar::web::WebAssets;
-use kubepbx_registrar::ws::{OriginPolicy, Secure};
+use kubepbx_registrar::ws::{OriginPolicy, Secure, WsPolicy};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,17 @@ pub struct WebArgs {
         value_name = "ORIGINS"
     )]
     pub ws_allowed_origins: Vec<String>,
+    /// Proxies whose X-Forwarded-For (or Forwarded) header names the phone behind them, as
+    /// address ranges, comma-separated (e.g. the Ingress controller's pod range 10.0.0.0/8; a
+    /// bare address is one host). Bans and the source shown for registrations then apply to
+    /// the phone [default: none; every WebSocket's source is its TCP peer].
+    #[arg(
+        long,
+        env = "KUBEPBX_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR[,CIDR…]"
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Folder with the built web phone (phone/) and admin UI (admin/): `make web` builds them
     /// into web/dist.
     #[arg(
@@ -62,8 +75,14 @@ pub struct WebArgs {
 }
 
 impl WebArgs {
-    /// Rejects origins that cannot match a browser's `Origin` header, naming the fix.
+    /// Rejects origins that cannot match a browser's `Origin` header and entries of
+    /// --trusted-proxies that are not address ranges, naming the fix.
     pub fn check(&self) -> Result<()> {
+        for entry in self.proxy_entries() {
+            if let Err(e) = entry.parse::<Cidr>() {
+                bail!("--trusted-proxies (KUBEPBX_TRUSTED_PROXIES): {e}");
+            }
+        }
         for origin in &self.ws_allowed_origins {
             let o = origin.trim();
             let scheme_ok = o.starts_with("https://") || o.starts_with("http://");
@@ -80,9 +99,22 @@ impl WebArgs {
         Ok(())
     }
 
-    /// Which origins may open `/ws`.
-    pub fn origins(&self) -> OriginPolicy {
-        OriginPolicy::new(self.ws_allowed_origins.iter().cloned())
+    /// Who may open `/ws` (the allowed origins) and whose forwarding headers are believed (the
+    /// trusted proxies).
+    pub fn origins(&self) -> WsPolicy {
+        WsPolicy {
+            origins: OriginPolicy::new(self.ws_allowed_origins.iter().cloned()),
+            // Entries that are not ranges were refused by `check`.
+            proxies: TrustedProxies::new(self.proxy_entries().filter_map(|e| e.parse().ok())),
+        }
+    }
+
+    /// The entries of --trusted-proxies, blank ones (an empty variable) left out.
+    fn proxy_entries(&self) -> impl Iterator<Item = &str> {
+        self.trusted_proxies
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
     }
 
     /// The built UIs, for `default_domain`.
@@ -154,5 +186,59 @@ impl Https {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::net::IpAddr;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        web: WebArgs,
+    }
+
+    fn web(args: &[&str]) -> WebArgs {
+        Cli::try_parse_from(["kubepbx"].iter().chain(args))
+            .expect("parse")
+            .web
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn trusted_proxies_are_ranges() {
+        let args = web(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.7,fd00::/8"]);
+        args.check().expect("valid ranges");
+        let proxies = args.origins().proxies;
+        assert!(proxies.trusts(ip("10.20.30.40")));
+        assert!(proxies.trusts(ip("192.0.2.7")));
+        assert!(!proxies.trusts(ip("192.0.2.8")));
+        assert!(proxies.trusts(ip("fd12::1")));
+    }
+
+    #[test]
+    fn no_trusted_proxies_by_default_or_when_blank() {
+        for args in [&[][..], &["--trusted-proxies", ""][..]] {
+            let args = web(args);
+            args.check().expect("nothing to check");
+            assert!(args.origins().proxies.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_bad_range_names_the_flag() {
+        let args = web(&["--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"]);
+        let message = args.check().expect_err("/33").to_string();
+        assert!(
+            message.starts_with("--trusted-proxies (KUBEPBX_TRUSTED_PROXIES): \"10.0.0.0/33\""),
+            "{message}"
+        );
+        assert!(message.contains("0 to 32"), "{message}");
     }
 }

@@ -61,8 +61,9 @@ pub struct AppState {
     /// The other replicas' calls (in a cluster): listed with this replica's, and hung up
     /// through their owners.
     pub cluster: Option<Arc<dyn crate::calls::ClusterCalls>>,
-    /// Which page origins may open SIP WebSockets.
-    pub ws_origins: crate::ws::OriginPolicy,
+    /// Which page origins may open SIP WebSockets, and which proxies' forwarding headers name
+    /// the phone behind them (`--ws-allowed-origins`, `--trusted-proxies`).
+    pub ws_origins: crate::ws::WsPolicy,
     /// The built web phone and admin UI (`None`: the pages say they are not built).
     pub web: Option<crate::web::WebAssets>,
     /// Where the extension writes go; `None` where extensions are managed elsewhere (a

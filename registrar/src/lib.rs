@@ -7,7 +7,8 @@
 //!   and `kubepbx up` choose ports) and a [`Store`], loads the store's snapshot and spawns the
 //!   tasks below on the caller's [`TaskTracker`]; they stop when the [`CancellationToken`] fires.
 //! - `core`: the drive loop owning the [`Endpoint`](kubepbx_sip::endpoint::Endpoint).
-//! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server).
+//! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server;
+//!   [`forwarded`] finds the phone behind a trusted proxy).
 //! - [`http`]: the axum router (admin API, health, metrics).
 //! - [`views`]: what the API shows ([`advice`]: what each failure reason means and its fix);
 //!   [`metrics`]: the Prometheus encoding.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod advice;
 pub mod calls;
 mod core;
+pub mod forwarded;
 pub mod http;
 pub mod metrics;
 pub mod recordings;

@@ -20,8 +20,14 @@
 //! The flow's transport is `wss` when the connection came through the registrar's TLS port
 //! ([`Secure`]) or through a proxy that says so (`X-Forwarded-Proto: https`, an Ingress
 //! terminating TLS), `ws` otherwise.
+//!
+//! The flow's address (the source recorded for registrations and failures, and what a ban
+//! applies to) is the TCP peer, or, when the peer is in `--trusted-proxies`, the client that
+//! peer names in `X-Forwarded-For` or `Forwarded` ([`crate::forwarded`]). Once
+//! `--trusted-proxies` is set, `X-Forwarded-Proto` is believed only from those proxies too.
 
 use crate::core::Inbound;
+use crate::forwarded::TrustedProxies;
 use crate::http::{AppState, Problem};
 use crate::tcp::SEND_QUEUE;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -60,6 +66,15 @@ pub(crate) struct StreamLink {
     pub shutdown: CancellationToken,
 }
 
+/// Who may open `/ws`, and whose forwarding headers name the client.
+#[derive(Debug, Clone, Default)]
+pub struct WsPolicy {
+    /// Which page origins may connect (`--ws-allowed-origins`).
+    pub origins: OriginPolicy,
+    /// Which TCP peers are proxies whose headers are believed (`--trusted-proxies`).
+    pub proxies: TrustedProxies,
+}
+
 /// Which page origins may open `/ws`.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
@@ -96,7 +111,7 @@ impl OriginPolicy {
 /// `GET /ws`: upgrades to a SIP WebSocket.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     secure: Option<axum::Extension<Secure>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -114,8 +129,13 @@ pub(crate) async fn upgrade(
         )
         .into_response();
     }
+    let policy = &state.ws_origins;
+    let remote = policy.proxies.client(peer, &headers);
+    if remote != peer {
+        tracing::debug!(%remote, proxy = %peer, "SIP WebSocket through a trusted proxy");
+    }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !state.ws_origins.admits(origin) {
+    if !policy.origins.admits(origin) {
         tracing::info!(%remote, origin = origin.unwrap_or("none"), "WebSocket from an origin not in --ws-allowed-origins refused");
         return Problem::new(
             StatusCode::FORBIDDEN,
@@ -126,11 +146,7 @@ pub(crate) async fn upgrade(
         )
         .into_response();
     }
-    let forwarded_https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let transport = if secure.is_some() || forwarded_https {
+    let transport = if secure.is_some() || policy.proxies.forwarded_https(peer, &headers) {
         Transport::Wss
     } else {
         Transport::Ws

@@ -1,6 +1,7 @@
 //! SIP over WebSocket (RFC 7118) at `/ws` of `kubepbx up`: the upgrade rules, registration
-//! with digest as browsers do it (MD5 only), bad frames, and a call from a UDP phone (sipp)
-//! to a phone registered over the WebSocket.
+//! with digest as browsers do it (MD5 only), bad frames, a call from a UDP phone (sipp)
+//! to a phone registered over the WebSocket, and phones behind a trusted proxy
+//! (`--trusted-proxies`: the source and the bans follow `X-Forwarded-For`).
 //!
 //! The WebSocket phone here speaks SIP by hand, the way JsSIP and SIP.js write it (`.invalid`
 //! Via host and Contact, `transport=ws`, `+sip.instance`); the browser tests drive the real
@@ -26,8 +27,23 @@ fn open(
     protocol: Option<&str>,
     origin: Option<&str>,
 ) -> Result<Socket, Box<tungstenite::Error>> {
+    open_with(pbx, protocol, origin, &[])
+}
+
+/// Opens `/ws` with the given subprotocol, Origin and other headers (what a proxy adds).
+fn open_with(
+    pbx: &Pbx,
+    protocol: Option<&str>,
+    origin: Option<&str>,
+    extra: &[(&'static str, &str)],
+) -> Result<Socket, Box<tungstenite::Error>> {
     let url = format!("{}/ws", pbx.http_url()).replacen("http://", "ws://", 1);
     let mut request = url.into_client_request().map_err(Box::new)?;
+    for (name, value) in extra {
+        request
+            .headers_mut()
+            .append(*name, HeaderValue::from_str(value).expect("header"));
+    }
     if let Some(p) = protocol {
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
@@ -144,8 +160,18 @@ const CONTACT: &str = "<sip:k3v9q2mx@df7jal23ls0d.invalid;transport=ws>;+sip.ice
 
 impl WsPhone {
     fn new(pbx: &Pbx, user: &str, password: &str) -> WsPhone {
+        WsPhone::with_headers(pbx, user, password, &[])
+    }
+
+    /// A phone whose upgrade request carries `headers` (as if a proxy had added them).
+    fn with_headers(
+        pbx: &Pbx,
+        user: &str,
+        password: &str,
+        headers: &[(&'static str, &str)],
+    ) -> WsPhone {
         WsPhone {
-            socket: open(pbx, Some("sip"), None).expect("open /ws"),
+            socket: open_with(pbx, Some("sip"), None, headers).expect("open /ws"),
             user: user.to_owned(),
             password: password.to_owned(),
             domain: pbx.domain().to_owned(),
@@ -460,5 +486,217 @@ fn wss_on_the_tls_port() {
     assert!(
         answer.contains("Via: SIP/2.0/WSS q.invalid"),
         "the Via is echoed: {answer}"
+    );
+}
+
+/// The first contact of `ext` once it is registered.
+fn contact(pbx: &Pbx, ext: &str) -> serde_json::Value {
+    assert!(
+        wait_until(WAIT, || pbx
+            .extension(ext)
+            .is_ok_and(|e| e.is_some_and(|e| e["registered"] == true))),
+        "{ext} not registered\n{}",
+        pbx.log_tail(30)
+    );
+    pbx.wait_for_extension(ext, WAIT).expect("in the API")["contacts"][0].clone()
+}
+
+/// Whether nothing but keep-alives arrives on `socket` for `quiet`.
+fn stays_silent(socket: &mut Socket, quiet: Duration) -> bool {
+    let deadline = Instant::now() + quiet;
+    while Instant::now() < deadline {
+        match socket.read() {
+            Ok(Message::Text(_) | Message::Binary(_)) => return false,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+#[test]
+fn a_trusted_proxy_names_the_phone() {
+    let pbx = Pbx::builder()
+        .args(["--trusted-proxies", "10.0.0.0/8,127.0.0.1"])
+        .start()
+        .expect("start kubepbx up");
+    pbx.add_extensions(&["1001", "1002"]).expect("extensions");
+    pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
+
+    // Through an Ingress terminating TLS: the client is the last untrusted address.
+    let mut phone = WsPhone::with_headers(
+        &pbx,
+        "1002",
+        "change-me-1002",
+        &[
+            ("X-Forwarded-For", "203.0.113.66, 198.51.100.7, 10.1.2.3"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+    );
+    let (last, _) = phone.register();
+    assert!(last.starts_with("SIP/2.0 200"), "{last}");
+    let c = contact(&pbx, "1002");
+    let source = c["source"].as_str().expect("source");
+    assert!(source.starts_with("198.51.100.7:"), "{c}");
+    assert_eq!(c["transport"], "wss", "{c}");
+
+    // A port given by the proxy (RFC 7239) is the phone's.
+    let mut phone = WsPhone::with_headers(
+        &pbx,
+        "1001",
+        "change-me-1001",
+        &[("Forwarded", "for=\"[2001:db8::7]:4711\";proto=https")],
+    );
+    let (last, _) = phone.register();
+    assert!(last.starts_with("SIP/2.0 200"), "{last}");
+    let c = contact(&pbx, "1001");
+    assert_eq!(c["source"], "[2001:db8::7]:4711", "{c}");
+    assert_eq!(c["transport"], "ws", "no X-Forwarded-Proto: {c}");
+
+    // A failure is recorded with the phone's address too.
+    let mut wrong = WsPhone::with_headers(
+        &pbx,
+        "1002",
+        "not-the-password",
+        &[("X-Forwarded-For", "198.51.100.8")],
+    );
+    wrong.call_id.push_str("-wrong");
+    let (last, _) = wrong.register();
+    assert!(last.starts_with("SIP/2.0 401"), "{last}");
+    assert!(
+        wait_until(WAIT, || pbx.extension("1002").is_ok_and(|e| e.is_some_and(
+            |e| {
+                e["lastFailure"]["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("198.51.100.8:"))
+            }
+        ))),
+        "{:?}",
+        pbx.extension("1002")
+    );
+}
+
+#[test]
+fn forwarding_headers_count_only_from_trusted_proxies() {
+    let headers = [
+        ("X-Forwarded-For", "198.51.100.7"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    // Without --trusted-proxies: X-Forwarded-For is ignored; X-Forwarded-Proto is believed, as
+    // before the flag existed.
+    let pbx = Pbx::start().expect("start kubepbx up");
+    pbx.add_extensions(&["1002"]).expect("extension");
+    pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
+    let mut phone = WsPhone::with_headers(&pbx, "1002", "change-me-1002", &headers);
+    let (last, _) = phone.register();
+    assert!(last.starts_with("SIP/2.0 200"), "{last}");
+    let c = contact(&pbx, "1002");
+    assert!(
+        c["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{c}"
+    );
+    assert_eq!(c["transport"], "wss", "{c}");
+    drop(pbx);
+
+    // With proxies that do not include the peer: both are ignored.
+    let pbx = Pbx::builder()
+        .args(["--trusted-proxies", "192.0.2.1"])
+        .start()
+        .expect("start kubepbx up");
+    pbx.add_extensions(&["1002"]).expect("extension");
+    pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
+    let mut phone = WsPhone::with_headers(&pbx, "1002", "change-me-1002", &headers);
+    let (last, _) = phone.register();
+    assert!(last.starts_with("SIP/2.0 200"), "{last}");
+    let c = contact(&pbx, "1002");
+    assert!(
+        c["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{c}"
+    );
+    assert_eq!(c["transport"], "ws", "{c}");
+}
+
+#[test]
+fn bans_hit_the_forwarded_phone_not_the_proxy() {
+    let pbx = Pbx::builder()
+        .args(["--trusted-proxies", "127.0.0.1", "--ban-threshold", "2"])
+        .start()
+        .expect("start kubepbx up");
+    pbx.add_extensions(&["1001", "1002"]).expect("extensions");
+    pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
+    pbx.wait_for_extension("1001", WAIT).expect("1001 loaded");
+
+    // Three wrong passwords from one phone behind the proxy: more than the threshold.
+    let mut attacker = WsPhone::with_headers(
+        &pbx,
+        "1002",
+        "not-the-password",
+        &[("X-Forwarded-For", "198.51.100.66")],
+    );
+    for _ in 0..3 {
+        let (last, _) = attacker.register();
+        assert!(last.starts_with("SIP/2.0 401"), "{last}");
+    }
+    assert!(
+        wait_until(WAIT, || {
+            pbx.log()
+                .lines()
+                .any(|l| l.contains("source banned") && l.contains("198.51.100.66"))
+        }),
+        "{}",
+        pbx.log_tail(30)
+    );
+    // The banned phone gets no answer, on this socket or a new one.
+    let request = attacker.register_request(None);
+    attacker.send(&request);
+    assert!(
+        stays_silent(&mut attacker.socket, Duration::from_secs(2)),
+        "a banned source is ignored"
+    );
+    let mut again = WsPhone::with_headers(
+        &pbx,
+        "1002",
+        "change-me-1002",
+        &[("X-Forwarded-For", "198.51.100.66")],
+    );
+    let request = again.register_request(None);
+    again.send(&request);
+    assert!(stays_silent(&mut again.socket, Duration::from_secs(2)));
+
+    // Another phone behind the same proxy, and the proxy itself, are still served.
+    let mut other = WsPhone::with_headers(
+        &pbx,
+        "1001",
+        "change-me-1001",
+        &[("X-Forwarded-For", "198.51.100.7")],
+    );
+    let (last, _) = other.register();
+    assert!(
+        last.starts_with("SIP/2.0 200"),
+        "{last}\n{}",
+        pbx.log_tail(30)
+    );
+    let mut direct = WsPhone::new(&pbx, "1002", "change-me-1002");
+    let (last, _) = direct.register();
+    assert!(
+        last.starts_with("SIP/2.0 200"),
+        "{last}\n{}",
+        pbx.log_tail(30)
+    );
+    assert!(
+        !pbx.log()
+            .lines()
+            .any(|l| l.contains("source banned") && l.contains("127.0.0.1")),
+        "the proxy is not banned:\n{}",
+        pbx.log_tail(30)
     );
 }

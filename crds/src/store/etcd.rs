@@ -76,17 +76,21 @@ mod snapshot;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 mod watch;
 
 pub use follow::FollowedMap;
 pub use health::EtcdHealth;
 pub use owned::OwnedRecords;
 pub use registry::{Announcement, ReplicaMap};
+pub use tls::{ClientCert, EtcdTls, EtcdTlsError, TlsFile};
 
 use super::{Snapshot, Store, StoreError, Subscription, Write};
 use crate::keys::DEFAULT_PREFIX;
 use crate::time::UnixMillis;
-use endpoint::endpoint_url;
+use endpoint::endpoint;
 use etcd_client::{
     Client, ConnectOptions, GetOptions, LeaseGrantOptions, WatchOptions, WatchStream,
 };
@@ -129,6 +133,8 @@ pub struct EtcdOptions {
     /// How long past its end a bucket lease may live before it is revoked (default 30 s: more
     /// than the clock difference expected between replicas and etcd).
     pub lease_grace: Duration,
+    /// TLS to etcd, for `https://` endpoints (default none: plain `http://`).
+    pub tls: Option<EtcdTls>,
 }
 
 impl Default for EtcdOptions {
@@ -143,6 +149,7 @@ impl Default for EtcdOptions {
             retry_interval: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(5),
             lease_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -178,29 +185,37 @@ impl fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd at `endpoints` (`http://host:port` or `host:port`) and checks that it
-    /// answers. Must run inside a tokio runtime (it starts the maintenance task).
+    /// Connects to etcd at `endpoints` (`http://host:port`, `https://host:port` or
+    /// `host:port`) and checks that it answers. `https://` needs [`EtcdOptions::tls`]; a bare
+    /// `host:port` is `https://` when it is set, `http://` otherwise. Must run inside a tokio
+    /// runtime (it starts the maintenance task).
     ///
-    /// Fails with [`StoreError::InvalidEndpoint`] for a malformed URL and with
-    /// [`StoreError::Unavailable`] naming the URLs when etcd does not answer in time.
+    /// Fails with [`StoreError::InvalidEndpoint`] for a malformed URL, with [`StoreError::Tls`]
+    /// when the TLS settings do not fit the endpoints, a file is not what it should be, or the
+    /// TLS handshake fails, and with [`StoreError::Unavailable`] naming the URLs when etcd does
+    /// not answer in time.
     pub async fn connect(endpoints: &[String], options: EtcdOptions) -> Result<Self, StoreError> {
         let options = options.sanitized();
-        let urls = endpoints
+        let endpoints = endpoints
             .iter()
-            .map(|e| endpoint_url(e))
-            .collect::<Result<Vec<String>, StoreError>>()?;
-        if urls.is_empty() {
+            .map(|e| endpoint(e))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if endpoints.is_empty() {
             return Err(StoreError::InvalidEndpoint {
                 url: String::new(),
                 detail: "no etcd endpoint given".to_owned(),
             });
         }
+        let (urls, tls) = tls::client_tls(&endpoints, options.tls.as_ref())?;
         let joined = urls.join(",");
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), options.request_timeout)
             .with_require_leader(true);
+        if let Some(tls) = tls {
+            connect = connect.with_tls(tls);
+        }
         let client = Client::connect(&urls, Some(connect)).await.map_err(|e| {
             StoreError::Unavailable(format!("etcd at {joined}: connecting: {}", chain(&e)))
         })?;
@@ -222,7 +237,22 @@ impl EtcdStore {
                 Some(GetOptions::new().with_range(end).with_count_only()),
             )
             .await
-            .map_err(|e| shared.fail("reading the prefix", &e))?;
+            .map_err(|e| {
+                let detail = chain(&e);
+                let tls = shared.options.tls.as_ref();
+                let client_cert = tls.is_some_and(|t| t.client.is_some());
+                match tls::handshake_hint(&detail, client_cert) {
+                    Some(hint) if tls.is_some() => {
+                        shared.health.unreachable(&detail);
+                        StoreError::Tls(EtcdTlsError::Handshake {
+                            endpoints: shared.endpoints.clone(),
+                            detail,
+                            hint,
+                        })
+                    }
+                    _ => shared.fail("reading the prefix", &e),
+                }
+            })?;
         shared.cluster_id = probe.header().map(|h| h.cluster_id());
         let shared = Arc::new(shared);
         let mut tasks = JoinSet::new();

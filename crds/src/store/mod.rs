@@ -21,7 +21,8 @@ mod contract;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
 pub use etcd::{
-    Announcement, EtcdHealth, EtcdOptions, EtcdStore, FollowedMap, OwnedRecords, ReplicaMap,
+    Announcement, ClientCert, EtcdHealth, EtcdOptions, EtcdStore, EtcdTls, EtcdTlsError,
+    FollowedMap, OwnedRecords, ReplicaMap, TlsFile,
 };
 
 use crate::records::{Binding, BindingKey, ExtensionRecord, RegStatus, UserKey};
@@ -149,6 +150,10 @@ pub enum StoreError {
         /// What is wrong with it.
         detail: String,
     },
+    /// TLS to etcd is misconfigured (`--etcd-ca`, `--etcd-cert`, `--etcd-key` against the
+    /// `--etcd` URLs) or its handshake failed.
+    #[error(transparent)]
+    Tls(#[from] etcd::EtcdTlsError),
     /// The store refused a request; retrying the same request will not help (a misconfigured
     /// server, missing permissions, or a request over the server's limits).
     #[error("store rejected {what}: {detail}")]

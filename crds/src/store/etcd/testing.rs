@@ -12,6 +12,14 @@
 //! The server is tuned for tests: 10 ms heartbeats, so elections take milliseconds and leases
 //! can be as short as 1 s; the data folder is on `/dev/shm` when there is one (no disk syncs).
 //! `KUBEPBX_ETCD` names another binary than `etcd` on `PATH`.
+//!
+//! [`EtcdServer::start_tls`] serves clients over TLS only and asks them for a certificate
+//! (`--client-cert-auth`), with fresh certificates ([`TestCerts`]) in its folder; its health is
+//! then read on a plain-HTTP metrics port.
+
+mod certs;
+
+pub use certs::TestCerts;
 
 use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -65,6 +73,9 @@ pub enum EtcdServerError {
         /// The end of its log.
         log: String,
     },
+    /// The test certificates could not be generated.
+    #[error("generating test certificates: {0}")]
+    Certificates(String),
 }
 
 /// A running etcd (see the module docs).
@@ -74,6 +85,9 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP port for `/health` when the client port speaks TLS.
+    metrics_port: Option<u16>,
+    certs: Option<TestCerts>,
     guard: Option<Guard>,
 }
 
@@ -87,15 +101,33 @@ struct Guard {
 impl EtcdServer {
     /// Starts etcd on free loopback ports and waits until it is healthy.
     pub fn start() -> Result<Self, EtcdServerError> {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd serving clients over TLS only and requiring a client certificate signed by
+    /// its CA ([`certs`](Self::certs)); waits until it is healthy.
+    pub fn start_tls() -> Result<Self, EtcdServerError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self, EtcdServerError> {
         let binary = find_binary()?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let dir = temp_dir()?;
+            let (metrics_port, certs) = if tls {
+                let certs = TestCerts::generate(&dir.path().join("certs"))?;
+                (Some(free_port()?), Some(certs))
+            } else {
+                (None, None)
+            };
             let mut server = EtcdServer {
                 binary: binary.clone(),
                 dir,
                 client_port: free_port()?,
                 peer_port: free_port()?,
+                metrics_port,
+                certs,
                 guard: None,
             };
             match server.launch() {
@@ -106,9 +138,20 @@ impl EtcdServer {
         Err(last.unwrap_or_else(|| EtcdServerError::Io(io::Error::other("no attempt made"))))
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (`https://` when started with
+    /// [`start_tls`](Self::start_tls)).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The certificates of an etcd started with [`start_tls`](Self::start_tls).
+    pub fn certs(&self) -> Option<&TestCerts> {
+        self.certs.as_ref()
     }
 
     /// The client URL as a one-element endpoint list.
@@ -163,7 +206,21 @@ impl EtcdServer {
             .arg(format!("--initial-cluster={NAME}={peer}"))
             .args(["--initial-cluster-state", "new"])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .args(["--logger", "zap", "--log-level", "warn"])
+            .args(["--logger", "zap", "--log-level", "warn"]);
+        if let Some(certs) = &self.certs {
+            command
+                .arg("--cert-file")
+                .arg(certs.server_cert())
+                .arg("--key-file")
+                .arg(certs.server_key())
+                .arg("--trusted-ca-file")
+                .arg(certs.ca())
+                .arg("--client-cert-auth");
+        }
+        if let Some(port) = self.metrics_port {
+            command.arg(format!("--listen-metrics-urls=http://127.0.0.1:{port}"));
+        }
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -210,7 +267,7 @@ impl EtcdServer {
             if !alive(pid) {
                 return Err(not_healthy(self, "etcd exited".to_owned()));
             }
-            if healthy(self.client_port) {
+            if healthy(self.metrics_port.unwrap_or(self.client_port)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
