@@ -237,7 +237,7 @@ pub async fn run(mut args: RegistrarArgs) -> Result<()> {
             replica: args.replica_id.clone(),
             calls: all_calls,
         })),
-        ws_origins: args.web.origins(),
+        ws_policy: args.web.ws_policy(),
         web: Some(args.web.assets(&args.sip.domain.to_ascii_lowercase())),
         // Extensions come from Extension resources or `kubepbx apply`: the API only reads them.
         extension_admin: None,

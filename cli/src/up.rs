@@ -179,7 +179,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         recordings_dir: Some(recordings_dir),
         readiness: None,
         cluster: None,
-        ws_origins: args.web.origins(),
+        ws_policy: args.web.ws_policy(),
         web: Some(args.web.assets(&domain)),
         extension_admin: Some(Arc::new(admin::FolderAdmin::new(
             watcher,

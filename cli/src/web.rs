@@ -101,7 +101,7 @@ impl WebArgs {
 
     /// Who may open `/ws` (the allowed origins) and whose forwarding headers are believed (the
     /// trusted proxies).
-    pub fn origins(&self) -> WsPolicy {
+    pub fn ws_policy(&self) -> WsPolicy {
         WsPolicy {
             origins: OriginPolicy::new(self.ws_allowed_origins.iter().cloned()),
             // Entries that are not ranges were refused by `check`.
@@ -215,7 +215,7 @@ mod tests {
     fn trusted_proxies_are_ranges() {
         let args = web(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.7,fd00::/8"]);
         args.check().expect("valid ranges");
-        let proxies = args.origins().proxies;
+        let proxies = args.ws_policy().proxies;
         assert!(proxies.trusts(ip("10.20.30.40")));
         assert!(proxies.trusts(ip("192.0.2.7")));
         assert!(!proxies.trusts(ip("192.0.2.8")));
@@ -227,7 +227,7 @@ mod tests {
         for args in [&[][..], &["--trusted-proxies", ""][..]] {
             let args = web(args);
             args.check().expect("nothing to check");
-            assert!(args.origins().proxies.is_empty());
+            assert!(args.ws_policy().proxies.is_empty());
         }
     }
 

@@ -63,7 +63,7 @@ pub struct AppState {
     pub cluster: Option<Arc<dyn crate::calls::ClusterCalls>>,
     /// Which page origins may open SIP WebSockets, and which proxies' forwarding headers name
     /// the phone behind them (`--ws-allowed-origins`, `--trusted-proxies`).
-    pub ws_origins: crate::ws::WsPolicy,
+    pub ws_policy: crate::ws::WsPolicy,
     /// The built web phone and admin UI (`None`: the pages say they are not built).
     pub web: Option<crate::web::WebAssets>,
     /// Where the extension writes go; `None` where extensions are managed elsewhere (a

@@ -129,7 +129,7 @@ pub(crate) async fn upgrade(
         )
         .into_response();
     }
-    let policy = &state.ws_origins;
+    let policy = &state.ws_policy;
     let remote = policy.proxies.client(peer, &headers);
     if remote != peer {
         tracing::debug!(%remote, proxy = %peer, "SIP WebSocket through a trusted proxy");

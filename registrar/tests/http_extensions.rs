@@ -117,7 +117,7 @@ fn state(registrar: RegistrarHandle, admin: Option<Arc<dyn ExtensionAdmin>>) -> 
         recordings_dir: None,
         readiness: None,
         cluster: None,
-        ws_origins: Default::default(),
+        ws_policy: Default::default(),
         web: None,
         extension_admin: admin,
     }
