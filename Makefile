@@ -2,6 +2,7 @@
 #   make up      install what is needed, build, run `kubepbx up -f examples/`
 #   make web     build the web phone and admin UI into web/dist (npm ci + esbuild)
 #   make test    install test tools, lint, build, run every test (what CI runs)
+#   make chart-test  render, lint and validate the Helm chart in every mode (part of make test)
 #   make bench   registration (one process, and replicas sharing etcd), call setup and media
 #                relay benchmarks (docs/benchmarks.md)
 #   make lint    rustfmt and clippy only
@@ -11,9 +12,11 @@ SHELL := /bin/bash
 # Build output lives outside the checkout so clean clones reuse it.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/kubepbx/target
 CARGO ?= cargo
+# Python with the chart test tools (scripts/install-deps.sh test creates it).
+CHART_PYTHON ?= $(HOME)/.cache/kubepbx/chart-venv/bin/python
 UP_ARGS ?=
 
-.PHONY: up test lint build bench web deps-run deps-test deps-bench
+.PHONY: up test chart-test lint build bench web deps-run deps-test deps-bench
 
 deps-run:
 	@scripts/install-deps.sh run
@@ -46,7 +49,13 @@ lint:
 test: deps-test lint web
 	cd web && npm test
 	$(CARGO) build --locked --workspace --bins
+	KUBEPBX_BIN=$(CARGO_TARGET_DIR)/debug/kubepbx $(CHART_PYTHON) tests/chart/test_chart.py
 	$(CARGO) test --locked --workspace --no-fail-fast
+
+# The chart tests (Helm SDK, Kubernetes schemas) only: what `make test` runs for charts/.
+chart-test: deps-test
+	$(CARGO) build --locked -p kubepbx
+	KUBEPBX_BIN=$(CARGO_TARGET_DIR)/debug/kubepbx $(CHART_PYTHON) tests/chart/test_chart.py
 
 bench: deps-bench
 	$(CARGO) build --locked --release -p kubepbx

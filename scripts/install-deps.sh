@@ -41,6 +41,22 @@ if [ "$mode" = test ] && ! python3 -c 'import pjsua2' >/dev/null 2>&1; then
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 fi
 
+# The chart tests render and validate charts/kubepbx with the Helm SDK and the Kubernetes
+# schemas (PyPI), in their own virtualenv so nothing system-wide changes.
+chart_venv="$HOME/.cache/kubepbx/chart-venv"
+need_chart_venv=false
+if [ "$mode" = test ] && ! "$chart_venv/bin/python" -c 'import helm_python, kubernetes_validate' >/dev/null 2>&1; then
+  need_chart_venv=true
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
+
+install_chart_venv() {
+  $need_chart_venv || return 0
+  echo "installing: chart test tools (PyPI) into $chart_venv"
+  python3 -m venv "$chart_venv"
+  "$chart_venv/bin/python" -m pip install -q -r "$(dirname "$0")/../tests/chart/requirements.txt"
+}
+
 install_pjsua2() {
   $need_pjsua2 || return 0
   echo "installing: pjsua2-python (PyPI)"
@@ -51,6 +67,7 @@ install_pjsua2() {
 
 if [ ${#missing[@]} -eq 0 ]; then
   install_pjsua2
+  install_chart_venv
   exit 0
 fi
 
@@ -68,3 +85,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 install_pjsua2
+install_chart_venv
