@@ -102,11 +102,11 @@ pub(crate) async fn run_tls(
                 r = handshake => match r {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        tracing::info!(%remote, error = %e, "SIP TLS handshake failed");
+                        tracing::debug!(%remote, error = %e, "SIP TLS handshake failed");
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(%remote, "SIP TLS handshake timed out");
+                        tracing::debug!(%remote, "SIP TLS handshake timed out");
                         return;
                     }
                 },
