@@ -13,11 +13,10 @@ $CARGO_TARGET_DIR/debug/kubepbx).
 
 from __future__ import annotations
 
-import copy
+import base64
 import os
 import re
 import subprocess
-import sys
 import unittest
 from pathlib import Path
 
@@ -82,12 +81,16 @@ MODES: dict[str, dict] = {
 }
 
 
+def render_files(values: dict) -> dict[str, str]:
+    """Template path → rendered text for one release."""
+    chart = helm.Chart.load(CHART)
+    return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
 def render(values: dict) -> list[dict]:
     """The manifests of one release, as parsed documents (NOTES.txt left out)."""
-    chart = helm.Chart.load(CHART)
-    out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs = []
-    for path, text in sorted(out.items()):
+    for path, text in sorted(render_files(values).items()):
         if path.endswith("NOTES.txt"):
             continue
         for doc in yaml.safe_load_all(text):
@@ -98,9 +101,7 @@ def render(values: dict) -> list[dict]:
 
 
 def notes(values: dict) -> str:
-    chart = helm.Chart.load(CHART)
-    out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+    return next(text for path, text in render_files(values).items() if path.endswith("NOTES.txt"))
 
 
 def strip(doc: dict) -> dict:
@@ -127,23 +128,6 @@ def pod_specs(docs: list[dict]):
 
 def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
-
-
-def merged(*layers: dict) -> dict:
-    out: dict = {}
-    for layer in layers:
-        out = deep_merge(out, layer)
-    return out
-
-
-def deep_merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def operator_rules_from_docs() -> set[tuple[str, str, str]]:
@@ -253,9 +237,7 @@ class Essentials(unittest.TestCase):
         source = (ROOT / "crds" / "extension.yaml").read_text()
         self.assertEqual((CHART / "crds" / "extension.yaml").read_text(), source,
                          "charts/kubepbx/crds/extension.yaml differs from crds/extension.yaml: copy it")
-        chart = helm.Chart.load(CHART)
-        crds = chart.crds
-        crds = crds() if callable(crds) else crds
+        crds = helm.Chart.load(CHART).crds
         self.assertEqual(len(crds), 1)
         loaded = [d for d in yaml.safe_load_all(source) if d]
         self.assertEqual(len(loaded), 1)
@@ -421,7 +403,6 @@ class Essentials(unittest.TestCase):
     def test_admin_token_secret(self):
         docs = render(MODES["TLS on"])
         secret = one(docs, "Secret", f"{RELEASE}-kubepbx-admin")
-        import base64
         self.assertEqual(base64.b64decode(secret["data"]["token"]).decode(), "0123456789abcdef0123")
         generated = one(render(MODES["default"]), "Secret", f"{RELEASE}-kubepbx-admin")
         self.assertGreaterEqual(len(base64.b64decode(generated["data"]["token"])), 32)
@@ -507,11 +488,10 @@ class BadValues(unittest.TestCase):
     ]
 
     def test_bad_values_fail_naming_the_value(self):
-        chart = helm.Chart.load(CHART)
         for values, named in self.CASES:
             with self.subTest(values=values):
                 with self.assertRaises(helm.HelmError) as caught:
-                    chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+                    render_files(values)
                 self.assertIn(named, str(caught.exception))
 
 

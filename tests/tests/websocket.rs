@@ -588,41 +588,29 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         ("X-Forwarded-Proto", "https"),
     ];
     // Without --trusted-proxies: X-Forwarded-For is ignored; X-Forwarded-Proto is believed, as
-    // before the flag existed.
-    let pbx = Pbx::start().expect("start kubepbx up");
-    pbx.add_extensions(&["1002"]).expect("extension");
-    pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
-    let mut phone = WsPhone::with_headers(&pbx, "1002", "change-me-1002", &headers);
-    let (last, _) = phone.register();
-    assert!(last.starts_with("SIP/2.0 200"), "{last}");
-    let c = contact(&pbx, "1002");
-    assert!(
-        c["source"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("127.0.0.1:")),
-        "{c}"
-    );
-    assert_eq!(c["transport"], "wss", "{c}");
-    drop(pbx);
-
-    // With proxies that do not include the peer: both are ignored.
-    let pbx = Pbx::builder()
-        .args(["--trusted-proxies", "192.0.2.1"])
-        .start()
-        .expect("start kubepbx up");
-    pbx.add_extensions(&["1002"]).expect("extension");
-    pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
-    let mut phone = WsPhone::with_headers(&pbx, "1002", "change-me-1002", &headers);
-    let (last, _) = phone.register();
-    assert!(last.starts_with("SIP/2.0 200"), "{last}");
-    let c = contact(&pbx, "1002");
-    assert!(
-        c["source"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("127.0.0.1:")),
-        "{c}"
-    );
-    assert_eq!(c["transport"], "ws", "{c}");
+    // before the flag existed. With proxies that do not include the peer: both are ignored.
+    for (args, transport) in [
+        (&[][..], "wss"),
+        (&["--trusted-proxies", "192.0.2.1"][..], "ws"),
+    ] {
+        let pbx = Pbx::builder()
+            .args(args.iter().copied())
+            .start()
+            .expect("start kubepbx up");
+        pbx.add_extensions(&["1002"]).expect("extension");
+        pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
+        let mut phone = WsPhone::with_headers(&pbx, "1002", "change-me-1002", &headers);
+        let (last, _) = phone.register();
+        assert!(last.starts_with("SIP/2.0 200"), "{args:?}: {last}");
+        let c = contact(&pbx, "1002");
+        assert!(
+            c["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("127.0.0.1:")),
+            "{args:?}: {c}"
+        );
+        assert_eq!(c["transport"], transport, "{args:?}: {c}");
+    }
 }
 
 #[test]

@@ -722,6 +722,29 @@ fn a_late_offer_from_the_callee_is_anchored_and_the_acks_answer_too() {
     assert!(acks[0].body.ends_with(b"m=audio 20002\r\n"));
 }
 
+/// 1002 registers again on the stream `flow` (TCP or TLS) and removes the UDP binding of
+/// `pbx()`, so that `flow` is its only contact.
+fn callee_only_on(ep: &mut Endpoint, now: Now, flow: Flow) {
+    let transport = flow.transport.as_str();
+    let mut phone = Phone::new("1002", "pw1002");
+    phone.source = flow.remote;
+    phone.contact = format!("<sip:1002@{};transport={transport}>", flow.remote);
+    phone.call_id = format!("{transport}-reg");
+    ep.handle_packet(now, flow, phone.request(Some(600), None));
+    let out = drain(ep);
+    let Message::Response(challenge) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    let auth = phone.answer(challenge, "pw1002");
+    ep.handle_packet(now, flow, phone.request(Some(600), Some(auth)));
+    drain(ep);
+    let mut udp = Phone::new("1002", "pw1002");
+    udp.source = CALLEE.parse().unwrap();
+    udp.contact = format!("<sip:1002@{CALLEE}>");
+    udp.call_id = "udp-unreg".into();
+    assert_eq!(register(ep, now, &mut udp, Some(0)).code, 200);
+}
+
 #[test]
 fn a_callee_on_tcp_gets_a_double_record_route_and_in_dialog_requests_pop_both() {
     let (mut ep, now) = pbx();
@@ -732,26 +755,11 @@ fn a_callee_on_tcp_gets_a_double_record_route_and_in_dialog_requests_pop_both() 
         id: 7,
         remote: tcp_callee.parse().unwrap(),
     };
-    let mut phone = Phone::new("1002", "pw1002");
-    phone.source = flow.remote;
-    phone.contact = format!("<sip:1002@{tcp_callee};transport=tcp>");
-    phone.call_id = "tcp-reg".into();
     let send_tcp = |ep: &mut Endpoint, bytes: Bytes| {
         ep.handle_packet(now, flow, bytes);
         drain(ep)
     };
-    let out = send_tcp(&mut ep, phone.request(Some(600), None));
-    let Message::Response(challenge) = &out[0].1 else {
-        panic!("{out:?}")
-    };
-    let auth = phone.answer(challenge, "pw1002");
-    send_tcp(&mut ep, phone.request(Some(600), Some(auth)));
-    // Remove the UDP binding of `pbx()`.
-    let mut udp = Phone::new("1002", "pw1002");
-    udp.source = CALLEE.parse().unwrap();
-    udp.contact = format!("<sip:1002@{CALLEE}>");
-    udp.call_id = "udp-unreg".into();
-    assert_eq!(register(&mut ep, now, &mut udp, Some(0)).code, 200);
+    callee_only_on(&mut ep, now, flow);
 
     let out = call(&mut ep, now, "1002");
     let inv = requests_to(&out, tcp_callee).remove(0);
@@ -844,25 +852,11 @@ fn a_callee_on_tls_is_record_routed_at_the_tls_port_and_in_dialog_requests_find_
         id: 8,
         remote: tls_callee.parse().unwrap(),
     };
-    let mut phone = Phone::new("1002", "pw1002");
-    phone.source = flow.remote;
-    phone.contact = format!("<sip:1002@{tls_callee};transport=tls>");
-    phone.call_id = "tls-reg".into();
     let send_tls = |ep: &mut Endpoint, bytes: Bytes| {
         ep.handle_packet(now, flow, bytes);
         drain(ep)
     };
-    let out = send_tls(&mut ep, phone.request(Some(600), None));
-    let Message::Response(challenge) = &out[0].1 else {
-        panic!("{out:?}")
-    };
-    let auth = phone.answer(challenge, "pw1002");
-    send_tls(&mut ep, phone.request(Some(600), Some(auth)));
-    let mut udp = Phone::new("1002", "pw1002");
-    udp.source = CALLEE.parse().unwrap();
-    udp.contact = format!("<sip:1002@{CALLEE}>");
-    udp.call_id = "udp-unreg".into();
-    assert_eq!(register(&mut ep, now, &mut udp, Some(0)).code, 200);
+    callee_only_on(&mut ep, now, flow);
 
     let out = call(&mut ep, now, "1002");
     let inv = requests_to(&out, tls_callee).remove(0);
