@@ -5,22 +5,23 @@
 //!
 //! ```text
 //! cargo run --release -p kubepbx-media --example relay_bench -- CALLS SECONDS [PORT_BASE] \
-//!     [--burst] [--workers N] [--shards N] [--webrtc]
+//!     [--burst] [--threads N] [--webrtc]
 //! ```
 //! `--webrtc` makes every caller a browser: a str0m peer (full ICE, DTLS client, SRTP, RTP
-//! mode) on the phones' runtime, one tokio task each, calling a plain phone through a WebRTC leg
-//! and a plain leg of the relay (the relay's WebRTC socket is one more port, any free one). The
-//! browsers send on tokio timers (1 ms resolution, like `--burst`); the phones as usual. Compare
+//! mode) calling a plain phone through a WebRTC leg and a plain leg of the relay (the relay's
+//! WebRTC socket is one more port, any free one). Each browser receives on a tokio task of the
+//! phones' runtime; one thread (`phones-btx`) paces all their sends over the 20 ms period as
+//! `phones-tx` does the phones' (see the `browser` module). Compare
 //! the relay CPU per packet with a plain run of the same size: the difference is what a WebRTC
 //! leg costs (SRTP both ways, str0m's bookkeeping, the hub's queue hop).
 //! The relay's ports are PORT_BASE (default 20000) … PORT_BASE + 4 × CALLS + 99. `--burst`
 //! sends the packets due within each millisecond together (as tokio timers would) instead of
-//! evenly; `--workers` sets the relay runtime's worker threads (default 2, as in `kubepbx up`);
-//! `--shards N` runs the sessions on N single-threaded runtimes instead, one thread each, call
-//! `i` on runtime `i mod N` (an experiment: `kubepbx up` runs the relay on its shared
-//! multi-threaded runtime).
+//! evenly; `--threads N` sets the relay's threads ([`RelayConfig::threads`]; default 0: one per
+//! core, as in `kubepbx up` and `kubepbx media`).
 //!
-//! The relay runs on a 2-worker tokio runtime (threads `relay-*`), the phones' receivers on a
+//! The relay runs as in `kubepbx up`: its sessions on its own single-threaded runtimes (threads
+//! `relay-*`, the relay CPU measured), offers and answers made from a 1-worker runtime standing
+//! for the SIP side (thread `control`, idle during traffic). The phones' receivers run on a
 //! 1-worker runtime (thread `phones-rx`, which owns the phones' sockets) and their senders on a
 //! plain thread (`phones-tx`) that paces the packets over each 20 ms period. All share the
 //! machine's cores. Traffic stays on 127.0.0.1. On loopback the relay's `sendto` also delivers
@@ -79,6 +80,18 @@ fn thread_cpu_ns(prefix: &str) -> u64 {
         }
     }
     total
+}
+
+/// How many of this process's threads have a name starting with `prefix`.
+fn thread_count(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            comm.trim().starts_with(prefix)
+        })
+        .count()
 }
 
 fn rss_kib() -> u64 {
@@ -278,23 +291,17 @@ fn send_paced(
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut numbers, mut arrivals, mut workers, mut shards, mut webrtc) =
-        (Vec::new(), Arrivals::Even, 2usize, 0usize, false);
+    let (mut numbers, mut arrivals, mut threads, mut webrtc) =
+        (Vec::new(), Arrivals::Even, 0usize, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--burst" => arrivals = Arrivals::Burst,
             "--webrtc" => webrtc = true,
-            "--workers" => {
-                workers = args
+            "--threads" => {
+                threads = args
                     .next()
                     .and_then(|w| w.parse().ok())
-                    .expect("--workers N");
-            }
-            "--shards" => {
-                shards = args
-                    .next()
-                    .and_then(|w| w.parse().ok())
-                    .expect("--shards N");
+                    .expect("--threads N");
             }
             _ => numbers.push(arg),
         }
@@ -305,41 +312,20 @@ fn main() {
     let base: u16 = numbers
         .next()
         .map_or(20000, |a| a.parse().expect("PORT_BASE"));
-    assert!(workers >= 1, "--workers must be at least 1");
     let last = u32::from(base) + u32::from(calls) * 4 + 99;
     assert!(
         calls >= 1 && base >= 1024 && last <= 65535,
         "need CALLS >= 1 and 1024 <= PORT_BASE <= PORT_BASE + 4 x CALLS + 99 <= 65535"
     );
     let latency = Arc::new(Latency::new());
-    // With --shards the sessions run on that many single-threaded runtimes (threads
-    // `relay-shard-*`), and this runtime only sets them up.
+    // Offers and answers come from here, as from the SIP side; the sessions run on the relay's
+    // own threads (`relay-*`).
     let relay_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if shards > 0 { 1 } else { workers })
-        .thread_name(if shards > 0 {
-            "control"
-        } else {
-            "relay-worker"
-        })
+        .worker_threads(1)
+        .thread_name("control")
         .enable_all()
         .build()
         .unwrap();
-    let shards_stop = CancellationToken::new();
-    let mut shard_threads = Vec::new();
-    let mut session_rts = Vec::new();
-    for k in 0..shards {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        session_rts.push(rt.handle().clone());
-        let stop = shards_stop.clone();
-        let thread = std::thread::Builder::new().name(format!("relay-shard-{k}"));
-        shard_threads.push(thread.spawn(move || rt.block_on(stop.cancelled())).unwrap());
-    }
-    if session_rts.is_empty() {
-        session_rts.push(relay_rt.handle().clone());
-    }
     // The phones' receivers (and their sockets) live on this runtime; the senders are a plain
     // thread (`phones-tx`, see below).
     let phones_rt = tokio::runtime::Builder::new_multi_thread()
@@ -356,6 +342,7 @@ fn main() {
         bind: LOCAL,
         ports: relay_ports.clone(),
         webrtc: webrtc.then_some(SocketAddr::new(LOCAL, 0)),
+        threads,
         ..RelayConfig::default()
     };
     let (relay, _events) = {
@@ -379,30 +366,40 @@ fn main() {
     std::thread::sleep(Duration::from_millis(100));
     let rss_phones = rss_kib();
 
-    // 2. The relay's sessions: offer from the caller (phone a), answer from the callee (b), on
-    // the runtime the session task is to run on (it is spawned on the caller's runtime).
+    // 2. The relay's sessions: offer from the caller (phone a), answer from the callee (b).
     let t_setup = Instant::now();
     let phones = Arc::new(Phones::default());
     let base = Instant::now();
     // Senders stop first; receivers once the last packets had time to arrive.
     let (stop_send, stop_recv) = (CancellationToken::new(), CancellationToken::new());
+    // The browsers (connected during set-up) send media once the phones receive.
+    let start_send = CancellationToken::new();
     let phone_tasks = TaskTracker::new();
     let browsers = if webrtc {
         let ctx = browser::Ctx {
             phones: phones.clone(),
             latency: latency.clone(),
             base,
+            start_send: start_send.clone(),
             stop_send: stop_send.clone(),
             stop_recv: stop_recv.clone(),
             connected: Arc::new(AtomicU64::new(0)),
         };
-        let targets = browser::set_up(&relay, &relay_rt, &phones_rt, &phone_tasks, &sockets, &ctx);
-        Some((targets, ctx.connected))
+        let (targets, pacer) = browser::set_up(
+            &relay,
+            &relay_rt,
+            &phones_rt,
+            &phone_tasks,
+            &sockets,
+            arrivals,
+            &ctx,
+        );
+        Some((targets, ctx.connected, pacer))
     } else {
         None
     };
     let targets: Vec<(SocketAddr, SocketAddr)> = match &browsers {
-        Some((targets, _)) => targets.clone(),
+        Some((targets, _, _)) => targets.clone(),
         None => relay_rt.block_on(async {
             let mut v = Vec::with_capacity(sockets.len());
             for (call, (a, b)) in sockets.iter().enumerate() {
@@ -437,13 +434,12 @@ fn main() {
                     // in the rewritten offer.
                     (media_port(&ans.sdp), media_port(&o.sdp))
                 };
-                let rt = &session_rts[call % session_rts.len()];
-                v.push(rt.spawn(setup).await.unwrap());
+                v.push(setup.await);
             }
             v
         }),
     };
-    if let Some((_, connected)) = &browsers {
+    if let Some((_, connected, _)) = &browsers {
         let end = Instant::now() + Duration::from_secs(30);
         while connected.load(Ordering::Relaxed) < u64::from(calls) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(10));
@@ -488,6 +484,7 @@ fn main() {
         }
     }
     phone_tasks.close();
+    start_send.cancel();
     let senders = {
         let links: Vec<_> = sockets
             .iter()
@@ -548,6 +545,9 @@ fn main() {
     let total_recv = phones.received.load(Ordering::Relaxed);
     stop_recv.cancel();
     phones_rt.block_on(phone_tasks.wait());
+    if let Some((_, _, pacer)) = browsers {
+        pacer.join().unwrap();
+    }
 
     let relayed = m1.rtp_relayed - m0.rtp_relayed;
     let (cpu, pcpu) = (cpu1 - cpu0, pcpu1 - pcpu0);
@@ -564,11 +564,8 @@ fn main() {
         + m_end.webrtc_dropped;
     let lost_window = (sent1 - sent0) as i64 - (recv1 - recv0) as i64;
     let lost_total = total_sent.saturating_sub(total_recv);
-    let threads = if shards > 0 {
-        format!("{shards} single-threaded relay runtimes")
-    } else {
-        format!("{workers} relay workers")
-    };
+    let relay_threads = thread_count("relay-");
+    let threads = format!("{relay_threads} relay threads");
     let mode = if webrtc { "webrtc" } else { "plain" };
     println!("calls                {calls} ({mode}, {arrivals:?} arrivals, {threads})");
     println!(
@@ -637,7 +634,7 @@ fn main() {
         q_phones_mean / 1024
     );
     println!(
-        "RESULT mode={mode} calls={calls} arrivals={} workers={workers} shards={shards} seconds={secs:.2} sent={} relayed={relayed} received={} \
+        "RESULT mode={mode} calls={calls} arrivals={} threads={relay_threads} seconds={secs:.2} sent={} relayed={relayed} received={} \
          lost_window={lost_window} sent_total={total_sent} received_total={total_recv} \
          lost_total={lost_total} relay_dropped={dropped} relay_send_errors={} pps={:.0} \
          relay_cpu_pct={:.1} cpu_us_per_packet={:.2} phones_cpu_pct={:.1} p50_us={} p99_us={} \
@@ -665,19 +662,22 @@ fn main() {
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     });
-    shards_stop.cancel();
-    for t in shard_threads {
-        let _ = t.join();
-    }
 }
 
 /// The browsers of `--webrtc`: str0m peers calling the plain phones through the relay.
+///
+/// Each browser is a str0m `Rtc` behind a mutex, driven from two sides: a receiving task per
+/// browser on the phones' runtime (reads its socket on readiness, hands every datagram to
+/// str0m, which decrypts the relay's SRTP), and one pacing thread (`phones-btx`) for all of
+/// them that gives each browser, every 20 ms at its offset in the period, its time input
+/// (ICE checks, DTLS retransmissions, RTCP) and, once connected, a packet to encrypt and send.
+/// No tokio timer per browser: their sends are spread over the period like the phones'.
 mod browser {
-    use super::{Latency, Phones};
+    use super::{Arrivals, Latency, Phones};
     use kubepbx_media::*;
     use std::net::SocketAddr;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
     use str0m::change::{SdpAnswer, SdpPendingOffer};
     use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -688,18 +688,21 @@ mod browser {
     use tokio_util::sync::CancellationToken;
     use tokio_util::task::TaskTracker;
 
-    /// What every browser task shares.
+    /// What every browser shares.
     pub struct Ctx {
         pub phones: Arc<Phones>,
         pub latency: Arc<Latency>,
         pub base: Instant,
+        /// Cancelled when the browsers may send media (the phones receive).
+        pub start_send: CancellationToken,
         pub stop_send: CancellationToken,
         pub stop_recv: CancellationToken,
         /// Browsers whose ICE and DTLS are up.
         pub connected: Arc<AtomicU64>,
     }
 
-    /// Sets up every call (browser on `a`, phone on `b`) and starts the browsers; returns where
+    /// Sets up every call (browser on `a`, phone on `b`), starts the browsers' receivers and
+    /// their pacing thread (joined by the returned handle after `stop_recv`); returns where
     /// each side sends (`a`'s entry unused: the browser sends where ICE says).
     pub fn set_up(
         relay: &LocalRelay,
@@ -707,13 +710,19 @@ mod browser {
         phones_rt: &tokio::runtime::Runtime,
         tasks: &TaskTracker,
         sockets: &[(Arc<UdpSocket>, Arc<UdpSocket>)],
+        arrivals: Arrivals,
         ctx: &Ctx,
-    ) -> Vec<(SocketAddr, SocketAddr)> {
-        let n = sockets.len() as u32;
+    ) -> (Vec<(SocketAddr, SocketAddr)>, std::thread::JoinHandle<()>) {
         let mut targets = Vec::with_capacity(sockets.len());
+        let mut peers = Vec::with_capacity(sockets.len());
+        // One certificate for all browsers (making one per browser takes most of the set-up).
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto.dtls_provider.generate_certificate().unwrap();
         for (call, (a, b)) in sockets.iter().enumerate() {
             let addr = a.local_addr().unwrap();
             let mut rtc = RtcConfig::new()
+                .set_crypto_provider(crypto.clone())
+                .set_dtls_cert(cert.clone())
                 .set_rtp_mode(true)
                 .clear_codecs()
                 .enable_pcmu(true, false)
@@ -750,81 +759,91 @@ mod browser {
             let answer = SdpAnswer::from_sdp_string(&to_browser).unwrap();
             rtc.sdp_api().accept_answer(pending, answer).unwrap();
             targets.push((addr, super::media_port(&to_phone)));
-            let peer = Peer {
+            let peer = Arc::new(Mutex::new(Peer {
                 rtc,
                 socket: a.clone(),
-                addr,
                 mid,
-                ssrc_seq: 0,
+                seq: 0,
                 connected: false,
+                connected_count: ctx.connected.clone(),
+            }));
+            peers.push(peer.clone());
+            let receiver = Receiver {
+                peer,
+                socket: a.clone(),
+                addr,
                 phones: ctx.phones.clone(),
                 latency: ctx.latency.clone(),
                 base: ctx.base,
-                connected_count: ctx.connected.clone(),
             };
-            let offset = Duration::from_millis(20) * call as u32 / n;
-            let (stop_send, stop_recv) = (ctx.stop_send.clone(), ctx.stop_recv.clone());
-            tasks.spawn_on(peer.run(offset, stop_send, stop_recv), phones_rt.handle());
+            tasks.spawn_on(receiver.run(ctx.stop_recv.clone()), phones_rt.handle());
         }
-        targets
+        let pacer = {
+            let (phones, base) = (ctx.phones.clone(), ctx.base);
+            let sending = (ctx.start_send.clone(), ctx.stop_send.clone());
+            let stop = ctx.stop_recv.clone();
+            std::thread::Builder::new()
+                .name("phones-btx".into())
+                .spawn(move || pace(&peers, arrivals, base, &phones, &sending, &stop))
+                .unwrap()
+        };
+        (targets, pacer)
+    }
+
+    /// Every 20 ms, at browser `i`'s offset `i × 20 ms / n`: its time input, and a packet once
+    /// it is connected, between `sending`'s start and stop; until `stop`.
+    fn pace(
+        peers: &[Arc<Mutex<Peer>>],
+        arrivals: Arrivals,
+        base: Instant,
+        phones: &Phones,
+        (start_send, stop_send): &(CancellationToken, CancellationToken),
+        stop: &CancellationToken,
+    ) {
+        let n = peers.len() as u32;
+        let period = Duration::from_millis(20);
+        let start = Instant::now();
+        let mut cycle = 0u32;
+        while !stop.is_cancelled() {
+            for (i, peer) in peers.iter().enumerate() {
+                let mut due = start + period * cycle + period * i as u32 / n;
+                if arrivals == Arrivals::Burst {
+                    let ms = (due - start).as_micros().div_ceil(1000) as u64;
+                    due = start + Duration::from_millis(ms);
+                }
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let mut peer = peer.lock().unwrap();
+                let now = Instant::now();
+                if peer.connected && start_send.is_cancelled() && !stop_send.is_cancelled() {
+                    peer.send(now, base);
+                    phones.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
+                peer.drain(phones, &mut |_| {});
+            }
+            cycle += 1;
+        }
     }
 
     struct Peer {
         rtc: Rtc,
         socket: Arc<UdpSocket>,
-        addr: SocketAddr,
         mid: Mid,
-        ssrc_seq: u16,
+        seq: u16,
         connected: bool,
-        phones: Arc<Phones>,
-        latency: Arc<Latency>,
-        base: Instant,
+        /// Browsers whose ICE and DTLS are up (all of them).
         connected_count: Arc<AtomicU64>,
     }
 
     impl Peer {
-        async fn run(
-            mut self,
-            offset: Duration,
-            stop_send: CancellationToken,
-            stop: CancellationToken,
-        ) {
-            let mut buf = vec![0u8; 2048];
-            let mut next_timeout = self.drain();
-            let mut next_send = Instant::now() + offset;
-            loop {
-                let wake = if self.connected && !stop_send.is_cancelled() {
-                    next_timeout.min(next_send)
-                } else {
-                    next_timeout.min(Instant::now() + Duration::from_millis(20))
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    r = self.socket.recv_from(&mut buf) => {
-                        let Ok((len, source)) = r else { continue };
-                        let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, &buf[..len]) else {
-                            continue;
-                        };
-                        let _ = self.rtc.handle_input(Input::Receive(Instant::now(), receive));
-                    }
-                    _ = tokio::time::sleep_until(wake.into()) => {
-                        let now = Instant::now();
-                        if self.connected && !stop_send.is_cancelled() && now >= next_send {
-                            self.send(now);
-                            next_send += Duration::from_millis(20);
-                        }
-                        let _ = self.rtc.handle_input(Input::Timeout(now));
-                    }
-                }
-                next_timeout = self.drain();
-            }
-        }
-
-        fn send(&mut self, now: Instant) {
-            self.ssrc_seq = self.ssrc_seq.wrapping_add(1);
-            let seq = self.ssrc_seq;
+        fn send(&mut self, now: Instant, base: Instant) {
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
             let mut payload = [0xffu8; 160];
-            let sent = self.base.elapsed().as_nanos() as u64;
+            let sent = base.elapsed().as_nanos() as u64;
             payload[..8].copy_from_slice(&sent.to_be_bytes());
             let mid = self.mid;
             let mut api = self.rtc.direct_api();
@@ -836,34 +855,69 @@ mod browser {
                     now,
                     &payload[..],
                 ));
-                self.phones.sent.fetch_add(1, Ordering::Relaxed);
             }
         }
 
-        /// Polls the peer to its next timeout.
-        fn drain(&mut self) -> Instant {
+        /// Polls the peer to its next timeout, sending what it produced and handing each
+        /// event to `on_event`.
+        fn drain(&mut self, phones: &Phones, on_event: &mut dyn FnMut(Event)) {
             loop {
                 match self.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) => return t,
+                    Ok(Output::Timeout(_)) | Err(_) => return,
                     Ok(Output::Transmit(t)) => {
                         if self.socket.try_send_to(&t.contents, t.destination).is_err() {
-                            self.phones.send_errors.fetch_add(1, Ordering::Relaxed);
+                            phones.send_errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Ok(Output::Event(Event::Connected)) => {
                         self.connected = true;
                         self.connected_count.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Output::Event(Event::RtpPacket(p))) => {
-                        self.phones.received.fetch_add(1, Ordering::Relaxed);
-                        if let Some(sent) = p.payload.get(..8) {
-                            let sent = u64::from_be_bytes(sent.try_into().unwrap());
-                            let now = self.base.elapsed().as_nanos() as u64;
-                            self.latency.record(now.saturating_sub(sent));
-                        }
-                    }
-                    Ok(Output::Event(_)) => {}
-                    Err(_) => return Instant::now() + Duration::from_secs(1),
+                    Ok(Output::Event(e)) => on_event(e),
+                }
+            }
+        }
+    }
+
+    /// A browser's receiving side.
+    struct Receiver {
+        peer: Arc<Mutex<Peer>>,
+        socket: Arc<UdpSocket>,
+        addr: SocketAddr,
+        phones: Arc<Phones>,
+        latency: Arc<Latency>,
+        base: Instant,
+    }
+
+    impl Receiver {
+        async fn run(self, stop: CancellationToken) {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = self.socket.readable() => if r.is_err() { break },
+                }
+                let mut peer = self.peer.lock().unwrap();
+                while let Ok((len, source)) = self.socket.try_recv_from(&mut buf) {
+                    let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, &buf[..len])
+                    else {
+                        continue;
+                    };
+                    let _ = peer
+                        .rtc
+                        .handle_input(Input::Receive(Instant::now(), receive));
+                    peer.drain(&self.phones, &mut |event| self.on_event(event));
+                }
+            }
+        }
+
+        fn on_event(&self, event: Event) {
+            if let Event::RtpPacket(p) = event {
+                self.phones.received.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = p.payload.get(..8) {
+                    let sent = u64::from_be_bytes(sent.try_into().unwrap());
+                    let now = self.base.elapsed().as_nanos() as u64;
+                    self.latency.record(now.saturating_sub(sent));
                 }
             }
         }

@@ -35,6 +35,9 @@ pub struct RelayConfig {
     /// A WebRTC leg whose ICE and DTLS have not both completed this long after its offer/answer
     /// exchange fails the session ([`RelayEvent::Failed`](crate::RelayEvent::Failed)).
     pub webrtc_connect_timeout: Duration,
+    /// Threads that run the sessions, each a single-threaded runtime of its own (`relay-0` …,
+    /// see [`crate::threads`]); 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +52,7 @@ impl Default for RelayConfig {
             recordings_dir: None,
             webrtc: None,
             webrtc_connect_timeout: Duration::from_secs(15),
+            threads: 0,
         }
     }
 }

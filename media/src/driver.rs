@@ -4,18 +4,21 @@
 //!
 //! ```text
 //! LocalRelay ──Command (bounded mpsc)──► session task ──RelayEvent──► owner
-//!                                         │  select! over: commands, shutdown, deadline,
-//! WebRTC hub ──Inbound (bounded mpsc)───► │  WebRTC datagrams, readiness of the plain sockets
-//!                                         ▼  → Session core → try_send_to (own sockets, or
+//!                                         │  waits (a waker each) on: commands, shutdown,
+//! WebRTC hub ──Inbound (bounded mpsc)───► │  deadline, WebRTC datagrams, plain sockets
+//!                                         ▼  → Session core → send_to (own sockets, or
 //!                                      Recorder       the shared WebRTC socket)
 //! ```
-//! One task per call (not per socket) keeps the core and the str0m endpoints lock-free; after
-//! a readiness wake it drains the socket with non-blocking `try_recv_from` into one reused
-//! buffer, so a plain packet costs two syscalls and no allocation. A WebRTC leg's datagrams
-//! arrive from the hub task (one queue hop), and everything else happens here: decryption,
-//! relaying, and encryption towards a browser, sent straight from this task on the shared
-//! socket. So a browser↔softphone packet costs one hop in one direction and none in the other.
-//! Counters go to the shared [`RelayMetrics`] once per batch.
+//! One task per call (not per socket) keeps the core and the str0m endpoints lock-free. The
+//! task runs on one of the relay's threads ([`crate::threads`]) and waits with a waker per
+//! event source ([`crate::wakeups`]), so a packet's wake-up polls that socket alone. It reads
+//! with `recvmmsg` into its thread's buffers ([`crate::udp`]), which also tells when the
+//! socket is empty: a plain packet costs two syscalls (read, send) and no allocation, with no
+//! read that returns `EAGAIN`. A WebRTC leg's datagrams arrive from the hub task (one queue
+//! hop), and everything else happens here: decryption, relaying, and encryption towards a
+//! browser, sent straight from this task on the shared socket. So a browser↔softphone packet
+//! costs one hop in one direction and none in the other. Counters go to the shared
+//! [`RelayMetrics`] (this thread's copy of the per-packet ones) once per batch.
 //!
 //! The deadline is the earliest of the core's (media/setup timeout) and each WebRTC leg's
 //! (str0m timers, connect and disconnect limits). It is moved earlier when a leg asks for it
@@ -31,24 +34,30 @@ use crate::recorder::{RecordMsg, Recorder};
 use crate::rtp::RtpHeader;
 use crate::sdp::ParsedSdp;
 use crate::session::{Action, Expiry, Port, Session};
+use crate::udp::{MAX_DATAGRAM, Reader};
+use crate::wakeups::Wakeups;
 use crate::webrtc::{Outputs, WebRtcLeg, WebRtcShared};
 use crate::{MediaError, SdpResult};
 use bytes::Bytes;
 use kubepbx_api::time::UnixMillis;
 use std::collections::HashMap;
-use std::io;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use str0m::rtp::RtpPacket;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Datagrams handled per socket per wake before looking at the others.
+/// Reads (of up to [`crate::udp::BATCH`] datagrams) from one socket per wake before looking at
+/// the others.
+const READS: usize = 8;
+/// WebRTC datagrams handled per wake before looking at the others.
 const BATCH: usize = 64;
-/// Largest datagram relayed (bigger ones are truncated by the kernel and dropped as noise).
-const MAX_DATAGRAM: usize = 2048;
 /// WebRTC datagrams queued for a session before the hub drops them (about a second of a
 /// browser↔browser call plus checks and DTLS).
 pub(crate) const INBOUND_QUEUE: usize = 256;
@@ -124,8 +133,8 @@ pub(crate) struct SessionTask {
     pub(crate) core: Session,
     /// Plain legs' sockets (`None` for a WebRTC leg, or once released).
     pub(crate) legs: [Option<LegSockets>; 2],
-    /// WebRTC legs' endpoints.
-    pub(crate) rtcs: [Option<WebRtcLeg>; 2],
+    /// WebRTC legs' endpoints (boxed: large, and a plain call has none).
+    pub(crate) rtcs: [Option<Box<WebRtcLeg>>; 2],
     /// What each WebRTC leg produced, emptied as it is sent (kept for its capacity).
     pub(crate) outs: [Outputs; 2],
     pub(crate) negotiation: Negotiation,
@@ -138,6 +147,8 @@ pub(crate) struct SessionTask {
     pub(crate) events: mpsc::Sender<RelayEvent>,
     pub(crate) registry: Registry,
     pub(crate) metrics: Arc<RelayMetrics>,
+    /// The relay thread it runs on (its copy of the per-packet counters).
+    pub(crate) thread: usize,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -159,28 +170,43 @@ struct Tally {
 }
 
 impl Tally {
-    fn flush(&mut self, m: &RelayMetrics) {
-        RelayMetrics::add(&m.rtp_relayed, self.rtp);
-        RelayMetrics::add(&m.rtp_bytes_relayed, self.rtp_bytes);
-        RelayMetrics::add(&m.rtcp_relayed, self.rtcp);
+    fn flush(&mut self, m: &RelayMetrics, thread: usize) {
+        let relayed = m.relayed(thread);
+        RelayMetrics::add(&relayed.rtp, self.rtp);
+        RelayMetrics::add(&relayed.rtp_bytes, self.rtp_bytes);
+        RelayMetrics::add(&relayed.rtcp, self.rtcp);
         RelayMetrics::add(&m.send_errors, self.send_errors);
         *self = Tally::default();
     }
 }
 
-/// Readiness of an optional socket (never, without one).
-async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
-    match socket {
-        Some(s) => s.readable().await,
-        None => std::future::pending().await,
-    }
+/// The event sources a session task waits on, by [`Wakeups`] bit, in the order they are
+/// polled: shutdown first, sockets last.
+mod source {
+    pub(super) const SHUTDOWN: usize = 0;
+    pub(super) const COMMANDS: usize = 1;
+    pub(super) const DEADLINE: usize = 2;
+    pub(super) const INBOUND: usize = 3;
+    /// Then the sockets, in the order of [`super::SOCKETS`].
+    pub(super) const SOCKETS: usize = 4;
+    pub(super) const COUNT: usize = SOCKETS + 4;
+    /// Every socket's bit.
+    pub(super) const ALL_SOCKETS: u32 = 0b1111 << SOCKETS;
 }
 
-async fn recv_inbound(rx: Option<&mut mpsc::Receiver<Inbound>>) -> Option<Inbound> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
+const SOCKETS: [(Side, Port); 4] = [
+    (Side::Caller, Port::Rtp),
+    (Side::Callee, Port::Rtp),
+    (Side::Caller, Port::Rtcp),
+    (Side::Callee, Port::Rtcp),
+];
+
+/// What a session task waits with: the sources' wakers, the shutdown signal and the deadline
+/// (pinned in the task, polled where they are).
+struct Waits<'a> {
+    wakeups: Wakeups,
+    shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
+    deadline: Pin<&'a mut Sleep>,
 }
 
 /// How a session task ended.
@@ -204,28 +230,33 @@ impl SessionTask {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut next = self.next_deadline();
         let deadline = tokio::time::sleep_until(next.into());
-        tokio::pin!(deadline);
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(deadline, shutdown);
+        let mut waits = Waits {
+            wakeups: Wakeups::new(source::COUNT),
+            shutdown: shutdown.as_mut(),
+            deadline: deadline.as_mut(),
+        };
+        // The deadline fired: set it again, wherever the next one is.
+        let mut fired = false;
         let end = loop {
-            let wake = {
-                let [caller, callee] = &self.legs;
-                let (caller, callee) = (caller.as_ref(), callee.as_ref());
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => Wake::Shutdown,
-                    cmd = self.commands.recv() => Wake::Command(cmd),
-                    _ = &mut deadline => Wake::Deadline,
-                    inbound = recv_inbound(self.inbound.as_mut()) => Wake::Inbound(inbound),
-                    _ = readable(caller.map(|l| &l.rtp)) => Wake::Readable(Side::Caller, Port::Rtp),
-                    _ = readable(callee.map(|l| &l.rtp)) => Wake::Readable(Side::Callee, Port::Rtp),
-                    _ = readable(caller.map(|l| &l.rtcp)) => Wake::Readable(Side::Caller, Port::Rtcp),
-                    _ = readable(callee.map(|l| &l.rtcp)) => Wake::Readable(Side::Callee, Port::Rtcp),
-                }
-            };
+            let wake = std::future::poll_fn(|cx| self.poll_wake(cx, &mut waits)).await;
+            if matches!(wake, Wake::Command(_)) {
+                // A command can add or drop legs: look at every socket again.
+                waits
+                    .wakeups
+                    .mark(source::ALL_SOCKETS | 1 << source::INBOUND);
+            }
             match wake {
-                Wake::Readable(side, port) => self.drain(side, port, &mut buf),
+                Wake::Readable(side, port) if self.rtcs.iter().all(Option::is_none) => {
+                    // Plain packets only move the core's deadline later, and fail nothing:
+                    // straight back to waiting.
+                    self.drain(side, port);
+                    continue;
+                }
+                Wake::Readable(side, port) => self.drain(side, port),
                 Wake::Inbound(Some(first)) => self.drain_inbound(first),
                 Wake::Inbound(None) => self.inbound = None,
                 Wake::Command(Some(Command::Offer {
@@ -256,16 +287,17 @@ impl SessionTask {
                         break End::Expired(expiry);
                     }
                     // Whatever the deadline was, compute it afresh.
-                    next = now;
+                    fired = true;
                 }
             }
             if let Some(reason) = self.failure() {
                 break End::Failed(reason);
             }
             let wanted = self.next_deadline();
-            if wanted < next || next <= Instant::now() {
+            if wanted < next || std::mem::take(&mut fired) {
                 next = wanted;
-                deadline.as_mut().reset(next.into());
+                waits.deadline.as_mut().reset(next.into());
+                waits.wakeups.mark(1 << source::DEADLINE);
             }
         };
         let mut final_reply = None;
@@ -283,11 +315,57 @@ impl SessionTask {
         }
     }
 
+    /// The next thing to do: polls the sources whose wakers fired (or that are marked), in
+    /// [`source`] order.
+    fn poll_wake(&mut self, cx: &mut Context<'_>, waits: &mut Waits<'_>) -> Poll<Wake> {
+        let mut todo = waits.wakeups.pending(cx);
+        while todo != 0 {
+            let i = todo.trailing_zeros() as usize;
+            let bit = 1 << i;
+            todo &= !bit;
+            let mut cx = waits.wakeups.context(i);
+            let polled = match i {
+                source::SHUTDOWN => waits
+                    .shutdown
+                    .as_mut()
+                    .poll(&mut cx)
+                    .map(|()| Wake::Shutdown),
+                source::COMMANDS => self.commands.poll_recv(&mut cx).map(Wake::Command),
+                source::DEADLINE => waits
+                    .deadline
+                    .as_mut()
+                    .poll(&mut cx)
+                    .map(|()| Wake::Deadline),
+                source::INBOUND => match self.inbound.as_mut() {
+                    Some(rx) => rx.poll_recv(&mut cx).map(Wake::Inbound),
+                    None => Poll::Pending,
+                },
+                _ => {
+                    let (side, port) = SOCKETS[(i - source::SOCKETS) % SOCKETS.len()];
+                    match self.legs[side.index()].as_ref() {
+                        // An error is read (and logged) by the drain.
+                        Some(leg) => leg
+                            .socket(port)
+                            .poll_recv_ready(&mut cx)
+                            .map(|_| Wake::Readable(side, port)),
+                        None => Poll::Pending,
+                    }
+                }
+            };
+            if let Poll::Ready(wake) = polled {
+                // This source again next time (it may be ready again), and those not polled.
+                waits.wakeups.mark(todo | bit);
+                return Poll::Ready(wake);
+            }
+        }
+        Poll::Pending
+    }
+
     fn next_deadline(&self) -> Instant {
         self.rtcs
             .iter()
             .flatten()
-            .map(WebRtcLeg::poll_timeout)
+            .map(|leg| leg.poll_timeout())
             .fold(self.core.poll_timeout(), Instant::min)
     }
 
@@ -312,26 +390,31 @@ impl SessionTask {
     }
 
     /// Reads what `side`'s `port` socket holds and relays it.
-    fn drain(&mut self, side: Side, port: Port, buf: &mut [u8]) {
+    fn drain(&mut self, side: Side, port: Port) {
         let now = Instant::now();
         let mut tally = Tally::default();
-        for _ in 0..BATCH {
-            let Some(legs) = self.legs[side.index()].as_ref() else {
-                break;
-            };
-            let (len, src) = match legs.socket(port).try_recv_from(buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(target: "media", session = %self.id, error = %e, "recv failed");
+        Reader::with(|reader| {
+            for _ in 0..READS {
+                let Some(legs) = self.legs[side.index()].as_ref() else {
+                    break;
+                };
+                let more = match reader.read(legs.socket(port)) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        tracing::debug!(target: "media", session = %self.id, error = %e, "recv failed");
+                        false
+                    }
+                };
+                for (src, data) in reader.datagrams() {
+                    let action = self.core.handle_packet(side, port, src, data, now);
+                    self.act(side, action, data, now, &mut tally);
+                }
+                if !more {
                     break;
                 }
-            };
-            let data = &buf[..len];
-            let action = self.core.handle_packet(side, port, src, data, now);
-            self.act(side, action, data, now, &mut tally);
-        }
-        tally.flush(&self.metrics);
+            }
+        });
+        tally.flush(&self.metrics, self.thread);
     }
 
     /// Carries out what the core decided for a packet that arrived from `side` (`data`: the
@@ -345,7 +428,7 @@ impl SessionTask {
                 rtp,
             } => {
                 if let Some(out) = self.legs[from.index()].as_ref()
-                    && let Err(e) = out.socket(port).try_send_to(data, to)
+                    && let Err(e) = crate::udp::send_to(out.socket(port), data, to)
                 {
                     tally.send_errors += 1;
                     tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
@@ -371,7 +454,7 @@ impl SessionTask {
                     room[8..12].copy_from_slice(&rtp.ssrc.to_be_bytes());
                     room[12..].copy_from_slice(payload);
                     if let Some(out) = self.legs[from.index()].as_ref()
-                        && let Err(e) = out.rtp.try_send_to(room, to)
+                        && let Err(e) = crate::udp::send_to(&out.rtp, room, to)
                     {
                         tally.send_errors += 1;
                         tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
@@ -430,7 +513,7 @@ impl SessionTask {
                 Err(_) => break,
             }
         }
-        tally.flush(&self.metrics);
+        tally.flush(&self.metrics, self.thread);
     }
 
     fn on_inbound(&mut self, inbound: Inbound, tally: &mut Tally) {
@@ -489,7 +572,7 @@ impl SessionTask {
                 if is_rtcp(&t.contents) {
                     self.core.note_webrtc_rtcp_out(side);
                 }
-                if socket.try_send_to(&t.contents, t.destination).is_err() {
+                if crate::udp::send_to(socket, &t.contents, t.destination).is_err() {
                     errors += 1;
                 }
             }
@@ -504,7 +587,7 @@ impl SessionTask {
             for packet in &packets {
                 self.on_webrtc_rtp(side, packet, now, &mut tally);
             }
-            tally.flush(&self.metrics);
+            tally.flush(&self.metrics, self.thread);
         }
     }
 

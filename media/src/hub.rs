@@ -21,14 +21,15 @@
 //! them. Learned addresses are bounded and forgotten once their session ends (a sweep every
 //! [`SWEEP_EVERY`]).
 //!
-//! Decryption and everything else per packet happens in the session task: the hub only reads,
-//! looks up and queues. A full session queue drops the datagram (counted), so one slow call
+//! Decryption and everything else per packet happens in the session task: the hub only reads
+//! (batches of datagrams with `recvmmsg`, see [`crate::udp`]), looks up and queues. A full session queue drops the datagram (counted), so one slow call
 //! never stalls the others. Sending needs no hub: the session tasks share the socket
 //! (`send_to` on a UDP socket is one datagram, safe from any task).
 
 use crate::api::Side;
 use crate::metrics::RelayMetrics;
-use bytes::{Bytes, BytesMut};
+use crate::udp::Reader;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,10 +38,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Datagrams read per wake before looking at shutdown and the sweep.
-const BATCH: usize = 64;
-/// Receive buffer reserved for each datagram.
-const MAX_DATAGRAM: usize = 2048;
+/// Reads (of up to [`crate::udp::BATCH`] datagrams) per wake before looking at shutdown and
+/// the sweep.
+const READS: usize = 8;
+/// Receive and send buffer asked for the shared socket: every browser's datagrams wait there
+/// while the hub's thread is busy (the kernel's default, about 200 KiB, holds only a few
+/// hundred datagrams, which a thousand browsers send in 10 ms). The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER: usize = 4 << 20;
 /// Source addresses remembered at most (across all legs).
 pub const MAX_ADDRESSES: usize = 65_536;
 /// How often addresses of ended sessions are forgotten.
@@ -136,7 +141,6 @@ impl Hub {
 
     /// Reads and routes until shutdown.
     pub async fn run(mut self) {
-        let mut buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -148,38 +152,41 @@ impl Hub {
                     if ready.is_err() {
                         break;
                     }
-                    self.drain(&mut buf);
+                    self.drain();
                 }
             }
         }
     }
 
-    fn drain(&mut self, buf: &mut BytesMut) {
+    fn drain(&mut self) {
         let mut dropped = 0u64;
-        for _ in 0..BATCH {
-            if buf.capacity() - buf.len() < MAX_DATAGRAM {
-                *buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
-            }
-            let (len, source) = match self.handle.socket.try_recv_buf_from(buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(target: "media", error = %e, "WebRTC socket recv failed");
+        let now = Instant::now();
+        Reader::with(|reader| {
+            for _ in 0..READS {
+                let more = match reader.read(&self.handle.socket) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        tracing::debug!(target: "media", error = %e, "WebRTC socket recv failed");
+                        false
+                    }
+                };
+                for (source, data) in reader.datagrams() {
+                    if !self.route(source, Bytes::copy_from_slice(data), now) {
+                        dropped += 1;
+                    }
+                }
+                if !more {
                     break;
                 }
-            };
-            let data = buf.split_to(len).freeze();
-            if !self.route(source, data) {
-                dropped += 1;
             }
-        }
+        });
         RelayMetrics::add(&self.metrics.webrtc_dropped, dropped);
     }
 
     /// Hands one datagram to its leg; `false` when it was dropped. A STUN check names its leg
     /// by ICE username and teaches the hub its source address; everything else (DTLS, SRTP) is
     /// routed by that address without a lock, an allocation or a reference count per packet.
-    fn route(&mut self, source: SocketAddr, data: Bytes) -> bool {
+    fn route(&mut self, source: SocketAddr, data: Bytes, at: Instant) -> bool {
         // Only when the learned-address table is full is a check's route used without it.
         let mut unlearned = None;
         if let Some(ufrag) = crate::stun::binding_ufrag(&data) {
@@ -204,7 +211,7 @@ impl Hub {
         let inbound = Inbound {
             side: route.side,
             source,
-            at: Instant::now(),
+            at,
             data,
         };
         match route.tx.try_send(inbound) {
@@ -253,14 +260,30 @@ mod tests {
         let browser: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         // DTLS before any check: unknown.
-        assert!(!hub.route(browser, Bytes::from_static(&[22, 254, 253, 0])));
+        assert!(!hub.route(
+            browser,
+            Bytes::from_static(&[22, 254, 253, 0]),
+            Instant::now()
+        ));
         let check = stun_check(b"leg1:brws");
-        assert!(hub.route(browser, Bytes::from(check)));
+        assert!(hub.route(browser, Bytes::from(check), Instant::now()));
         assert_eq!(rx.try_recv().unwrap().side, Side::Callee);
-        assert!(hub.route(browser, Bytes::from_static(&[22, 254, 253, 0])));
+        assert!(hub.route(
+            browser,
+            Bytes::from_static(&[22, 254, 253, 0]),
+            Instant::now()
+        ));
         assert_eq!(rx.try_recv().unwrap().data[0], 22);
-        assert!(!hub.route(stranger, Bytes::from_static(&[22, 254, 253, 0])));
-        assert!(!hub.route(stranger, Bytes::from(stun_check(b"nobody:x"))));
+        assert!(!hub.route(
+            stranger,
+            Bytes::from_static(&[22, 254, 253, 0]),
+            Instant::now()
+        ));
+        assert!(!hub.route(
+            stranger,
+            Bytes::from(stun_check(b"nobody:x")),
+            Instant::now()
+        ));
         drop(rx);
         hub.sweep();
         assert!(hub.addresses.is_empty());

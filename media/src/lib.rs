@@ -22,9 +22,12 @@
 //!
 //! Drivers (tokio):
 //! - [`relay`]: [`LocalRelay`], the [`MediaControl`] implementation; binds sockets, spawns tasks
+//! - `threads`: the relay's own threads, one single-threaded runtime per core, where session
+//!   tasks run (spread round-robin)
 //! - `driver`: the task per session — commands, plain sockets' readiness and the session's
-//!   WebRTC datagrams → cores → `try_send_to`; `negotiate`: its offer/answer half (which leg
-//!   gets which SDP flavour)
+//!   WebRTC datagrams → cores → `sendto`; `negotiate`: its offer/answer half (which leg gets
+//!   which SDP flavour); `wakeups`: a waker per event source, so a wake-up polls what fired;
+//!   `udp`: batched reads (`recvmmsg`) into per-thread buffers, sends that never wait
 //! - [`hub`]: the task that owns the shared WebRTC socket and routes each datagram to its
 //!   session (by ICE username, then by source address)
 //! - [`recorder`]: the WAV writer task per recorded call
@@ -58,6 +61,9 @@ pub mod rtp;
 pub mod sdp;
 pub mod session;
 pub mod stun;
+mod threads;
+mod udp;
+mod wakeups;
 pub mod webrtc;
 
 pub use api::*;

@@ -1,17 +1,28 @@
 //! Relay-wide counters for `/metrics`: plain atomics the owner reads with
 //! [`RelayMetrics::snapshot`] and exports however it likes (the registrar maps them to
-//! Prometheus). Session tasks add once per batch of packets, not per packet.
+//! Prometheus). Session tasks add once per batch of packets, not per packet, and the counters
+//! that move with every packet have a copy per relay thread ([`Relayed`], on a cache line of
+//! its own), summed when read: threads adding to one shared counter would pass its cache line
+//! back and forth with every packet.
 
 use crate::session::DropReason;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Live counters of one relay.
+/// The per-packet counters of one relay thread.
 #[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Relayed {
+    pub(crate) rtp: AtomicU64,
+    pub(crate) rtp_bytes: AtomicU64,
+    pub(crate) rtcp: AtomicU64,
+}
+
+/// Live counters of one relay.
+#[derive(Debug)]
 pub struct RelayMetrics {
-    pub(crate) rtp_relayed: AtomicU64,
-    pub(crate) rtp_bytes_relayed: AtomicU64,
-    pub(crate) rtcp_relayed: AtomicU64,
+    /// By relay thread.
+    relayed: Box<[Relayed]>,
     pub(crate) dropped_not_media: AtomicU64,
     pub(crate) dropped_wrong_source: AtomicU64,
     pub(crate) dropped_no_destination: AtomicU64,
@@ -72,7 +83,37 @@ pub struct MetricsSnapshot {
     pub port_pairs_total: u64,
 }
 
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        RelayMetrics::new(1)
+    }
+}
+
 impl RelayMetrics {
+    /// Counters for a relay with `threads` threads.
+    pub(crate) fn new(threads: usize) -> RelayMetrics {
+        RelayMetrics {
+            relayed: (0..threads.max(1)).map(|_| Relayed::default()).collect(),
+            dropped_not_media: AtomicU64::default(),
+            dropped_wrong_source: AtomicU64::default(),
+            dropped_no_destination: AtomicU64::default(),
+            send_errors: AtomicU64::default(),
+            lost: AtomicU64::default(),
+            sessions_started: AtomicU64::default(),
+            sessions_ended: AtomicU64::default(),
+            sessions_timed_out: AtomicU64::default(),
+            recording_dropped: AtomicU64::default(),
+            dropped_unknown_payload: AtomicU64::default(),
+            webrtc_dropped: AtomicU64::default(),
+            sessions_failed: AtomicU64::default(),
+        }
+    }
+
+    /// The per-packet counters of relay thread `thread`.
+    pub(crate) fn relayed(&self, thread: usize) -> &Relayed {
+        &self.relayed[thread % self.relayed.len()]
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
@@ -93,10 +134,11 @@ impl RelayMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let started = get(&self.sessions_started);
         let ended = get(&self.sessions_ended);
+        let sum = |c: fn(&Relayed) -> &AtomicU64| self.relayed.iter().map(|r| get(c(r))).sum();
         MetricsSnapshot {
-            rtp_relayed: get(&self.rtp_relayed),
-            rtp_bytes_relayed: get(&self.rtp_bytes_relayed),
-            rtcp_relayed: get(&self.rtcp_relayed),
+            rtp_relayed: sum(|r| &r.rtp),
+            rtp_bytes_relayed: sum(|r| &r.rtp_bytes),
+            rtcp_relayed: sum(|r| &r.rtcp),
             dropped_not_media: get(&self.dropped_not_media),
             dropped_wrong_source: get(&self.dropped_wrong_source),
             dropped_no_destination: get(&self.dropped_no_destination),

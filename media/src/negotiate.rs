@@ -396,7 +396,7 @@ impl SessionTask {
             };
             if access.hub.register(&creds.ufrag, route) {
                 let leg = WebRtcLeg::new(&access.shared, creds, &formats, mid, mid_ext, now);
-                self.rtcs[side.index()] = Some(leg);
+                self.rtcs[side.index()] = Some(Box::new(leg));
                 if self.negotiation.kinds[side.index()] == Want::WebRtc {
                     self.core.set_kind(side, LegKind::WebRtc);
                 }

@@ -1,8 +1,11 @@
 //! [`LocalRelay`]: the in-process [`MediaControl`] used by `kubepbx up` (and behind the HTTP
 //! API of a media replica). It parses SDPs, leases ports and binds sockets for plain legs, and
-//! spawns one [`SessionTask`] per call on the owner's [`TaskTracker`], which negotiates
-//! ([`crate::negotiate`]) and relays. With a WebRTC address configured it also binds the one
-//! WebRTC socket and runs its [`Hub`] task.
+//! spawns one [`SessionTask`] per call, which negotiates ([`crate::negotiate`]) and relays.
+//! Session tasks run on the relay's own threads, one single-threaded runtime per core
+//! ([`crate::threads`], sessions spread round-robin), tracked by the owner's [`TaskTracker`];
+//! a session's sockets are registered with its thread's reactor. With a WebRTC address
+//! configured it also binds the one WebRTC socket and runs its [`Hub`] task (on the first
+//! relay thread).
 //!
 //! A session is set up completely or not at all: its plain legs' ports are leased and sockets
 //! bound before anything is registered or spawned, and an initial offer the session task
@@ -21,6 +24,7 @@ use crate::ports::PortPool;
 use crate::recorder::Recorder;
 use crate::sdp::{self, LegKind, ParsedSdp};
 use crate::session::{Session, Timeouts};
+use crate::threads::{Shard, Shards};
 use crate::webrtc::{Outputs, WebRtcShared};
 use kubepbx_api::time::UnixMillis;
 use std::io;
@@ -58,6 +62,8 @@ struct Inner {
     tasks: TaskTracker,
     generation: AtomicU64,
     webrtc: Option<WebRtcEndpoint>,
+    /// The threads session tasks run on (dropped last: it ends idle threads).
+    shards: Shards,
 }
 
 /// The relay's WebRTC endpoint: the hub's handle and what every leg shares.
@@ -69,8 +75,10 @@ struct WebRtcEndpoint {
 }
 
 impl LocalRelay {
-    /// Starts a relay. Session tasks (and the WebRTC hub, when configured) are spawned on
-    /// `tasks` and stop when `shutdown` is cancelled; call it within a tokio runtime. The
+    /// Starts a relay and its threads ([`RelayConfig::threads`]). Session tasks (and the
+    /// WebRTC hub, when configured) run there, are tracked by `tasks` and stop when `shutdown`
+    /// is cancelled; the threads end after them (or, idle, when the relay is dropped). Call it
+    /// within a tokio runtime: recorders run on that one. The
     /// returned receiver gets a [`RelayEvent`] for every session the relay ends by itself; the
     /// owner should keep reading it (such sessions wait when it is full).
     pub fn start(
@@ -80,10 +88,15 @@ impl LocalRelay {
     ) -> Result<(LocalRelay, RelayEvents), MediaError> {
         config.validate()?;
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let metrics = Arc::new(RelayMetrics::default());
+        let shards = Shards::start(config.threads, &shutdown, tasks)?;
+        let metrics = Arc::new(RelayMetrics::new(shards.len()));
         let webrtc = match config.webrtc {
             Some(addr) => Some(Self::start_webrtc(
-                &config, addr, &metrics, &shutdown, tasks,
+                &config,
+                addr,
+                &metrics,
+                &shutdown,
+                (shards.first(), tasks),
             )?),
             None => None,
         };
@@ -98,6 +111,7 @@ impl LocalRelay {
                 tasks: tasks.clone(),
                 generation: AtomicU64::new(0),
                 webrtc,
+                shards,
             }),
         };
         Ok((relay, events_rx))
@@ -108,15 +122,19 @@ impl LocalRelay {
         addr: SocketAddr,
         metrics: &Arc<RelayMetrics>,
         shutdown: &CancellationToken,
-        tasks: &TaskTracker,
+        (shard, tasks): (&Shard, &TaskTracker),
     ) -> Result<WebRtcEndpoint, MediaError> {
         let unavailable = |e: io::Error| {
             MediaError::Unavailable(format!("cannot bind the WebRTC port {addr}: {e}"))
         };
         let socket = std::net::UdpSocket::bind(addr).map_err(unavailable)?;
         socket.set_nonblocking(true).map_err(unavailable)?;
+        crate::udp::enlarge_buffers(&socket, crate::hub::SOCKET_BUFFER);
         let local = socket.local_addr().map_err(unavailable)?;
-        let socket = UdpSocket::from_std(socket).map_err(unavailable)?;
+        let socket = {
+            let _on = shard.enter();
+            UdpSocket::from_std(socket).map_err(unavailable)?
+        };
         let candidate = SocketAddr::new(config.advertise, local.port());
         let shared = WebRtcShared::new(
             candidate,
@@ -128,7 +146,7 @@ impl LocalRelay {
             MediaError::Unavailable("the DTLS backend cannot make a certificate".to_owned())
         })?;
         let (hub, handle) = Hub::new(socket, metrics.clone(), shutdown.clone());
-        tasks.spawn(hub.run());
+        shard.spawn(tasks, hub.run());
         tracing::info!(target: "media", %local, %candidate, "WebRTC legs share one UDP port");
         Ok(WebRtcEndpoint {
             hub: handle,
@@ -245,10 +263,15 @@ impl LocalRelay {
         let mut kinds = [Want::Plain; 2];
         kinds[req.side.index()] = offerer;
         kinds[req.side.other().index()] = other;
+        let shard = inner.shards.next();
         let mut legs = [None, None];
-        for side in [Side::Caller, Side::Callee] {
-            if kinds[side.index()] != Want::WebRtc {
-                legs[side.index()] = Some(self.bind_leg()?);
+        {
+            // The sockets belong to the reactor of the thread the task will run on.
+            let _on = shard.enter();
+            for side in [Side::Caller, Side::Callee] {
+                if kinds[side.index()] != Want::WebRtc {
+                    legs[side.index()] = Some(self.bind_leg()?);
+                }
             }
         }
         let now = Instant::now();
@@ -305,9 +328,10 @@ impl LocalRelay {
             events: inner.events.clone(),
             registry: inner.registry.clone(),
             metrics: inner.metrics.clone(),
+            thread: shard.index(),
             shutdown: inner.shutdown.clone(),
         };
-        inner.tasks.spawn(task.run());
+        shard.spawn(&inner.tasks, task.run());
         Ok(entry)
     }
 

@@ -8,7 +8,8 @@
 //!   [`WebRtcLeg::write_rtp`], keeping its SSRC, sequence number (extended here, per SSRC) and
 //!   timestamp. SSRCs are not signalled: a send stream is declared for each SSRC the other leg
 //!   sends, a receive stream for each SSRC the browser sends (read from the clear RTP header
-//!   before str0m decrypts it), both bounded. RTCP (SR/RR) towards the browser is str0m's own.
+//!   before str0m decrypts it), both bounded. RTCP (SR/RR) towards the browser is str0m's own;
+//!   no NACKs (browsers do not retransmit audio).
 //! - **Codecs.** The leg's payload types are fixed when it is made (str0m's codec table belongs
 //!   to the `Rtc`): the formats of the SDP that created it. Later SDPs pick among them.
 //! - **ICE-lite**, controlled: the browser's checks arrive from its peer-reflexive address and
@@ -344,9 +345,12 @@ impl WebRtcLeg {
         }
         self.rx.push(ssrc);
         let mid = self.mid;
+        // No NACKs: browsers do not retransmit audio, and the NACK timer would wake the
+        // session every 33 ms for nothing.
         self.rtc
             .direct_api()
-            .expect_stream_rx(Ssrc::from(ssrc), None, mid, None);
+            .expect_stream_rx(Ssrc::from(ssrc), None, mid, None)
+            .suppress_nack(true);
         true
     }
 
@@ -442,8 +446,8 @@ impl WebRtcLeg {
         let write = RtpWrite::new(Pt::from(pt), SeqNo::from(ext), h.timestamp, now, payload)
             .marker(h.marker);
         stream.write_rtp(write);
-        self.drain(now, out);
-        // str0m releases queued packets on a time input: give it one now, not a timer later.
+        // str0m releases queued packets on a time input: give it one now, not a timer later
+        // (the drain after it also collects whatever the write produced).
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             self.fail(self.error_reason(&e.to_string()));
             return false;

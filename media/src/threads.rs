@@ -1,0 +1,177 @@
+//! The relay's own threads: one single-threaded tokio runtime per core, each on a thread named
+//! `relay-N`, and the session tasks spread over them round-robin.
+//!
+//! ```text
+//! LocalRelay::create ── next() ──► Shard k: its Handle (sockets are registered with its
+//!                                  reactor), spawn(session task)  ── thread relay-k: block_on
+//! ```
+//! Why not the owner's multi-threaded runtime: a relayed packet is a few microseconds of work,
+//! and workers of one runtime that share it wake each other (and steal tasks) for each burst.
+//! Independent runtimes never wake each other: a session's sockets, timers and task live on one
+//! thread, so a packet costs its own syscalls and one task poll, no cross-thread wake-up. The
+//! owner's runtime still runs the control side (offers, answers, the HTTP API, recorders).
+//!
+//! A session's sockets must be registered with the reactor of the runtime its task runs on:
+//! bind them inside [`Shard::enter`]. Every task spawned here is tracked twice: by the owner's
+//! [`TaskTracker`] (its shutdown waits for it) and by the shard's own, so a thread ends once the
+//! relay is shut down (or dropped) and its last task has finished; each thread holds a token of
+//! the owner's tracker until its runtime is gone.
+
+use crate::MediaError;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::runtime::{EnterGuard, Handle};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+/// One relay thread and its runtime.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    index: usize,
+    handle: Handle,
+    tracker: TaskTracker,
+}
+
+impl Shard {
+    /// Which thread (0 …): `relay-{index}`.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Makes this shard's runtime the current one (for binding sockets) until the guard drops.
+    pub(crate) fn enter(&self) -> EnterGuard<'_> {
+        self.handle.enter()
+    }
+
+    /// Runs `task` on this shard's thread, tracked by `owner`.
+    pub(crate) fn spawn<F>(&self, owner: &TaskTracker, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        owner.spawn_on(self.tracker.track_future(task), &self.handle);
+    }
+}
+
+/// The relay's threads (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Shards {
+    shards: Vec<Shard>,
+    next: AtomicUsize,
+    /// Tells the threads the relay is gone (dropped with it).
+    _gone: DropGuard,
+}
+
+impl Shards {
+    /// Starts `count` threads (0: one per core), named `relay-0` …; they stop once `shutdown`
+    /// is cancelled or this is dropped, and their tasks have finished.
+    pub(crate) fn start(
+        count: usize,
+        shutdown: &CancellationToken,
+        owner: &TaskTracker,
+    ) -> Result<Shards, MediaError> {
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let gone = CancellationToken::new();
+        let mut shards = Vec::with_capacity(count);
+        for k in 0..count {
+            let unavailable = |e: std::io::Error| {
+                MediaError::Unavailable(format!("cannot start the relay thread {k}: {e}"))
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(unavailable)?;
+            let shard = Shard {
+                index: k,
+                handle: runtime.handle().clone(),
+                tracker: TaskTracker::new(),
+            };
+            let (tracker, token) = (shard.tracker.clone(), owner.token());
+            let (shutdown, gone) = (shutdown.clone(), gone.clone());
+            std::thread::Builder::new()
+                .name(format!("relay-{k}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        tokio::select! {
+                            () = shutdown.cancelled() => {}
+                            () = gone.cancelled() => {}
+                        }
+                        tracker.close();
+                        tracker.wait().await;
+                    });
+                    drop(runtime);
+                    drop(token);
+                })
+                .map_err(unavailable)?;
+            shards.push(shard);
+        }
+        Ok(Shards {
+            shards,
+            next: AtomicUsize::new(0),
+            _gone: gone.drop_guard(),
+        })
+    }
+
+    /// The shard for the next session (round-robin).
+    pub(crate) fn next(&self) -> &Shard {
+        let k = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        &self.shards[k]
+    }
+
+    /// How many threads.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The first shard (the WebRTC hub's).
+    pub(crate) fn first(&self) -> &Shard {
+        &self.shards[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn tasks_run_on_the_relay_threads_and_the_threads_end_with_them() {
+        let shutdown = CancellationToken::new();
+        let owner = TaskTracker::new();
+        let shards = Shards::start(2, &shutdown, &owner).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        for _ in 0..4 {
+            let tx = tx.clone();
+            let stop = shutdown.clone();
+            shards.next().spawn(&owner, async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                tx.send(name).await.unwrap();
+                stop.cancelled().await;
+            });
+        }
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            names.push(rx.recv().await.unwrap().unwrap());
+        }
+        names.sort();
+        assert_eq!(names, ["relay-0", "relay-0", "relay-1", "relay-1"]);
+        shutdown.cancel();
+        owner.close();
+        tokio::time::timeout(Duration::from_secs(5), owner.wait())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn dropping_the_relay_ends_idle_threads() {
+        let owner = TaskTracker::new();
+        let shards = Shards::start(1, &CancellationToken::new(), &owner).unwrap();
+        drop(shards);
+        owner.close();
+        tokio::time::timeout(Duration::from_secs(5), owner.wait())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,197 @@
+//! Batched reads from the relay's UDP sockets: `recvmmsg` (through quinn-udp's safe wrapper)
+//! into one set of buffers per relay thread, without the read that only returns `EAGAIN`; and
+//! sends that never wait ([`send_to`]).
+//!
+//! ```text
+//! readiness wake ─► read(socket): recvmmsg(up to BATCH) ─► n datagrams in the thread's buffers
+//!                                  n < BATCH: the socket is empty → tokio's readiness cleared
+//! ```
+//! Reading until `EAGAIN` costs a syscall that returns nothing after every wake-up (one of three
+//! per packet when packets come one at a time). A `recvmmsg` that fills fewer buffers than it
+//! was given has emptied the socket, so [`Reader::read`] clears tokio's readiness itself
+//! (returning `WouldBlock` from `try_io`); a datagram arriving after that raises a new edge and
+//! wakes the task again, so none is stranded. The buffers are per thread, not per session: a
+//! session's read is synchronous, and sessions on one thread take turns.
+//!
+//! quinn-udp's [`UdpSocketState`] is made once per thread, from a socket of its own: its
+//! `recv` only needs the socket it reads. The relay's sockets get none of the options it sets
+//! (no GRO, no ancillary data), so each buffer holds exactly one datagram; a buffer holding
+//! several (GRO) would still be split by its stride. Should the state not be made, reads fall
+//! back to one `recv_from` per datagram.
+
+use quinn_udp::{RecvMeta, UdpSocketState};
+use std::cell::Cell;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams read per syscall at most.
+pub(crate) const BATCH: usize = 8;
+/// Largest datagram read whole (bigger ones are truncated by the kernel).
+pub(crate) const MAX_DATAGRAM: usize = 2048;
+
+/// One relay thread's receive buffers (see the module docs).
+pub(crate) struct Reader {
+    state: Option<UdpSocketState>,
+    bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
+    meta: [RecvMeta; BATCH],
+    /// Buffers filled by the last read.
+    filled: usize,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("batched", &self.state.is_some())
+            .field("filled", &self.filled)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static READER: Cell<Option<Box<Reader>>> = const { Cell::new(None) };
+}
+
+impl Reader {
+    fn new() -> Reader {
+        let state = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .and_then(|own| UdpSocketState::new((&own).into()));
+        if let Err(e) = &state {
+            tracing::warn!(target: "media", error = %e, "batched UDP reads unavailable; reading one datagram per syscall");
+        }
+        Reader {
+            state: state.ok(),
+            bufs: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+            meta: [RecvMeta::default(); BATCH],
+            filled: 0,
+        }
+    }
+
+    /// Runs `f` with this thread's reader (made on first use).
+    pub(crate) fn with<R>(f: impl FnOnce(&mut Reader) -> R) -> R {
+        let mut reader = READER.take().unwrap_or_else(|| Box::new(Reader::new()));
+        let result = f(&mut reader);
+        READER.set(Some(reader));
+        result
+    }
+
+    /// Reads what `socket` holds, up to [`BATCH`] datagrams, into the buffers
+    /// ([`Self::datagrams`]). `Ok(true)`: the socket may hold more; `Ok(false)`: it is empty
+    /// and its readiness cleared.
+    pub(crate) fn read(&mut self, socket: &UdpSocket) -> io::Result<bool> {
+        self.filled = 0;
+        let Some(state) = &self.state else {
+            return match socket.try_recv_from(&mut self.bufs[0]) {
+                Ok((len, addr)) => {
+                    let meta = &mut self.meta[0];
+                    (meta.addr, meta.len, meta.stride) = (addr, len, len);
+                    self.filled = 1;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let (bufs, meta, filled) = (&mut self.bufs, &mut self.meta, &mut self.filled);
+        let read = socket.try_io(Interest::READABLE, || {
+            let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
+            let n = state.recv(socket.into(), &mut slices, meta)?;
+            *filled = n;
+            if n < BATCH {
+                // Empty now: have try_io clear the readiness (the data is kept).
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match read {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The datagrams of the last read and where each came from.
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.meta[..self.filled]
+            .iter()
+            .zip(self.bufs.iter())
+            .flat_map(|(meta, buf)| {
+                let stride = if meta.stride == 0 {
+                    meta.len
+                } else {
+                    meta.stride
+                };
+                buf[..meta.len.min(MAX_DATAGRAM)]
+                    .chunks(stride.max(1))
+                    .map(move |d| (meta.addr, d))
+            })
+    }
+}
+
+/// Asks for `bytes` of receive and send buffer on `socket`, as far as the kernel allows
+/// (`net.core.rmem_max`, `wmem_max`); what it got is logged at debug level.
+pub(crate) fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    let socket = socket2::SockRef::from(socket);
+    let rcv = socket.set_recv_buffer_size(bytes);
+    let snd = socket.set_send_buffer_size(bytes);
+    tracing::debug!(
+        target: "media",
+        asked = bytes,
+        receive = ?rcv.and_then(|()| socket.recv_buffer_size()),
+        send = ?snd.and_then(|()| socket.send_buffer_size()),
+        "UDP socket buffers"
+    );
+}
+
+/// Sends `data` to `to` from `socket` now, or fails (`WouldBlock` when its buffer is full:
+/// the relay never waits to send, a packet that does not fit is dropped and counted). A plain
+/// `sendto`, without tokio's write-readiness check (one cache line less per packet).
+pub(crate) fn send_to(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(data, &to.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_a_batch_and_stops_at_an_empty_socket() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        for i in 0..(BATCH as u8 + 3) {
+            tx.send_to(&[i; 20], to).await.unwrap();
+        }
+        rx.readable().await.unwrap();
+        let mut got = Vec::new();
+        let mut more = true;
+        let mut reads = 0;
+        while more {
+            more = Reader::with(|r| {
+                let more = r.read(&rx).unwrap();
+                for (from, d) in r.datagrams() {
+                    assert_eq!(from, tx.local_addr().unwrap());
+                    assert_eq!(d.len(), 20);
+                    got.push(d[0]);
+                }
+                more
+            });
+            reads += 1;
+        }
+        assert_eq!(got, (0..(BATCH as u8 + 3)).collect::<Vec<_>>());
+        // A full batch, then a short one that ended the loop: no read found the socket empty.
+        assert_eq!(reads, 2);
+        // Readiness was cleared: the next datagram wakes the socket again.
+        tx.send_to(&[9; 4], to).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(2), rx.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        Reader::with(|r| {
+            assert!(!r.read(&rx).unwrap());
+            assert_eq!(r.datagrams().map(|(_, d)| d.len()).collect::<Vec<_>>(), [4]);
+        });
+    }
+}
