@@ -36,7 +36,7 @@ pub struct RelayConfig {
     /// exchange fails the session ([`RelayEvent::Failed`](crate::RelayEvent::Failed)).
     pub webrtc_connect_timeout: Duration,
     /// Threads that run the sessions, each a single-threaded runtime of its own (`relay-0` …,
-    /// see [`crate::threads`]); 0: one per core.
+    /// module `threads`); 0: one per core.
     pub threads: usize,
 }
 

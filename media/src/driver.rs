@@ -204,7 +204,7 @@ const SOCKETS: [(Side, Port); 4] = [
 /// What a session task waits with: the sources' wakers, the shutdown signal and the deadline
 /// (pinned in the task, polled where they are).
 struct Waits<'a> {
-    wakeups: Wakeups,
+    wakeups: Wakeups<{ source::COUNT }>,
     shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
     deadline: Pin<&'a mut Sleep>,
 }
@@ -235,7 +235,7 @@ impl SessionTask {
         let shutdown = self.shutdown.clone().cancelled_owned();
         tokio::pin!(deadline, shutdown);
         let mut waits = Waits {
-            wakeups: Wakeups::new(source::COUNT),
+            wakeups: Wakeups::new(),
             shutdown: shutdown.as_mut(),
             deadline: deadline.as_mut(),
         };

@@ -22,9 +22,11 @@
 //! [`SWEEP_EVERY`]).
 //!
 //! Decryption and everything else per packet happens in the session task: the hub only reads
-//! (batches of datagrams with `recvmmsg`, see [`crate::udp`]), looks up and queues. A full session queue drops the datagram (counted), so one slow call
-//! never stalls the others. Sending needs no hub: the session tasks share the socket
-//! (`send_to` on a UDP socket is one datagram, safe from any task).
+//! (batches of datagrams with `recvmmsg`, see the `udp` module), looks up and queues. A full
+//! session queue drops the datagram (counted), so one slow call never stalls the others.
+//! Sending needs no hub: the session tasks share the socket (`send_to` on a UDP socket is one
+//! datagram, safe from any task). The socket's buffers are enlarged ([`SOCKET_BUFFER`]): it
+//! takes every browser's datagrams.
 
 use crate::api::Side;
 use crate::metrics::RelayMetrics;

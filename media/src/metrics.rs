@@ -1,7 +1,7 @@
 //! Relay-wide counters for `/metrics`: plain atomics the owner reads with
 //! [`RelayMetrics::snapshot`] and exports however it likes (the registrar maps them to
 //! Prometheus). Session tasks add once per batch of packets, not per packet, and the counters
-//! that move with every packet have a copy per relay thread ([`Relayed`], on a cache line of
+//! that move with every packet have a copy per relay thread (`Relayed`, on a cache line of
 //! its own), summed when read: threads adding to one shared counter would pass its cache line
 //! back and forth with every packet.
 

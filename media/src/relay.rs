@@ -2,7 +2,7 @@
 //! API of a media replica). It parses SDPs, leases ports and binds sockets for plain legs, and
 //! spawns one [`SessionTask`] per call, which negotiates ([`crate::negotiate`]) and relays.
 //! Session tasks run on the relay's own threads, one single-threaded runtime per core
-//! ([`crate::threads`], sessions spread round-robin), tracked by the owner's [`TaskTracker`];
+//! (module `threads`, sessions spread round-robin), tracked by the owner's [`TaskTracker`];
 //! a session's sockets are registered with its thread's reactor. With a WebRTC address
 //! configured it also binds the one WebRTC socket and runs its [`Hub`] task (on the first
 //! relay thread).

@@ -42,32 +42,31 @@ impl Wake for SourceWaker {
     }
 }
 
-/// The wakers of up to 32 sources of one task (see the module docs).
+/// The wakers of the `N` sources (at most 32) of one task (see the module docs); kept inline,
+/// in the task.
 #[derive(Debug)]
-pub(crate) struct Wakeups {
+pub(crate) struct Wakeups<const N: usize> {
     shared: Arc<Shared>,
-    wakers: Vec<Waker>,
+    wakers: [Waker; N],
     /// Sources to poll that no waker reported (new, or `Ready` last time).
     marked: u32,
 }
 
-impl Wakeups {
-    /// Wakers for `n` sources (at most 32), all marked for a first poll.
-    pub(crate) fn new(n: usize) -> Wakeups {
-        let n = n.min(32);
+impl<const N: usize> Wakeups<N> {
+    /// Wakers for the sources, all marked for a first poll.
+    pub(crate) fn new() -> Wakeups<N> {
+        const { assert!(N >= 1 && N <= 32) };
         let shared = Arc::new(Shared::default());
-        let wakers = (0..n)
-            .map(|i| {
-                Waker::from(Arc::new(SourceWaker {
-                    shared: shared.clone(),
-                    bit: 1 << i,
-                }))
-            })
-            .collect();
+        let wakers = std::array::from_fn(|i| {
+            Waker::from(Arc::new(SourceWaker {
+                shared: shared.clone(),
+                bit: 1 << i,
+            }))
+        });
         Wakeups {
             shared,
             wakers,
-            marked: u32::MAX >> (32 - n.max(1)),
+            marked: u32::MAX >> (32 - N),
         }
     }
 
@@ -109,7 +108,7 @@ mod tests {
         let task = Arc::new(Count(AtomicUsize::new(0)));
         let task_waker = Waker::from(task.clone());
         let cx = Context::from_waker(&task_waker);
-        let mut w = Wakeups::new(3);
+        let mut w = Wakeups::<3>::new();
         assert_eq!(w.pending(&cx), 0b111);
         assert_eq!(w.pending(&cx), 0);
         w.context(1).waker().wake_by_ref();
