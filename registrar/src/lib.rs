@@ -30,7 +30,7 @@ pub mod views;
 pub mod web;
 pub mod ws;
 
-use crate::calls::{CallView, CdrLog, CdrView};
+use crate::calls::{CallView, CdrLog, CdrStorage, CdrView};
 use crate::core::{Core, Inbound, Query};
 use crate::metrics::MetricsSnapshot;
 use crate::views::{ExtensionView, RegistrationView};
@@ -206,8 +206,8 @@ pub struct Setup {
     /// With a relay, every SDP of a call is rewritten by it (the endpoint config's
     /// `anchor_media` must then be set).
     pub media: Option<MediaLink>,
-    /// Where finished calls are appended (JSON lines); `None` keeps them in memory only.
-    pub cdr_file: Option<PathBuf>,
+    /// Where finished calls are kept besides the newest in memory.
+    pub cdrs: CdrStorage,
     /// Set for a replica of a cluster (the endpoint config's `cluster` must then be set).
     pub cluster: Option<ClusterLink>,
 }
@@ -239,13 +239,14 @@ pub async fn start(
         listeners,
         store,
         media,
-        cdr_file,
+        cdrs,
         cluster,
     } = setup;
-    let cdrs = match cdr_file {
-        Some(path) => CdrLog::open(path.clone(), calls::CDR_KEEP, tasks)
+    let cdrs = match cdrs {
+        CdrStorage::Memory => CdrLog::new(calls::CDR_KEEP, None),
+        CdrStorage::Shared(sink) => CdrLog::new(calls::CDR_KEEP, Some(sink)),
+        CdrStorage::File(path) => CdrLog::open(path.clone(), calls::CDR_KEEP, tasks)
             .map_err(|source| StartError::Cdrs { path, source })?,
-        None => CdrLog::in_memory(calls::CDR_KEEP),
     };
     let (snapshot, subscription) = store.watch().await?;
     let config_replica = config.replica.clone();

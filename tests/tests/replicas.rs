@@ -448,6 +448,17 @@ fn a_call_routed_by_one_replica_reaches_a_phone_registered_on_another() {
     let recording = finished_recording(&cluster, &cluster.registrars[A], &ctx);
     let cdr = &cluster.registrars[C].api_get("/api/v1/cdrs").unwrap()[0];
     assert_eq!(cdr["recording"], recording.id.as_str(), "{cdr}");
+    // Every replica lists the finished call: the history is shared through etcd.
+    for r in [&cluster.registrars[A], &cluster.registrars[B]] {
+        assert!(
+            wait_until(Duration::from_secs(5), || r
+                .api_get("/api/v1/cdrs")
+                .is_ok_and(|c| c[0] == *cdr)),
+            "{} lists {:?}, c {cdr}",
+            r.id(),
+            r.api_get("/api/v1/cdrs")
+        );
+    }
     assert_eq!(
         (&recording.entry["from"], &recording.entry["to"]),
         (&"1001".into(), &"1002".into()),
@@ -800,6 +811,11 @@ fn a_killed_registrar_s_phones_stay_reachable_and_its_restart_duplicates_nothing
         .set_backends(cluster.registrars.iter().map(Replica::sip_addr).collect());
     cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[]);
     cluster.wait_listed_once("1001", |b| b["replica"] == "a", &[]);
+    // The restarted replica lists the call a routed while it was down.
+    let history = |r: &Replica| r.api_get("/api/v1/cdrs").unwrap();
+    let routed = history(&cluster.registrars[A]);
+    assert_eq!(routed[0]["from"], "1001", "{routed}");
+    assert_eq!(history(&cluster.registrars[B])[0], routed[0]);
 
     // The phone starts again (same address) and registers through b: its binding is renewed,
     // not doubled.
