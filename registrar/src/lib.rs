@@ -9,7 +9,8 @@
 //! - `core`: the drive loop owning the [`Endpoint`](kubepbx_sip::endpoint::Endpoint).
 //! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server;
 //!   [`forwarded`] finds the phone behind a trusted proxy).
-//! - [`http`]: the axum router (admin API, health, metrics).
+//! - [`http`]: the axum router (admin API, health, metrics); [`tls`]: HTTPS and the SIP over
+//!   TLS acceptor, with the [`certificate`] they present (renewed without a restart).
 //! - [`views`]: what the API shows ([`advice`]: what each failure reason means and its fix);
 //!   [`metrics`]: the Prometheus encoding.
 //! - [`admin`]: [`ExtensionAdmin`](admin::ExtensionAdmin), how the API writes extensions where
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod advice;
 pub mod calls;
+pub mod certificate;
 mod core;
 pub mod forwarded;
 pub mod http;
