@@ -5,13 +5,16 @@
 //! - [`take_hangups`] hangs up this replica's calls that another replica's API was asked to
 //!   hang up (`hangup/{id}`), then removes the request;
 //! - [`EtcdCalls`] gives the HTTP API the other replicas' calls and asks their owners to hang
-//!   them up.
+//!   them up, and every replica's finished calls;
+//! - [`save_cdrs`] writes the records of this replica's finished calls under `cdrs/` and keeps
+//!   that history to its bound.
 
 use kubepbx_api::calls::{CallRecord, HangupRequest};
-use kubepbx_api::store::{EtcdStore, FollowedMap, OwnedRecords};
+use kubepbx_api::cdrs::{CdrEntry, SHARED_CDR_KEEP};
+use kubepbx_api::store::{EtcdStore, FollowedMap, OwnedRecords, StoreError};
 use kubepbx_media::{MediaPool, SessionId};
 use kubepbx_registrar::RegistrarHandle;
-use kubepbx_registrar::calls::{CallChange, ClusterCalls};
+use kubepbx_registrar::calls::{CDR_KEEP, CallChange, CdrView, ClusterCalls, decode_cdrs};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +61,69 @@ impl ClusterCalls for EtcdCalls {
                  replica has died, its calls leave the list within 10 s",
                 HANGUP_WAIT.as_secs()
             )),
+        }
+    }
+
+    async fn history(&self, limit: usize) -> Result<Vec<CdrView>, String> {
+        let records = self
+            .store
+            .recent_cdrs(limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(decode_cdrs(&records))
+    }
+}
+
+/// How often failed writes of finished calls are retried, and how often the shared history
+/// is trimmed.
+const CDR_RETRY: Duration = Duration::from_secs(5);
+const CDR_TRIM_EVERY: Duration = Duration::from_secs(600);
+
+/// Writes the records of this replica's finished calls to etcd until the drive loop stops
+/// (and the queue is empty). While etcd cannot be reached they wait, the newest [`CDR_KEEP`]
+/// of them, and are written when it is back; every 10 minutes the shared history is trimmed
+/// to the newest [`SHARED_CDR_KEEP`].
+pub async fn save_cdrs(mut finished: mpsc::Receiver<CdrEntry>, store: Arc<EtcdStore>) {
+    let mut waiting: Vec<CdrEntry> = Vec::new();
+    let mut trim = tokio::time::interval(CDR_TRIM_EVERY);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let retry = !waiting.is_empty();
+        tokio::select! {
+            got = finished.recv_many(&mut waiting, 256) => if got == 0 && waiting.is_empty() {
+                return;
+            },
+            () = tokio::time::sleep(CDR_RETRY), if retry => {}
+            _ = trim.tick() => {
+                match store.trim_cdrs(SHARED_CDR_KEEP).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, keep = SHARED_CDR_KEEP,
+                        "trimmed the oldest finished calls"),
+                    Err(e) => tracing::debug!(error = %e, "could not trim the finished calls"),
+                }
+                continue;
+            }
+        }
+        match store.save_cdrs(&waiting).await {
+            Ok(()) => waiting.clear(),
+            Err(e @ StoreError::Rejected { .. }) => {
+                tracing::warn!(error = %e, "finished calls not saved");
+                waiting.clear();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, records = waiting.len(),
+                    "finished calls wait until etcd is back");
+                if waiting.len() > CDR_KEEP {
+                    waiting.drain(..waiting.len() - CDR_KEEP);
+                }
+                if finished.is_closed() && finished.is_empty() {
+                    tracing::warn!(
+                        records = waiting.len(),
+                        "stopping with finished calls etcd did not take; they are lost"
+                    );
+                    return;
+                }
+            }
         }
     }
 }

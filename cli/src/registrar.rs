@@ -31,7 +31,7 @@ use kubepbx_api::replicas::{ReplicaKind, ReplicaRecord};
 use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
 use kubepbx_media::{MediaPool, MediaReplica};
 use kubepbx_operator::load_balancer;
-use kubepbx_registrar::calls::CALL_FEED_QUEUE;
+use kubepbx_registrar::calls::{CALL_FEED_QUEUE, CDR_SAVE_QUEUE, CdrStorage};
 use kubepbx_registrar::http::{AppState, Readiness, router};
 use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup};
 use std::net::SocketAddr;
@@ -178,6 +178,8 @@ pub async fn run(mut args: RegistrarArgs) -> Result<()> {
         .await
         .context("reading the hangup requests from etcd")?;
     let (call_changes, call_feed) = mpsc::channel(CALL_FEED_QUEUE);
+    let (cdr_sink, finished) = mpsc::channel(CDR_SAVE_QUEUE);
+    tasks.spawn(calls::save_cdrs(finished, Arc::clone(&store)));
 
     let mut config = args.sip.endpoint_config(Identity {
         replica: args.replica_id.clone(),
@@ -196,7 +198,7 @@ pub async fn run(mut args: RegistrarArgs) -> Result<()> {
             control: Arc::clone(&control),
             events: media_events,
         }),
-        cdr_file: None,
+        cdrs: CdrStorage::Shared(cdr_sink),
         cluster: Some(ClusterLink {
             internal: internal_socket,
             peers,

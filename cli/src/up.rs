@@ -17,6 +17,7 @@ use crate::{net, token};
 use anyhow::{Context, Result};
 use clap::Args;
 use kubepbx_api::store::{EmbeddedOptions, EmbeddedStore, Store};
+use kubepbx_registrar::calls::CdrStorage;
 use kubepbx_registrar::http::{AppState, router};
 use kubepbx_registrar::{MediaLink, Setup};
 use rand::RngExt as _;
@@ -160,7 +161,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             control: Arc::clone(&media),
             events: relay_events,
         }),
-        cdr_file: Some(args.data_dir.join("cdrs.jsonl")),
+        cdrs: CdrStorage::File(args.data_dir.join("cdrs.jsonl")),
         cluster: None,
     };
     let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)

@@ -13,6 +13,7 @@
 //!   embedded implementation used by `kubepbx up` and by tests.
 //! - [`replicas`]: the replica registry (`replicas/{kind}/{id}`): who is alive, where, how busy.
 //! - [`calls`]: calls in progress shared by the registrars (`calls/{id}`, `hangup/{id}`).
+//! - [`cdrs`]: finished calls shared by the registrars (`cdrs/{ended-at}/{id}`).
 //! - [`manifest`]: reading a folder of manifests (Extensions and Secrets) into extension records,
 //!   and editing it for the admin API.
 //! - [`admin`]: the admin API's requests to create or change an extension, checked with the
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod calls;
+pub mod cdrs;
 pub mod extension;
 pub mod ha1;
 pub mod keys;

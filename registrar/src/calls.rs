@@ -5,11 +5,14 @@
 //! [`CallChange`]s ([`CallFeed`]), and the API lists the other replicas' calls from there
 //! ([`ClusterCalls`], [`remote_view`]).
 //!
-//! Finished calls are kept in memory (the newest [`CDR_KEEP`]) and, when the registrar has a
-//! file for them, appended to it as JSON lines by a writer task, so a restart keeps the
-//! history. The file is rotated to `<name>.1` when it passes [`CDR_FILE_MAX`] bytes.
+//! Finished calls are kept in memory (the newest [`CDR_KEEP`]) and handed to where the
+//! registrar keeps them ([`CdrStorage`]), so a restart keeps the history: `kubepbx up` appends
+//! them to a file as JSON lines from a writer task (rotated to `<name>.1` past
+//! [`CDR_FILE_MAX`] bytes); a cluster's replicas write them to the shared store, and the API
+//! reads the whole PBX's history from there ([`ClusterCalls::history`]).
 
 use kubepbx_api::calls::{CallPhase, CallRecord};
+use kubepbx_api::cdrs::CdrEntry;
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::{LegStats, SessionStats};
 use kubepbx_sip::endpoint::{Call, CallState, CallSummary};
@@ -25,6 +28,8 @@ pub const CDR_KEEP: usize = 1000;
 pub const CDR_FILE_MAX: u64 = 16 << 20;
 /// CDR lines queued for the writer task; beyond that they are dropped (and counted in the log).
 const CDR_QUEUE: usize = 1024;
+/// Finished calls queued for the cluster's store (the same bound as for the file's writer).
+pub const CDR_SAVE_QUEUE: usize = CDR_QUEUE;
 /// Call changes queued for the cluster's store; beyond that the next change resends them all.
 pub const CALL_FEED_QUEUE: usize = 4096;
 
@@ -48,6 +53,9 @@ pub trait ClusterCalls: Send + Sync + std::fmt::Debug + 'static {
     /// when no other replica has such a call, `Err` with the reason when the owner did not
     /// hang up in time or the store failed.
     async fn hangup(&self, id: &str) -> Result<bool, String>;
+    /// Every replica's finished calls, newest first, at most `limit`; `Err` with the reason
+    /// when the store cannot be read.
+    async fn history(&self, limit: usize) -> Result<Vec<CdrView>, String>;
 }
 
 /// Where the drive loop sends [`CallChange`]s; it never waits for room.
@@ -190,6 +198,22 @@ pub struct CdrView {
     pub end_code: u16,
 }
 
+/// Finished-call records as [`CdrLog`] saves them (JSON), decoded; records that do not decode
+/// are skipped with a warning.
+pub fn decode_cdrs(records: &[Vec<u8>]) -> Vec<CdrView> {
+    let list: Vec<CdrView> = records
+        .iter()
+        .filter_map(|json| serde_json::from_slice(json).ok())
+        .collect();
+    if list.len() < records.len() {
+        tracing::warn!(
+            records = records.len() - list.len(),
+            "skipped finished-call records that do not decode"
+        );
+    }
+    list
+}
+
 fn seconds_between(from: Option<UnixMillis>, to: UnixMillis) -> u64 {
     from.map_or(0, |at| at.until(to).as_secs())
 }
@@ -220,22 +244,33 @@ pub fn cdr(summary: &CallSummary, media: Option<&SessionStats>) -> CdrView {
     }
 }
 
-/// The newest call records, and the file they are appended to.
+/// Where finished calls are kept besides the newest in memory.
+#[derive(Debug)]
+pub enum CdrStorage {
+    /// Nowhere: a restart forgets them.
+    Memory,
+    /// Appended to this file as JSON lines, and read back at start.
+    File(PathBuf),
+    /// Handed to this queue, whose reader writes them to the cluster's store.
+    Shared(mpsc::Sender<CdrEntry>),
+}
+
+/// The newest call records, and where they are saved.
 #[derive(Debug)]
 pub struct CdrLog {
     recent: VecDeque<CdrView>,
     keep: usize,
-    file: Option<mpsc::Sender<String>>,
+    sink: Option<mpsc::Sender<CdrEntry>>,
     dropped: u64,
 }
 
 impl CdrLog {
-    /// A log kept in memory only.
-    pub fn in_memory(keep: usize) -> CdrLog {
+    /// A log of the newest `keep` records that hands each new one to `sink` (if any).
+    pub fn new(keep: usize, sink: Option<mpsc::Sender<CdrEntry>>) -> CdrLog {
         CdrLog {
             recent: VecDeque::new(),
             keep,
-            file: None,
+            sink,
             dropped: 0,
         }
     }
@@ -248,27 +283,30 @@ impl CdrLog {
         keep: usize,
         tasks: &tokio_util::task::TaskTracker,
     ) -> std::io::Result<CdrLog> {
-        let mut log = CdrLog::in_memory(keep);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let mut bad = 0usize;
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    match serde_json::from_str::<CdrView>(line) {
-                        Ok(cdr) => log.remember(cdr),
-                        Err(_) => bad += 1,
-                    }
-                }
-                if bad > 0 {
-                    tracing::warn!(file = %path.display(), lines = bad, "skipped unreadable call records");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
         let (tx, rx) = mpsc::channel(CDR_QUEUE);
+        let mut log = CdrLog::new(keep, Some(tx));
+        log.load(&path)?;
         tasks.spawn(write_loop(path, rx));
-        log.file = Some(tx);
         Ok(log)
+    }
+
+    fn load(&mut self, path: &Path) -> std::io::Result<()> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut bad = 0usize;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<CdrView>(line) {
+                Ok(cdr) => self.remember(cdr),
+                Err(_) => bad += 1,
+            }
+        }
+        if bad > 0 {
+            tracing::warn!(file = %path.display(), lines = bad, "skipped unreadable call records");
+        }
+        Ok(())
     }
 
     fn remember(&mut self, cdr: CdrView) {
@@ -278,19 +316,27 @@ impl CdrLog {
         self.recent.push_back(cdr);
     }
 
-    /// Adds a finished call (and appends it to the file).
-    pub fn push(&mut self, cdr: CdrView) {
-        if let Some(file) = &self.file
-            && let Ok(line) = serde_json::to_string(&cdr)
-            && file.try_send(line).is_err()
+    /// Adds the record of a finished call, with the relay's final counters when there are
+    /// some, and saves it.
+    pub fn push(&mut self, summary: &CallSummary, media: Option<&SessionStats>) {
+        let record = cdr(summary, media);
+        if let Some(sink) = &self.sink
+            && let Ok(json) = serde_json::to_vec(&record)
         {
-            self.dropped += 1;
-            tracing::warn!(
-                dropped = self.dropped,
-                "the call record file is not keeping up; a record was not saved"
-            );
+            let entry = CdrEntry {
+                id: summary.id.clone(),
+                ended: summary.ended_at,
+                json,
+            };
+            if sink.try_send(entry).is_err() {
+                self.dropped += 1;
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "call records are not being saved fast enough; a record was not saved"
+                );
+            }
         }
-        self.remember(cdr);
+        self.remember(record);
     }
 
     /// The records, newest first.
@@ -303,9 +349,9 @@ impl CdrLog {
 /// Lines a write failed for (disk full, out of descriptors) are kept, up to [`CDR_KEEP`]
 /// of them, and written first when the next write succeeds; they are retried every few seconds
 /// even when no new record comes.
-async fn write_loop(path: PathBuf, mut rx: mpsc::Receiver<String>) {
+async fn write_loop(path: PathBuf, mut rx: mpsc::Receiver<CdrEntry>) {
     let mut file: Option<std::fs::File> = None;
-    let mut lines: Vec<String> = Vec::new();
+    let mut lines: Vec<CdrEntry> = Vec::new();
     loop {
         // Wait for records; with failed ones waiting, no longer than RETRY.
         let closed = if lines.is_empty() {
@@ -348,7 +394,11 @@ async fn write_loop(path: PathBuf, mut rx: mpsc::Receiver<String>) {
 /// How long failed call records wait before they are written again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn append(path: &Path, file: &mut Option<std::fs::File>, lines: &[String]) -> std::io::Result<()> {
+fn append(
+    path: &Path,
+    file: &mut Option<std::fs::File>,
+    lines: &[CdrEntry],
+) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > CDR_FILE_MAX) {
         let mut old = path.as_os_str().to_owned();
         old.push(".1");
@@ -364,12 +414,12 @@ fn append(path: &Path, file: &mut Option<std::fs::File>, lines: &[String]) -> st
                 .open(path)?,
         ),
     };
-    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    let mut text = Vec::with_capacity(lines.iter().map(|l| l.json.len() + 1).sum());
     for line in lines {
-        text.push_str(line);
-        text.push('\n');
+        text.extend_from_slice(&line.json);
+        text.push(b'\n');
     }
-    open.write_all(text.as_bytes())
+    open.write_all(&text)
 }
 
 #[cfg(test)]
@@ -413,7 +463,7 @@ mod tests {
         let tasks = tokio_util::task::TaskTracker::new();
         let mut log = CdrLog::open(path.clone(), 2, &tasks).unwrap();
         for id in ["a", "b", "c"] {
-            log.push(cdr(&summary(id), None));
+            log.push(&summary(id), None);
         }
         let ids = |log: &CdrLog| -> Vec<String> {
             log.newest_first().into_iter().map(|c| c.call.id).collect()

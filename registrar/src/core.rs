@@ -205,7 +205,7 @@ impl Core {
                     .map(|s| *s)
                     .or_else(|| self.media_final.remove(&session));
                 if let Some(summary) = self.pending_cdrs.remove(&session) {
-                    self.cdrs.push(calls::cdr(&summary, stats.as_ref()));
+                    self.cdrs.push(&summary, stats.as_ref());
                 }
             }
             Inbound::MediaEnded {
@@ -256,7 +256,7 @@ impl Core {
             (Some(_), Some(session)) => {
                 self.pending_cdrs.insert(session.clone(), summary);
             }
-            _ => self.cdrs.push(calls::cdr(&summary, None)),
+            _ => self.cdrs.push(&summary, None),
         }
     }
 

@@ -280,7 +280,16 @@ async fn hangup(
     }
 }
 
+/// In a cluster, every replica's finished calls from the shared store; without one, or while
+/// the store cannot be read, this replica's own.
 async fn cdrs(State(state): State<AppState>) -> Result<Response, Problem> {
+    if let Some(cluster) = &state.cluster {
+        match cluster.history(crate::calls::CDR_KEEP).await {
+            Ok(list) => return Ok(Json(list).into_response()),
+            Err(why) => tracing::debug!(error = %why,
+                "listing this replica's finished calls only: the shared ones cannot be read"),
+        }
+    }
     let list = state.registrar.cdrs().await.ok_or_else(unavailable)?;
     Ok(Json(list).into_response())
 }

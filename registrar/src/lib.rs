@@ -9,7 +9,8 @@
 //! - `core`: the drive loop owning the [`Endpoint`](kubepbx_sip::endpoint::Endpoint).
 //! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server;
 //!   [`forwarded`] finds the phone behind a trusted proxy).
-//! - [`http`]: the axum router (admin API, health, metrics).
+//! - [`http`]: the axum router (admin API, health, metrics); [`tls`]: HTTPS and the SIP over
+//!   TLS acceptor, with the [`certificate`] they present (renewed without a restart).
 //! - [`views`]: what the API shows ([`advice`]: what each failure reason means and its fix);
 //!   [`metrics`]: the Prometheus encoding.
 //! - [`admin`]: [`ExtensionAdmin`](admin::ExtensionAdmin), how the API writes extensions where
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod advice;
 pub mod calls;
+pub mod certificate;
 mod core;
 pub mod forwarded;
 pub mod http;
@@ -30,7 +32,7 @@ pub mod views;
 pub mod web;
 pub mod ws;
 
-use crate::calls::{CallView, CdrLog, CdrView};
+use crate::calls::{CallView, CdrLog, CdrStorage, CdrView};
 use crate::core::{Core, Inbound, Query};
 use crate::metrics::MetricsSnapshot;
 use crate::views::{ExtensionView, RegistrationView};
@@ -206,8 +208,8 @@ pub struct Setup {
     /// With a relay, every SDP of a call is rewritten by it (the endpoint config's
     /// `anchor_media` must then be set).
     pub media: Option<MediaLink>,
-    /// Where finished calls are appended (JSON lines); `None` keeps them in memory only.
-    pub cdr_file: Option<PathBuf>,
+    /// Where finished calls are kept besides the newest in memory.
+    pub cdrs: CdrStorage,
     /// Set for a replica of a cluster (the endpoint config's `cluster` must then be set).
     pub cluster: Option<ClusterLink>,
 }
@@ -239,13 +241,14 @@ pub async fn start(
         listeners,
         store,
         media,
-        cdr_file,
+        cdrs,
         cluster,
     } = setup;
-    let cdrs = match cdr_file {
-        Some(path) => CdrLog::open(path.clone(), calls::CDR_KEEP, tasks)
+    let cdrs = match cdrs {
+        CdrStorage::Memory => CdrLog::new(calls::CDR_KEEP, None),
+        CdrStorage::Shared(sink) => CdrLog::new(calls::CDR_KEEP, Some(sink)),
+        CdrStorage::File(path) => CdrLog::open(path.clone(), calls::CDR_KEEP, tasks)
             .map_err(|source| StartError::Cdrs { path, source })?,
-        None => CdrLog::in_memory(calls::CDR_KEEP),
     };
     let (snapshot, subscription) = store.watch().await?;
     let config_replica = config.replica.clone();

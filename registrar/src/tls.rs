@@ -5,14 +5,15 @@
 //! Handshakes run in their own tasks (bounded by [`HANDSHAKE_TIMEOUT`]) and finished streams
 //! reach the HTTP server through a bounded queue, so a slow or silent client never holds up the
 //! others. The certificate chain and key are PEM files (what cert-manager and most CAs hand
-//! out); a file that cannot be used stops the start with an error naming it.
+//! out); a file that cannot be used stops the start with an error naming it, and a renewed
+//! certificate is served without a restart (see [`crate::certificate`]).
 
+pub use crate::certificate::CertError;
+use crate::certificate::ReloadingCert;
 use axum::serve::Listener;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,67 +28,32 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the HTTP server.
 const READY_QUEUE: usize = 128;
 
-/// Why the TLS files could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The certificate file is unreadable or holds no certificate.
-    #[error("--tls-cert {path}: {detail} (a PEM file with the certificate chain, leaf first)")]
-    Cert {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
-    /// The key file is unreadable or holds no private key.
-    #[error("--tls-key {path}: {detail} (a PEM file with the private key, PKCS#8, PKCS#1 or SEC1)")]
-    Key {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
-    /// The key does not fit the certificate, or rustls refused them.
-    #[error("--tls-cert/--tls-key: {0}")]
-    Config(String),
-}
-
 /// A TLS acceptor for a PEM certificate chain and key; HTTP/1.1 only (WebSockets upgrade over
 /// it).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, CertError> {
     let mut config = server_config(cert, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A TLS acceptor for SIP over TLS (RFC 3261 §26.3.1; no ALPN) with the same files.
-pub fn sip_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub fn sip_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, CertError> {
     Ok(TlsAcceptor::from(Arc::new(server_config(cert, key)?)))
 }
 
-fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert {
-            path: cert.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert.to_owned(),
-            detail: "no certificate in it".to_owned(),
-        });
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.to_owned(),
-        detail: e.to_string(),
-    })?;
+/// A server configuration presenting the certificate of the files, renewed when they change
+/// ([`ReloadingCert`]).
+fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, CertError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = ReloadingCert::load(cert, key, Arc::clone(&provider))?;
     rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| TlsError::Config(e.to_string()))
+        .map_err(|e| CertError::Mismatch(e.to_string()))
+        .map(|builder| {
+            builder
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(resolver))
+        })
 }
 
 /// Accepted, handshaken TLS connections for `axum::serve`.

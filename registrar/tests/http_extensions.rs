@@ -10,6 +10,7 @@ use kubepbx_api::manifest::extension_record;
 use kubepbx_api::store::{EmbeddedOptions, EmbeddedStore, Store, Write};
 use kubepbx_api::{ExtensionSpec, UserKey};
 use kubepbx_registrar::admin::{AdminError, ExtensionAdmin};
+use kubepbx_registrar::calls::CdrStorage;
 use kubepbx_registrar::http::{AppState, router};
 use kubepbx_registrar::{RegistrarHandle, Setup, SipListeners};
 use kubepbx_sip::auth::NonceConfig;
@@ -101,7 +102,7 @@ async fn registrar(
         listeners,
         store: store as Arc<dyn Store>,
         media: None,
-        cdr_file: None,
+        cdrs: CdrStorage::Memory,
         cluster: None,
     };
     kubepbx_registrar::start(setup, shutdown.clone(), tasks)

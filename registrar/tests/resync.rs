@@ -8,6 +8,7 @@ use kubepbx_api::records::ExtensionRecord;
 use kubepbx_api::store::{
     EmbeddedOptions, EmbeddedStore, Event, Snapshot, Store, StoreError, Subscription, Write,
 };
+use kubepbx_registrar::calls::CdrStorage;
 use kubepbx_registrar::{Setup, SipListeners};
 use kubepbx_sip::auth::NonceConfig;
 use kubepbx_sip::ban::BanConfig;
@@ -121,7 +122,7 @@ async fn sip_is_answered_while_the_store_cannot_resync() {
         listeners,
         store: Arc::clone(&store) as Arc<dyn Store>,
         media: None,
-        cdr_file: None,
+        cdrs: CdrStorage::Memory,
         cluster: None,
     };
     let registrar = kubepbx_registrar::start(setup, shutdown.clone(), &tasks)

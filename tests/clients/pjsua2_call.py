@@ -7,8 +7,11 @@ and then makes or takes one call with audio, or analyses a recording.
     pjsua2_call.py --registrar 127.0.0.1:5060 --user 1002 --password change-me-1002 \
         --answer [--ring 0.3] [--hangup [--duration 3]] [--tone 880] [--record callee.wav]
     (both also: [--bind 127.0.0.2] [--public-address 10.255.255.1] [--no-outbound]
-     [--port 5062] [--codec PCMU] [--keep-registration]; the caller also [--call-delay 2])
+     [--port 5062] [--codec PCMU] [--keep-registration] [--expect-dtmf 15#]; the caller also
+     [--call-delay 2])
     pjsua2_call.py --analyse callee.wav [--channel left|right] [--min-rms 300] [--expect-hz 440]
+        [--last 1.0] [--expect-silence]
+    pjsua2_call.py --write-tone tone.wav [--tone 440]
 
 Calling: registers, waits --call-delay seconds (default 0), calls sip:NUMBER@DOMAIN, keeps the
 call up for --duration seconds once it is confirmed, hangs up (BYE) and waits for the end. With
@@ -52,11 +55,15 @@ Status lines on stdout, one per event, for a test to parse:
     pjsua2: BYE received                       (the other side, or the PBX, hung up)
     pjsua2: BYE reason TEXT                    (its Reason header, if any)
     pjsua2: call disconnected CODE REASON
+    pjsua2: dtmf DIGIT METHOD                  (a key press received: METHOD is rfc4733 for a
+                                                telephone-event in the RTP stream, info for a
+                                                SIP INFO)
     pjsua2: recorded PATH BYTES
     pjsua2: error TEXT
 Exit 0 when the call was confirmed and ended with a BYE we sent answered 200 (caller; callee with
 --hangup) or one we received (callee; caller with --expect-hangup); 1 otherwise (the error line
-says why), after at most --timeout seconds.
+says why), after at most --timeout seconds. With --expect-dtmf DIGITS the digits received during
+the call must be exactly DIGITS, in order, whatever their method; otherwise exit 1.
 
 --analyse prints `pjsua2: analysis rms=R seconds=S rate=HZ tone=F power440=P power880=P` for a
 16-bit PCM WAV (pjmedia's recorder, or the PBX's recordings; also read when its header was not
@@ -65,7 +72,13 @@ of each probed tone (Goertzel, summed over 0.1 s windows; only their ratio means
 stronger one as `tone`. A stereo file (the PBX records the caller left, the callee right) needs
 --channel, which is then named in the line: `analysis channel=left rms=…`. Exits 0 when the RMS
 is at least --min-rms and, with --expect-hz, `tone` is that one; 1 otherwise (with an error
-line).
+line). --last S analyses only the last S seconds of the file (nothing skipped): what a phone
+received just now, read while its recorder still writes (pjmedia flushes every eighth of a
+second or so). --expect-silence turns the verdict round: exit 0 when the RMS is below
+--min-rms.
+
+--write-tone WAV writes the sine of --tone Hz that the phone plays (2 s, 16-bit mono 16 kHz,
+loopable) and exits: a browser's fake microphone can play it too.
 """
 
 import argparse
@@ -151,15 +164,22 @@ def goertzel_power(samples, rate, hz):
     return math.sqrt(max(power, 0.0)) * math.sqrt(2) / len(samples)
 
 
-def analyse(path, min_rms, expect_hz, channel=None):
+def analyse(path, min_rms, expect_hz, channel=None, last=None, expect_silence=False):
     try:
         rate, samples = read_pcm16(path, channel)
     except (OSError, ValueError, struct.error) as err:
         say("error cannot read %s: %s" % (path, err))
         return 1
-    # The first half second may hold the silence before media started flowing.
-    skip = min(len(samples) // 4, rate // 2)
-    body = samples[skip:]
+    if last is not None:
+        # The recent past only: a recording still being written.
+        body = samples[-int(last * rate):] if len(samples) >= last * rate else []
+        if not body:
+            say("error %s holds less than %.2f s" % (path, last))
+            return 1
+    else:
+        # The first half second may hold the silence before media started flowing.
+        skip = min(len(samples) // 4, rate // 2)
+        body = samples[skip:]
     rms = math.sqrt(sum(x * x for x in body) / len(body)) if body else 0.0
     # Probe in 0.1 s windows (stable against slow drift) and sum.
     window = max(rate // 10, 1)
@@ -181,6 +201,11 @@ def analyse(path, min_rms, expect_hz, channel=None):
             " ".join("power%d=%.1f" % (hz, p) for hz, p in sorted(powers.items())),
         )
     )
+    if expect_silence:
+        ok = rms < min_rms
+        if not ok:
+            say("error not silent: rms %.1f not below %.1f" % (rms, min_rms))
+        return 0 if ok else 1
     ok = rms >= min_rms
     if not ok:
         say("error silent: rms %.1f below %.1f" % (rms, min_rms))
@@ -231,6 +256,10 @@ def run_phone(a):
         pj.PJSIP_INV_STATE_CONFIRMED: "CONFIRMED",
         pj.PJSIP_INV_STATE_DISCONNECTED: "DISCONNECTED",
     }
+    dtmf_methods = {
+        pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733",
+        pj.PJSUA_DTMF_METHOD_SIP_INFO: "info",
+    }
 
     class Call(pj.Call):
         def __init__(self, acc, call_id=pj.PJSUA_INVALID_ID):
@@ -240,6 +269,7 @@ def run_phone(a):
             self.player = None
             self.recorder = None
             self.confirmed_at = None
+            self.dtmf = ""
 
         def onCallState(self, prm):
             ci = self.getInfo()
@@ -251,6 +281,11 @@ def run_phone(a):
             if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
                 self.disconnected = True
                 say("call disconnected %d %s" % (ci.lastStatusCode, ci.lastReason))
+
+        def onDtmfDigit(self, prm):
+            method = dtmf_methods.get(prm.method, str(prm.method))
+            self.dtmf += prm.digit
+            say("dtmf %s %s" % (prm.digit, method))
 
         def onCallMediaState(self, prm):
             ci = self.getInfo()
@@ -468,6 +503,11 @@ def run_phone(a):
                     outcome["why"] = "the call ended without a BYE from the %s" % (
                         "caller" if a.answer else "PBX or callee"
                     )
+                elif a.expect_dtmf is not None and call.dtmf != a.expect_dtmf:
+                    outcome["why"] = "received the digits %r, expected %r" % (
+                        call.dtmf,
+                        a.expect_dtmf,
+                    )
                 else:
                     outcome = {"ok": True, "why": ""}
                 break
@@ -522,6 +562,9 @@ def main():
     mode.add_argument("--call", metavar="NUMBER", help="call this extension")
     mode.add_argument("--answer", action="store_true", help="wait for one call and answer it")
     mode.add_argument("--analyse", metavar="WAV", help="say whether a recording holds audio")
+    mode.add_argument(
+        "--write-tone", metavar="WAV", help="write the --tone sine the phone plays, and exit"
+    )
     ap.add_argument(
         "--duration",
         type=float,
@@ -577,10 +620,26 @@ def main():
     ap.add_argument(
         "--channel", choices=["left", "right"], help="--analyse: which channel of a stereo WAV"
     )
+    ap.add_argument(
+        "--last", type=float, metavar="S", help="--analyse: only the last S seconds of the file"
+    )
+    ap.add_argument(
+        "--expect-silence",
+        action="store_true",
+        help="--analyse: succeed when the RMS is below --min-rms",
+    )
+    ap.add_argument(
+        "--expect-dtmf",
+        metavar="DIGITS",
+        help="the call must receive exactly these key presses (DTMF), in order",
+    )
     a = ap.parse_args()
 
     if a.analyse:
-        return analyse(a.analyse, a.min_rms, a.expect_hz, a.channel)
+        return analyse(a.analyse, a.min_rms, a.expect_hz, a.channel, a.last, a.expect_silence)
+    if a.write_tone:
+        write_tone(a.write_tone, a.tone)
+        return 0
     if a.expect_hangup and a.hangup:
         ap.error("--hangup and --expect-hangup contradict each other")
     if a.hangup and not a.answer:

@@ -23,7 +23,8 @@
 //!
 //! Needs `node`, `npm ci` and `npm run build` done in `web/` ([`require_web_build`] says so
 //! when not), and Chromium: Debian's `chromium` at `/usr/bin/chromium`, or the path in
-//! `$CHROMIUM`. Pages see a fake microphone (a beep) and get microphone permission.
+//! `$CHROMIUM`. Pages get microphone permission and a fake microphone: Chromium's beep (20 ms
+//! every half second), or a WAV file looped ([`Browser::start_with_microphone`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -165,6 +166,22 @@ impl Browser {
     /// Starts the driver (Chromium itself starts with the first [`Browser::open`]). Fails with
     /// [`require_web_build`]'s error when the web build or Chromium is missing.
     pub fn start() -> Result<Browser> {
+        Self::launch(None)
+    }
+
+    /// Like [`Browser::start`], with every page's microphone playing `wav` (16-bit PCM) in a
+    /// loop: a steady tone instead of the beep, for tests that look at what arrives when.
+    pub fn start_with_microphone(wav: &Path) -> Result<Browser> {
+        if !wav.is_file() {
+            return Err(Error::Invalid(format!(
+                "{PROGRAM}: no microphone file {}",
+                wav.display()
+            )));
+        }
+        Self::launch(Some(wav))
+    }
+
+    fn launch(microphone: Option<&Path>) -> Result<Browser> {
         require_web_build()?;
         let dir = tempfile::Builder::new()
             .prefix("kubepbx-browser-")
@@ -178,9 +195,13 @@ impl Browser {
             .arg(driver_script())
             .current_dir(web_dir())
             .env("CHROMIUM", chromium_path())
+            .env_remove("FAKE_MICROPHONE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if let Some(wav) = microphone {
+            command.env("FAKE_MICROPHONE", wav);
+        }
         let mut child = command
             .spawn()
             .context(|| format!("start node {}", driver_script().display()))?;
@@ -306,6 +327,14 @@ impl Browser {
             QUICK_TIMEOUT,
         )?;
         Ok(path)
+    }
+
+    /// Clicks `data-testid=testid` and waits for the download it starts; saves the file as
+    /// `path` (folders created). Returns the file name the page suggested (a link's
+    /// `download` attribute, else the server's).
+    pub fn download(&self, page: &str, testid: &str, path: &Path) -> Result<String> {
+        let value = self.element_command("download", page, testid, json!({"path": path}))?;
+        as_string("download", value)
     }
 
     /// Closes the page and its browser context.

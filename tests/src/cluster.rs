@@ -5,6 +5,7 @@
 //! Replica::registrar(&cfg, "a") ──► kubepbx registrar --etcd <url> --replica-id a
 //!     --sip 127.0.0.1:<p> --internal 127.0.0.1:<i> --http 127.0.0.1:<q> --advertise <cfg.advertise>
 //!     --domain <d> --admin-token <t>        ◄── polls GET /readyz until 200
+//!     (KUBEPBX_WEB_DIR: this checkout's web/dist, so it serves the web phone at /phone/)
 //! Replica::media(&cfg, "m0") ──► kubepbx media --etcd <url> --replica-id m0
 //!     --control 127.0.0.1:<c> --rtp-ports <block> --advertise 127.0.0.1
 //! ```
@@ -16,7 +17,7 @@
 //! again with the same ports and flags. Its log (every run) is `<dir>/<id>.log`.
 
 use crate::error::{Error, Result};
-use crate::pbx::{http_get, http_request, kubepbx_binary};
+use crate::pbx::{http_get, http_request, kubepbx_binary, web_dir};
 use crate::ports::{free_tcp_port, free_udp_port, free_udp_port_block, free_udp_tcp_port};
 use crate::process::{Child, append_marker};
 use std::net::SocketAddr;
@@ -139,6 +140,12 @@ impl Replica {
     /// A registrar's SIP address (UDP and TCP).
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip.unwrap_or(self.http)
+    }
+
+    /// A registrar's HTTP base URL, `http://127.0.0.1:<port>` without a trailing slash: the
+    /// admin API, `/ws` and the web phone at `/phone/`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
     }
 
     /// A media replica's relay ports.
@@ -272,7 +279,9 @@ impl Replica {
                     .args(["--advertise", &c.advertise])
                     .args(["--domain", &c.domain])
                     .args(["--admin-token", &c.token])
-                    .args(["--digest-challenge", "md5"]);
+                    .args(["--digest-challenge", "md5"])
+                    // The built web phone and admin UI of this checkout (`make web`).
+                    .env("KUBEPBX_WEB_DIR", web_dir());
             }
             Role::Media => {
                 // The block's last port is the WebRTC one; the others carry plain RTP.

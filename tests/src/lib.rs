@@ -34,6 +34,7 @@
 //! | [`baresip`] | [`Baresip`]: Debian's baresip as a headless softphone, registration watched in its log |
 //! | [`pjsua2`] | [`Phone`]: a pjsua2 softphone making or taking one call with a tone; [`analyse`] of WAVs |
 //! | [`browser`] | [`Browser`](browser::Browser): headless Chromium through `web/tests/driver.mjs`, pages found by `data-testid` |
+//! | [`web_phone`] | the web phone in a [`Browser`](browser::Browser) page: log in, dial, keys, audio counters, mute button |
 //! | [`responder`] | [`DigestResponder`]: a Python stand-in registrar for testing the harness itself |
 //! | [`fixtures`] | real REGISTERs of eight clients and malformed messages from `tests/fixtures/` |
 //! | [`wait`] | [`wait_until`]: poll a condition with a deadline |
@@ -61,6 +62,7 @@ mod process;
 pub mod responder;
 pub mod sipp;
 pub mod wait;
+pub mod web_phone;
 
 pub use baresip::{Account, Baresip, Registration};
 pub use cluster::{ClusterConfig, Replica};
@@ -68,7 +70,7 @@ pub use error::{Error, Result};
 pub use lb::UdpBalancer;
 pub use manifests::{ExtensionOpts, default_password, remove_extension, write_extension};
 pub use pbx::{Pbx, PbxBuilder, kubepbx_binary};
-pub use pjsua2::{Analysis, Channel, Phone, SdpLine, analyse, analyse_channel};
+pub use pjsua2::{Analysis, Channel, Dtmf, Phone, SdpLine, analyse, analyse_channel};
 pub use ports::{free_tcp_port, free_udp_port, free_udp_port_block, free_udp_tcp_port};
 pub use responder::DigestResponder;
 pub use sipp::{Sipp, SippOutcome, Transport, User};

@@ -1,6 +1,7 @@
 //! [`Phone`]: a pjsua2 softphone (`tests/clients/pjsua2_call.py`, pjsip 2.15 — the stack of
 //! MicroSIP) that registers with a [`Pbx`] and makes or takes one call with audio; and
-//! [`analyse`]: whether a WAV holds a tone.
+//! [`analyse`]: whether a WAV holds a tone (or, for a recording still being written, whether its
+//! last moments are silent: [`analyse_recent`]).
 //!
 //! ```text
 //! Phone::start(&pbx, dir, "callee", "1002", &["--answer", "--tone", "880", "--record", w])
@@ -14,7 +15,8 @@
 //! The script's options are passed through as `args`; the ones tests use most: `--call N` /
 //! `--answer`, `--duration S`, `--expect-hangup`, `--tone HZ`, `--record WAV`, `--bind IP`,
 //! `--port N` (the same device when started again), `--public-address IP` (a phone behind NAT),
-//! `--codec PCMU`, `--call-delay S`, `--keep-registration` (exit without unregistering). Needs
+//! `--codec PCMU`, `--call-delay S`, `--keep-registration` (exit without unregistering),
+//! `--expect-dtmf DIGITS` (the key presses the call must receive, [`Phone::dtmf`]). Needs
 //! `python3` with the pip package `pjsua2-python` (`scripts/install-deps.sh test`).
 
 use std::net::{IpAddr, SocketAddr};
@@ -171,6 +173,14 @@ impl Phone {
             .find_map(|l| l.strip_prefix("remote media ")?.parse().ok())
     }
 
+    /// The key presses (DTMF) received so far, in order: every `dtmf DIGIT METHOD` line.
+    pub fn dtmf(&self) -> Vec<Dtmf> {
+        self.lines()
+            .iter()
+            .filter_map(|l| Dtmf::parse(l.strip_prefix("dtmf ")?))
+            .collect()
+    }
+
     /// Everything worth printing when a test fails: the status lines and the tail of pjsip's
     /// log.
     pub fn output(&self) -> String {
@@ -237,6 +247,30 @@ impl SdpLine {
     }
 }
 
+/// A key press a phone received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dtmf {
+    /// `0`-`9`, `*`, `#` (or `A`-`D`).
+    pub digit: char,
+    /// How it came: `rfc4733` (a telephone-event in the RTP stream) or `info` (a SIP INFO).
+    pub method: String,
+}
+
+impl Dtmf {
+    /// Parses `DIGIT METHOD`.
+    fn parse(line: &str) -> Option<Dtmf> {
+        let mut words = line.split_whitespace();
+        let mut digit = words.next()?.chars();
+        let (Some(d), None) = (digit.next(), digit.next()) else {
+            return None;
+        };
+        Some(Dtmf {
+            digit: d,
+            method: words.next()?.to_owned(),
+        })
+    }
+}
+
 /// A channel of a stereo WAV (the PBX records the caller left and the callee right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -264,31 +298,106 @@ pub struct Analysis {
     pub text: String,
 }
 
+/// What a recording's last moments should hold ([`analyse_recent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Sound: the RMS reaches the script's silence threshold.
+    Sound,
+    /// Silence: the RMS stays below it.
+    Silence,
+}
+
+/// What `--analyse` is asked.
+#[derive(Debug, Clone, Copy, Default)]
+struct Query {
+    channel: Option<Channel>,
+    hz: Option<u32>,
+    /// Only the last this many seconds.
+    last: Option<f64>,
+    silence: bool,
+}
+
 /// `pjsua2_call.py --analyse WAV --expect-hz HZ`: whether a mono `wav` holds the tone of `hz`
 /// (440 or 880) and is not silent.
 pub fn analyse(wav: &Path, hz: u32) -> Result<Analysis> {
-    run_analysis(wav, None, Some(hz))
+    run_analysis(
+        wav,
+        Query {
+            hz: Some(hz),
+            ..Query::default()
+        },
+    )
 }
 
 /// `pjsua2_call.py --analyse WAV`: whether a mono `wav` holds sound (not silence), whatever
 /// its pitch (a browser's fake microphone, say).
 pub fn analyse_sound(wav: &Path) -> Result<Analysis> {
-    run_analysis(wav, None, None)
+    run_analysis(wav, Query::default())
 }
 
 /// Like [`analyse`] for one channel of a stereo `wav`.
 pub fn analyse_channel(wav: &Path, channel: Channel, hz: u32) -> Result<Analysis> {
-    run_analysis(wav, Some(channel), Some(hz))
+    run_analysis(
+        wav,
+        Query {
+            channel: Some(channel),
+            hz: Some(hz),
+            ..Query::default()
+        },
+    )
 }
 
-fn run_analysis(wav: &Path, channel: Option<Channel>, hz: Option<u32>) -> Result<Analysis> {
+/// `pjsua2_call.py --analyse WAV --last S [--expect-silence]`: whether the last `last` of a
+/// mono `wav` — a phone's recording while it still records — holds what `expect` says. The
+/// analysis fails (ok false) while the file holds less than that.
+pub fn analyse_recent(wav: &Path, last: Duration, expect: Expect) -> Result<Analysis> {
+    run_analysis(
+        wav,
+        Query {
+            last: Some(last.as_secs_f64()),
+            silence: expect == Expect::Silence,
+            ..Query::default()
+        },
+    )
+}
+
+/// `pjsua2_call.py --write-tone WAV --tone HZ`: the loopable sine the phones play (16-bit mono),
+/// for a browser's fake microphone ([`crate::browser::Browser::start_with_microphone`]).
+pub fn write_tone(wav: &Path, hz: u32) -> Result<()> {
+    let out = Command::new("python3")
+        .arg(script())
+        .arg("--write-tone")
+        .arg(wav)
+        .args(["--tone", &hz.to_string()])
+        .output()
+        .context(|| format!("run {} --write-tone", script().display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{} --write-tone {}: {}{}",
+            script().display(),
+            wav.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+fn run_analysis(wav: &Path, query: Query) -> Result<Analysis> {
     let mut cmd = Command::new("python3");
     cmd.arg(script()).arg("--analyse").arg(wav);
-    if let Some(hz) = hz {
+    if let Some(hz) = query.hz {
         cmd.args(["--expect-hz", &hz.to_string()]);
     }
-    if let Some(c) = channel {
+    if let Some(c) = query.channel {
         cmd.args(["--channel", c.as_str()]);
+    }
+    if let Some(last) = query.last {
+        cmd.args(["--last", &format!("{last:.3}")]);
+    }
+    if query.silence {
+        cmd.arg("--expect-silence");
     }
     let out = cmd
         .output()
@@ -319,5 +428,18 @@ mod tests {
                 .is_offer()
         );
         assert_eq!(SdpLine::parse("c=- m=4000 in INVITE"), None);
+    }
+
+    #[test]
+    fn dtmf_lines_parse() {
+        assert_eq!(
+            Dtmf::parse("# rfc4733"),
+            Some(Dtmf {
+                digit: '#',
+                method: "rfc4733".into()
+            })
+        );
+        assert_eq!(Dtmf::parse("12 info"), None);
+        assert_eq!(Dtmf::parse("5"), None);
     }
 }

@@ -10,6 +10,9 @@
 //! A recording cluster ([`Cluster::start_recording`]) gives every replica the same
 //! `--recordings-dir`, as a chart mounts one ReadWriteMany volume on every pod: the media
 //! replicas write recordings there, any registrar lists and serves them.
+//!
+//! The web phone (headless Chromium, [`Browser`]) opens `/phone/` and `/ws` of one registrar,
+//! as an Ingress pins a WebSocket to one pod, while the softphone it talks to is on another.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,10 +22,11 @@
 use kubepbx_api::replicas::ReplicaKind;
 use kubepbx_api::store::etcd::testing::EtcdServer;
 use kubepbx_api::store::{EtcdOptions, EtcdStore, ReplicaMap};
+use kubepbx_tests::browser::Browser;
 use kubepbx_tests::cluster::{ClusterConfig, Replica, log_dir};
 use kubepbx_tests::{
     Channel, ExtensionOpts, Phone, UdpBalancer, analyse, analyse_channel, default_password,
-    free_udp_port, kubepbx_binary, wait_until, write_extension,
+    free_udp_port, kubepbx_binary, pjsua2, wait_until, web_phone, write_extension,
 };
 use serde_json::Value;
 use std::net::IpAddr;
@@ -448,6 +452,17 @@ fn a_call_routed_by_one_replica_reaches_a_phone_registered_on_another() {
     let recording = finished_recording(&cluster, &cluster.registrars[A], &ctx);
     let cdr = &cluster.registrars[C].api_get("/api/v1/cdrs").unwrap()[0];
     assert_eq!(cdr["recording"], recording.id.as_str(), "{cdr}");
+    // Every replica lists the finished call: the history is shared through etcd.
+    for r in [&cluster.registrars[A], &cluster.registrars[B]] {
+        assert!(
+            wait_until(Duration::from_secs(5), || r
+                .api_get("/api/v1/cdrs")
+                .is_ok_and(|c| c[0] == *cdr)),
+            "{} lists {:?}, c {cdr}",
+            r.id(),
+            r.api_get("/api/v1/cdrs")
+        );
+    }
     assert_eq!(
         (&recording.entry["from"], &recording.entry["to"]),
         (&"1001".into(), &"1002".into()),
@@ -800,6 +815,11 @@ fn a_killed_registrar_s_phones_stay_reachable_and_its_restart_duplicates_nothing
         .set_backends(cluster.registrars.iter().map(Replica::sip_addr).collect());
     cluster.wait_listed_once("1002", |b| b["replica"] == "b", &[]);
     cluster.wait_listed_once("1001", |b| b["replica"] == "a", &[]);
+    // The restarted replica lists the call a routed while it was down.
+    let history = |r: &Replica| r.api_get("/api/v1/cdrs").unwrap();
+    let routed = history(&cluster.registrars[A]);
+    assert_eq!(routed[0]["from"], "1001", "{routed}");
+    assert_eq!(history(&cluster.registrars[B])[0], routed[0]);
 
     // The phone starts again (same address) and registers through b: its binding is renewed,
     // not doubled.
@@ -1082,4 +1102,157 @@ fn sigterm_stops_a_registrar_gracefully() {
         "a stays"
     );
     assert!(cluster.registrars[A].is_ready());
+}
+
+/// The web phone of 1001 is connected to a over `/ws` (an Ingress pins the WebSocket to one
+/// pod); softphones of 1002 register through b. A call from the web phone to the softphone
+/// enters at a and goes out through b, which owns the softphone's flow; a call from the
+/// softphone enters at b and reaches the browser through a, which owns the WebSocket: b
+/// forwards the INVITE over `--internal`, and the in-dialog requests follow the same way. Both
+/// calls have audio both ways through the one media replica (the browser's `getStats()`; the
+/// softphone's recording holds the browser's 440 Hz tone), and a BYE from either side ends the
+/// call on both.
+#[test]
+fn the_web_phone_on_one_replica_calls_and_takes_calls_from_a_softphone_on_another() {
+    kubepbx_tests::browser::require_web_build().unwrap();
+    let cluster = Cluster::start(2, 1);
+    let dir = cluster.dir().to_owned();
+    let lb = &cluster.lb;
+    lb.pin(ip(CALLEE_IP), B);
+    let microphone = dir.join("microphone-440.wav");
+    pjsua2::write_tone(&microphone, 440).unwrap();
+    let browser = Browser::start_with_microphone(&microphone).unwrap();
+    let a_url = cluster.registrars[A].http_url();
+    web_phone::log_in(
+        &browser,
+        "web",
+        &a_url,
+        "1001",
+        &default_password("1001"),
+        REGISTER_WAIT,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "the web phone did not register at a: {e}\n{}",
+            cluster.report(&[])
+        )
+    });
+    cluster.wait_listed_once(
+        "1001",
+        |c| c["replica"] == "a" && c["transport"] == "ws",
+        &[],
+    );
+    let in_call = |phone: &Phone| {
+        browser
+            .wait_text("web", "call-state", "^in call$", PHONE_WAIT)
+            .unwrap_or_else(|e| panic!("no call: {e}\n{}", cluster.report(&[phone])));
+        web_phone::wait_for_audio_both_ways(&browser, "web", PHONE_WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.report(&[phone])));
+    };
+    let heard_the_browser = |phone: &Phone| {
+        let path = dir.join(format!("{}.wav", phone.name()));
+        let a = analyse(&path, 440).unwrap();
+        assert!(
+            a.ok,
+            "{} should hear 440 Hz: {}\n{}",
+            phone.name(),
+            a.text,
+            cluster.report(&[phone])
+        );
+    };
+
+    // The web phone calls; it hangs up.
+    let mut callee = cluster.phone(
+        "callee",
+        "1002",
+        &strs(&answering(&dir, "callee", &["--timeout", "60"])),
+    );
+    cluster.wait_listed_once("1002", |c| c["replica"] == "b", &[&callee]);
+    web_phone::dial(&browser, "web", "1002").unwrap();
+    in_call(&callee);
+    browser
+        .screenshot("web", "replicas-web-calls-softphone")
+        .unwrap();
+    browser.click("web", "hangup").unwrap();
+    browser
+        .wait_text("web", "call-state", "^ended", PHONE_WAIT)
+        .unwrap();
+    let done = callee.wait(PHONE_WAIT);
+    assert!(
+        done.is_some_and(|s| s.success()),
+        "callee: {done:?}\n{}",
+        cluster.report(&[&callee])
+    );
+    assert!(
+        callee.has_line("BYE received"),
+        "{}",
+        cluster.report(&[&callee])
+    );
+    heard_the_browser(&callee);
+
+    // The softphone calls; the web phone answers, the softphone hangs up.
+    let mut caller = cluster.phone(
+        "caller",
+        "1002",
+        &[
+            "--call",
+            "1001",
+            "--duration",
+            "8",
+            "--tone",
+            "880",
+            "--record",
+            &wav(&dir, "caller"),
+            "--bind",
+            CALLEE_IP,
+            "--timeout",
+            "60",
+        ],
+    );
+    browser
+        .wait_text("web", "call-state", "^incoming$", PHONE_WAIT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the web phone does not ring: {e}\n{}",
+                cluster.report(&[&caller])
+            )
+        });
+    browser.click("web", "answer").unwrap();
+    in_call(&caller);
+    browser
+        .wait_text(
+            "web",
+            "call-state",
+            "^ended: the other party hung up$",
+            PHONE_WAIT,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "the softphone's BYE did not reach the browser: {e}\n{}",
+                cluster.report(&[&caller])
+            )
+        });
+    let done = caller.wait(PHONE_WAIT);
+    assert!(
+        done.is_some_and(|s| s.success()),
+        "caller: {done:?}\n{}",
+        cluster.report(&[&caller])
+    );
+    heard_the_browser(&caller);
+
+    // The softphone's messages went through b alone: a reached it, and was reached, through b.
+    let ctx = cluster.report(&[&callee, &caller]);
+    for (to_phone, method) in [
+        (true, "INVITE "),
+        (true, "BYE "),
+        (false, "INVITE "),
+        (false, "BYE "),
+    ] {
+        let relayed = lb.relayed(ip(CALLEE_IP), to_phone, method);
+        assert!(
+            !relayed.is_empty() && relayed.iter().all(|r| r.backend == B),
+            "{method}{} the softphone: not all through b\n{ctx}",
+            if to_phone { "to" } else { "from" }
+        );
+    }
 }

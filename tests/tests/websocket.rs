@@ -11,6 +11,7 @@ use kubepbx_tests::sipp::User;
 use kubepbx_tests::{Pbx, Sipp, wait_until};
 use md5::{Digest, Md5};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
@@ -420,14 +421,51 @@ fn udp_phone_calls_a_websocket_phone() {
     }));
 }
 
+/// A client configuration trusting `certs`.
+fn trusting(
+    certs: &[&rcgen::CertifiedKey<rcgen::KeyPair>],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                cert.cert.der().to_vec(),
+            ))
+            .expect("trust the test certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// The certificate a new TLS connection to `port` is shown.
+fn presented(port: u16, config: &std::sync::Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::clone(config), name).expect("tls");
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to --https");
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).expect("handshake");
+    }
+    tls.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+fn write_cert(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, dir: &Path) {
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).expect("write key");
+}
+
 #[test]
-fn wss_on_the_tls_port() {
-    use rustls::pki_types::{CertificateDer, ServerName};
+fn wss_on_the_tls_port_with_a_certificate_renewed_in_place() {
+    use rustls::pki_types::ServerName;
     let dir = tempfile::tempdir().expect("temp dir");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    write_cert(&cert, dir.path());
     let https = kubepbx_tests::ports::free_tcp_port().expect("port");
     let pbx = Pbx::builder()
         .arg("--https")
@@ -441,18 +479,9 @@ fn wss_on_the_tls_port() {
     pbx.add_extensions(&["1002"]).expect("extension");
     pbx.wait_for_extension("1002", WAIT).expect("1002 loaded");
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(cert.cert.der().to_vec()))
-        .expect("trust the test certificate");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = trusting(&[&cert]);
     let name = ServerName::try_from("localhost").expect("name");
-    let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("tls");
+    let tls = rustls::ClientConnection::new(std::sync::Arc::clone(&config), name).expect("tls");
     let tcp = TcpStream::connect(("127.0.0.1", https)).expect("connect to --https");
     tcp.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
@@ -486,6 +515,21 @@ fn wss_on_the_tls_port() {
     assert!(
         answer.contains("Via: SIP/2.0/WSS q.invalid"),
         "the Via is echoed: {answer}"
+    );
+
+    // The certificate is renewed on disk (as cert-manager rewrites a mounted Secret): new
+    // connections get it within the recheck interval (10 s), without a restart.
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    write_cert(&renewed, dir.path());
+    let both = trusting(&[&cert, &renewed]);
+    let served = wait_until(Duration::from_secs(20), || {
+        presented(https, &both) == renewed.cert.der().to_vec()
+    });
+    assert!(served, "still shown the old certificate\n{}", pbx.log());
+    assert!(
+        pbx.log().contains("serving the renewed TLS certificate"),
+        "{}",
+        pbx.log()
     );
 }
 

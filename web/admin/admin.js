@@ -532,12 +532,21 @@ function recordingRow(r) {
   };
   const play = el(
     'button',
-    { type: 'button', 'aria-label': `Play the recording of ${r.from} to ${r.to}` },
+    {
+      type: 'button',
+      'data-testid': `play-${r.id}`,
+      'aria-label': `Play the recording of ${r.from} to ${r.to}`,
+    },
     'Play',
   );
   const download = el(
     'button',
-    { type: 'button', class: 'secondary', 'aria-label': `Download the recording of ${r.from} to ${r.to}` },
+    {
+      type: 'button',
+      class: 'secondary',
+      'data-testid': `download-${r.id}`,
+      'aria-label': `Download the recording of ${r.from} to ${r.to}`,
+    },
     'Download',
   );
   play.addEventListener('click', () => playRecording(r.id));

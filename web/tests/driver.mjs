@@ -3,7 +3,9 @@
 //
 //   node tests/driver.mjs            (Chromium from $CHROMIUM, default /usr/bin/chromium;
 //                                     $CHROMIUM_ARGS: more flags, space-separated or as a
-//                                     JSON array of strings)
+//                                     JSON array of strings; $FAKE_MICROPHONE: a WAV file
+//                                     every page's microphone plays in a loop, instead of
+//                                     Chromium's beep)
 //
 // Each stdin line is a command `{"id": N, "cmd": "...", ...}`; each stdout line is the reply
 // `{"id": N, "ok": true, "value": ...}` or `{"id": N, "ok": false, "error": "..."}`, the error
@@ -27,12 +29,15 @@
 //                                          polls `text` until the regex `pattern` matches →
 //                                          the text; on timeout an error with the last text
 //   visible    {page, testid}              whether the element exists and is visible (no wait)
+//   download   {page, testid, path}        clicks, waits for the download it starts, saves it
+//                                          at path (folders created) → the suggested file name
 //   eval       {page, js}                  an expression, or an async function body (with
 //                                          `return`), run in the page → its JSON value
 //   screenshot {page, path}                full-page PNG at path (folders created) → path
 //   close      {page}                      closes the page and its context → null
 //   quit       {}                          closes the browser, replies null, exits 0
-// click, fill and select wait for their element for `timeoutMs` (default 10000).
+// click, fill, select and download wait for their element (download: and for the download)
+// for `timeoutMs` (default 10000).
 
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -46,9 +51,11 @@ function extraArgs(value) {
   if (text.startsWith('[')) return JSON.parse(text).map(String);
   return text.split(/\s+/).filter(Boolean);
 }
+const MICROPHONE = process.env.FAKE_MICROPHONE;
 const ARGS = [
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
+  ...(MICROPHONE ? [`--use-file-for-fake-audio-capture=${MICROPHONE}`] : []),
   '--allow-loopback-in-peer-connection',
   '--autoplay-policy=no-user-gesture-required',
   '--no-sandbox',
@@ -214,6 +221,19 @@ const commands = {
 
   async visible(args) {
     return locator(args).isVisible();
+  },
+
+  async download(args) {
+    need(args, 'path');
+    const page = pageOf(args);
+    const started = page.waitForEvent('download', { timeout: timeoutOf(args) });
+    // Awaited below; if the click fails first, its later rejection must not go unhandled.
+    started.catch(() => {});
+    await locator(args).click({ timeout: timeoutOf(args) });
+    const download = await started;
+    await mkdir(path.dirname(path.resolve(args.path)), { recursive: true });
+    await download.saveAs(args.path);
+    return download.suggestedFilename();
   },
 
   async eval(args) {

@@ -60,6 +60,9 @@
 mod calls;
 #[cfg(test)]
 mod calls_tests;
+mod cdrs;
+#[cfg(test)]
+mod cdrs_tests;
 mod decode;
 mod endpoint;
 mod failure;
