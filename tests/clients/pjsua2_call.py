@@ -7,8 +7,8 @@ and then makes or takes one call with audio, or analyses a recording.
     pjsua2_call.py --registrar 127.0.0.1:5060 --user 1002 --password change-me-1002 \
         --answer [--ring 0.3] [--hangup [--duration 3]] [--tone 880] [--record callee.wav]
     (both also: [--bind 127.0.0.2] [--public-address 10.255.255.1] [--no-outbound]
-     [--port 5062] [--codec PCMU] [--keep-registration] [--expect-dtmf 15#]; the caller also
-     [--call-delay 2])
+     [--port 5062] [--codec PCMU] [--keep-registration] [--expect-dtmf 15#]
+     [--send-dtmf 15# [--dtmf-method rfc4733|info]]; the caller also [--call-delay 2])
     pjsua2_call.py --analyse callee.wav [--channel left|right] [--min-rms 300] [--expect-hz 440]
         [--last 1.0] [--expect-silence]
     pjsua2_call.py --write-tone tone.wav [--tone 440]
@@ -20,6 +20,10 @@ for a BYE from the PBX (the callee hung up, or the PBX's admin API ended the cal
 is a failure (it hangs up itself and exits 1). Answering: registers, waits for one call, rings
 (180) for --ring seconds, answers 200 and keeps the call until a BYE arrives (--expect-hangup says
 the same explicitly); with --hangup it sends the BYE itself --duration seconds after the answer.
+With --send-dtmf DIGITS the phone presses those keys once the call is confirmed: as RFC 4733
+telephone-events in the RTP stream (--dtmf-method rfc4733, the default) or as one SIP INFO per
+key (--dtmf-method info: `Content-Type: application/dtmf-relay`, body `Signal=5` and
+`Duration=160`, as MicroSIP sends them), each INFO answered in its own transaction.
 Both unregister before they exit, unless --keep-registration: then they leave without a word (no
 un-REGISTER, as a phone that loses power), and the binding stays until it expires.
 Both sides play a sine tone of --tone Hz (a WAV generated into a temp file, looped with
@@ -58,12 +62,18 @@ Status lines on stdout, one per event, for a test to parse:
     pjsua2: dtmf DIGIT METHOD                  (a key press received: METHOD is rfc4733 for a
                                                 telephone-event in the RTP stream, info for a
                                                 SIP INFO)
+    pjsua2: sent dtmf DIGITS METHOD            (--send-dtmf: the keys were pressed)
+    pjsua2: INFO sent, answered CODE           (the final answer to one INFO we sent: 408 when
+                                                none came)
+    pjsua2: INFO received from IP:PORT         (an INFO came in, from that address: the PBX's
+                                                when it went through the proxy)
     pjsua2: recorded PATH BYTES
     pjsua2: error TEXT
 Exit 0 when the call was confirmed and ended with a BYE we sent answered 200 (caller; callee with
 --hangup) or one we received (callee; caller with --expect-hangup); 1 otherwise (the error line
 says why), after at most --timeout seconds. With --expect-dtmf DIGITS the digits received during
-the call must be exactly DIGITS, in order, whatever their method; otherwise exit 1.
+the call must be exactly DIGITS, in order, whatever their method; otherwise exit 1. With
+--send-dtmf the keys must have been sent and, by the hang-up, each INFO among them answered 200.
 
 --analyse prints `pjsua2: analysis rms=R seconds=S rate=HZ tone=F power440=P power880=P` for a
 16-bit PCM WAV (pjmedia's recorder, or the PBX's recordings; also read when its header was not
@@ -260,6 +270,7 @@ def run_phone(a):
         pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733",
         pj.PJSUA_DTMF_METHOD_SIP_INFO: "info",
     }
+    dtmf_method_ids = {name: method for method, name in dtmf_methods.items()}
 
     class Call(pj.Call):
         def __init__(self, acc, call_id=pj.PJSUA_INVALID_ID):
@@ -270,6 +281,8 @@ def run_phone(a):
             self.recorder = None
             self.confirmed_at = None
             self.dtmf = ""
+            # The final answer to each INFO we sent, in the order they came.
+            self.info_answers = []
 
         def onCallState(self, prm):
             ci = self.getInfo()
@@ -286,6 +299,23 @@ def run_phone(a):
             method = dtmf_methods.get(prm.method, str(prm.method))
             self.dtmf += prm.digit
             say("dtmf %s %s" % (prm.digit, method))
+
+        def onCallTsxState(self, prm):
+            # An INFO of ours is finished when its final answer comes (COMPLETED), or when it
+            # ends without one (TERMINATED straight away: timeout or transport error, 408).
+            if prm.e.type != pj.PJSIP_EVENT_TSX_STATE:
+                return
+            event = prm.e.body.tsxState
+            tsx = event.tsx
+            if tsx.role != pj.PJSIP_ROLE_UAC or tsx.method != "INFO":
+                return
+            finished = tsx.state == pj.PJSIP_TSX_STATE_COMPLETED or (
+                tsx.state == pj.PJSIP_TSX_STATE_TERMINATED
+                and event.prevState != pj.PJSIP_TSX_STATE_COMPLETED
+            )
+            if finished:
+                self.info_answers.append(tsx.statusCode)
+                say("INFO sent, answered %d" % tsx.statusCode)
 
         def onCallMediaState(self, prm):
             ci = self.getInfo()
@@ -314,7 +344,8 @@ def run_phone(a):
         """pjsip's log, from which the BYE's fate is read: once a call is DISCONNECTED pjsua no
         longer reports its transactions, and the state says 200 for a BYE answered 403. pjsua
         logs every message it sends and receives at level 4 ("RX 345 bytes Response msg
-        200/BYE/cseq=..."). Lines up to --log-level are echoed to stderr."""
+        200/BYE/cseq=..."), and where a received one came from (the only place that says
+        whether an INFO came through the PBX). Lines up to --log-level are echoed to stderr."""
 
         def __init__(self, echo):
             super().__init__()
@@ -349,6 +380,9 @@ def run_phone(a):
                             m.group(2) or m.group(3),
                         )
                     )
+            m = re.search(r"RX \d+ bytes Request msg INFO/.* from \w+ (\S+):\r?$", text, re.M)
+            if m:
+                say("INFO received from %s" % m.group(1))
             if entry.level <= self.echo:
                 sys.stderr.write(text.rstrip("\n") + "\n")
 
@@ -459,6 +493,8 @@ def run_phone(a):
         hung_up = False
         late = False
         answered_at = None
+        dtmf_sent = False
+        dtmf_error = None
         while call is not None or a.answer:
             if time.time() >= deadline:
                 outcome["why"] = "timed out"
@@ -477,6 +513,16 @@ def run_phone(a):
                 ok = pj.CallOpParam()
                 ok.statusCode = 200
                 call.answer(ok)
+            if a.send_dtmf and call.confirmed and not dtmf_sent:
+                dtmf_sent = True
+                keys = pj.CallSendDtmfParam()
+                keys.digits = a.send_dtmf
+                keys.method = dtmf_method_ids[a.dtmf_method]
+                try:
+                    call.sendDtmf(keys)
+                    say("sent dtmf %s %s" % (a.send_dtmf, a.dtmf_method))
+                except pj.Error as err:
+                    dtmf_error = err.info()
             if (
                 call.confirmed
                 and not hung_up
@@ -507,6 +553,19 @@ def run_phone(a):
                     outcome["why"] = "received the digits %r, expected %r" % (
                         call.dtmf,
                         a.expect_dtmf,
+                    )
+                elif dtmf_error is not None:
+                    outcome["why"] = "could not send the digits: %s" % dtmf_error
+                elif a.send_dtmf and not dtmf_sent:
+                    outcome["why"] = "the call ended before the digits were sent"
+                elif (
+                    a.send_dtmf
+                    and a.dtmf_method == "info"
+                    and call.info_answers != [200] * len(a.send_dtmf)
+                ):
+                    outcome["why"] = "our INFOs for %r were answered %s" % (
+                        a.send_dtmf,
+                        call.info_answers,
                     )
                 else:
                     outcome = {"ok": True, "why": ""}
@@ -632,6 +691,18 @@ def main():
         "--expect-dtmf",
         metavar="DIGITS",
         help="the call must receive exactly these key presses (DTMF), in order",
+    )
+    ap.add_argument(
+        "--send-dtmf",
+        metavar="DIGITS",
+        help="press these keys (DTMF) once the call is confirmed",
+    )
+    ap.add_argument(
+        "--dtmf-method",
+        choices=["rfc4733", "info"],
+        default="rfc4733",
+        help="--send-dtmf: as RFC 4733 telephone-events in the RTP stream, or one SIP INFO "
+        "(application/dtmf-relay) per key",
     )
     a = ap.parse_args()
 

@@ -16,8 +16,10 @@
 //! `--answer`, `--duration S`, `--expect-hangup`, `--tone HZ`, `--record WAV`, `--bind IP`,
 //! `--port N` (the same device when started again), `--public-address IP` (a phone behind NAT),
 //! `--codec PCMU`, `--call-delay S`, `--keep-registration` (exit without unregistering),
-//! `--expect-dtmf DIGITS` (the key presses the call must receive, [`Phone::dtmf`]). Needs
-//! `python3` with the pip package `pjsua2-python` (`scripts/install-deps.sh test`).
+//! `--expect-dtmf DIGITS` (the key presses the call must receive, [`Phone::dtmf`]),
+//! `--send-dtmf DIGITS` (keys to press once the call is up) with `--dtmf-method info` (as SIP
+//! INFO rather than RFC 4733 telephone-events). Needs `python3` with the pip package
+//! `pjsua2-python` (`scripts/install-deps.sh test`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

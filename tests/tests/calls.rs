@@ -1,7 +1,7 @@
 //! Calls through `kubepbx up`'s proxy with real SIP clients: two sipp phones (the scenarios of
 //! `tests/sipp/uac_*.xml` and `uas_*.xml`) for the signalling cases, two pjsua2 phones
-//! (`tests/clients/pjsua2_call.py`) for a call with audio both ways. Each test starts its own
-//! PBX on free loopback ports.
+//! (`tests/clients/pjsua2_call.py`) for a call with audio both ways and one with key presses
+//! sent as SIP INFO. Each test starts its own PBX on free loopback ports.
 //!
 //! A sipp callee is two sipp runs from one local port: `register_digest.xml` registers the
 //! extension from it, then a server-mode `uas_*.xml` listens on it (in a thread) for the INVITE
@@ -21,6 +21,7 @@ use kubepbx_tests::{
 };
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -556,33 +557,21 @@ fn a_wrong_password_on_invite_is_challenged_again_and_recorded() {
     );
 }
 
-/// pjsip 2.15 (the stack of MicroSIP) on both ends, the PBX's default challenges (SHA-256 and
-/// MD5), UDP: 1001 calls 1002, each plays its own tone (440 Hz and 880 Hz) and records what it
-/// hears; after three seconds 1001 hangs up.
-#[test]
-fn two_pjsua2_phones_talk_with_audio_both_ways() {
+/// A PBX with 1001 and 1002 and its default challenges (SHA-256 and MD5), for pjsua2 phones.
+fn pbx_for_pjsua2() -> Pbx {
     let pbx = Pbx::start().unwrap();
     pbx.add_extensions(&["1001", "1002"]).unwrap();
     pbx.wait_for_extension("1001", FOLDER_WAIT).unwrap();
     pbx.wait_for_extension("1002", FOLDER_WAIT).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let caller_wav = dir.path().join("caller.wav");
-    let callee_wav = dir.path().join("callee.wav");
+    pbx
+}
 
-    let mut callee = Phone::start(
-        &pbx,
-        dir.path(),
-        "callee",
-        "1002",
-        &[
-            "--answer",
-            "--tone",
-            "880",
-            "--record",
-            callee_wav.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+/// One call between two pjsua2 phones over UDP: 1002 answers (`--answer`, then `callee`),
+/// and once it is registered 1001 calls it (`--call 1002`, then `caller`). Both must exit
+/// successfully. Returns the phones and what to print when a later check fails.
+fn pjsua2_call(pbx: &Pbx, dir: &Path, callee: &[&str], caller: &[&str]) -> (Phone, Phone, String) {
+    let args = [&["--answer"], callee].concat();
+    let mut callee = Phone::start(pbx, dir, "callee", "1002", &args).unwrap();
     assert!(
         wait_until(Duration::from_secs(15), || {
             pbx.extension("1002").unwrap().unwrap()["registered"] == true
@@ -591,23 +580,8 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
         callee.output(),
         tail(&pbx.log(), 40)
     );
-    let mut caller = Phone::start(
-        &pbx,
-        dir.path(),
-        "caller",
-        "1001",
-        &[
-            "--call",
-            "1002",
-            "--duration",
-            "3",
-            "--tone",
-            "440",
-            "--record",
-            caller_wav.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let args = [&["--call", "1002"], caller].concat();
+    let mut caller = Phone::start(pbx, dir, "caller", "1001", &args).unwrap();
     let caller_status = caller.wait(Duration::from_secs(40));
     let callee_status = callee.wait(Duration::from_secs(10));
     let ctx = format!(
@@ -623,6 +597,31 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
     assert!(
         callee_status.is_some_and(|s| s.success()),
         "callee: {callee_status:?}\n{ctx}"
+    );
+    (caller, callee, ctx)
+}
+
+/// pjsip 2.15 (the stack of MicroSIP) on both ends, the PBX's default challenges (SHA-256 and
+/// MD5), UDP: 1001 calls 1002, each plays its own tone (440 Hz and 880 Hz) and records what it
+/// hears; after three seconds 1001 hangs up.
+#[test]
+fn two_pjsua2_phones_talk_with_audio_both_ways() {
+    let pbx = pbx_for_pjsua2();
+    let dir = tempfile::tempdir().unwrap();
+    let caller_wav = dir.path().join("caller.wav");
+    let callee_wav = dir.path().join("callee.wav");
+    let (caller, callee, ctx) = pjsua2_call(
+        &pbx,
+        dir.path(),
+        &["--tone", "880", "--record", callee_wav.to_str().unwrap()],
+        &[
+            "--duration",
+            "3",
+            "--tone",
+            "440",
+            "--record",
+            caller_wav.to_str().unwrap(),
+        ],
     );
 
     let (caller_lines, callee_lines) = (caller.lines(), callee.lines());
@@ -656,6 +655,60 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
             a.text
         );
     }
+}
+
+/// Key presses sent as SIP INFO (`application/dtmf-relay`, one INFO per key, as MicroSIP can
+/// send them instead of RFC 4733 telephone-events): each INFO follows the dialog's route set
+/// (the proxy's `Record-Route`) and reaches the callee from the PBX, not straight from the
+/// caller; the callee reports exactly those keys, in order, as INFO; and its 200 for every INFO
+/// comes back to the caller.
+#[test]
+fn key_presses_sent_as_sip_info_reach_the_callee_and_are_answered_200() {
+    const KEYS: &str = "19*0#";
+    let pbx = pbx_for_pjsua2();
+    let dir = tempfile::tempdir().unwrap();
+    let (caller, callee, ctx) = pjsua2_call(
+        &pbx,
+        dir.path(),
+        &["--expect-dtmf", KEYS],
+        &[
+            "--duration",
+            "3",
+            "--send-dtmf",
+            KEYS,
+            "--dtmf-method",
+            "info",
+        ],
+    );
+
+    let pbx_addr = pbx.sip_addr().to_string();
+    let sources: Vec<String> = callee
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("INFO received from ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        sources,
+        vec![pbx_addr; KEYS.len()],
+        "one INFO per key, each from the PBX\n{ctx}"
+    );
+    let received = callee.dtmf();
+    let digits: String = received.iter().map(|d| d.digit).collect();
+    assert_eq!(digits, KEYS, "{received:?}\n{ctx}");
+    assert!(
+        received.iter().all(|d| d.method == "info"),
+        "every key should come as a SIP INFO, not as a telephone-event: {received:?}\n{ctx}"
+    );
+    let answers: Vec<String> = caller
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("INFO sent, answered "))
+        .collect();
+    assert_eq!(
+        answers,
+        vec!["INFO sent, answered 200"; KEYS.len()],
+        "one 200 per INFO\n{ctx}"
+    );
 }
 
 /// Neither sipp phone sends RTP: after `--media-timeout` the relay closes the session and the PBX
