@@ -274,7 +274,7 @@ pub struct Stats {
 }
 
 /// Bounded method labels for metrics.
-pub const METHOD_LABELS: [&str; 9] = [
+pub const METHOD_LABELS: [&str; 12] = [
     "REGISTER",
     "OPTIONS",
     "INVITE",
@@ -283,6 +283,9 @@ pub const METHOD_LABELS: [&str; 9] = [
     "CANCEL",
     "SUBSCRIBE",
     "NOTIFY",
+    "UPDATE",
+    "INFO",
+    "PRACK",
     "other",
 ];
 
@@ -320,5 +323,24 @@ impl Stats {
     pub(crate) fn response(&mut self, code: u16) {
         let class = usize::from(code / 100).clamp(1, 6) - 1;
         self.responses[class] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Method;
+
+    #[test]
+    fn in_dialog_methods_have_labels_of_their_own_and_unknown_ones_count_as_other() {
+        for name in ["INFO", "UPDATE", "PRACK", "INVITE"] {
+            assert_eq!(METHOD_LABELS[method_label(&Method::from_token(name))], name);
+        }
+        for name in ["MESSAGE", "info", "FOO"] {
+            assert_eq!(
+                METHOD_LABELS[method_label(&Method::from_token(name))],
+                "other"
+            );
+        }
     }
 }
