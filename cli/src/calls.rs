@@ -5,7 +5,7 @@
 //! - [`take_hangups`] hangs up this replica's calls that another replica's API was asked to
 //!   hang up (`hangup/{id}`), then removes the request;
 //! - [`EtcdCalls`] gives the HTTP API the other replicas' calls and asks their owners to hang
-//!   them up, and every replica's finished calls;
+//!   them up, and every replica's finished calls (the newest [`CDR_KEEP`], followed in memory);
 //! - [`save_cdrs`] writes the records of this replica's finished calls under `cdrs/` and keeps
 //!   that history to its bound.
 
@@ -14,7 +14,7 @@ use kubepbx_api::cdrs::{CdrEntry, SHARED_CDR_KEEP};
 use kubepbx_api::store::{EtcdStore, FollowedMap, OwnedRecords, StoreError};
 use kubepbx_media::{MediaPool, SessionId};
 use kubepbx_registrar::RegistrarHandle;
-use kubepbx_registrar::calls::{CDR_KEEP, CallChange, CdrView, ClusterCalls, decode_cdrs};
+use kubepbx_registrar::calls::{CDR_KEEP, CallChange, CdrView, ClusterCalls};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +24,15 @@ use tokio_util::sync::CancellationToken;
 /// How long `DELETE /api/v1/calls/{id}` waits for another replica to hang its call up.
 const HANGUP_WAIT: Duration = Duration::from_secs(5);
 
-/// The other replicas' calls for the API of replica `replica`.
+/// The other replicas' calls for the API of replica `replica`, and every replica's finished
+/// calls.
 #[derive(Debug)]
 pub struct EtcdCalls {
     pub store: Arc<EtcdStore>,
     pub replica: String,
     pub calls: watch::Receiver<FollowedMap<CallRecord>>,
+    /// The newest finished calls ([`EtcdStore::follow_cdrs`] of [`CDR_KEEP`]), oldest first.
+    pub cdrs: watch::Receiver<FollowedMap<CdrView>>,
 }
 
 #[async_trait::async_trait]
@@ -64,13 +67,14 @@ impl ClusterCalls for EtcdCalls {
         }
     }
 
-    async fn history(&self, limit: usize) -> Result<Vec<CdrView>, String> {
-        let records = self
-            .store
-            .recent_cdrs(limit)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(decode_cdrs(&records))
+    fn history(&self, limit: usize) -> Vec<CdrView> {
+        self.cdrs
+            .borrow()
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }
 

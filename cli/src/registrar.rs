@@ -31,7 +31,7 @@ use kubepbx_api::replicas::{ReplicaKind, ReplicaRecord};
 use kubepbx_api::store::{EtcdStore, ReplicaMap, Store};
 use kubepbx_media::{MediaPool, MediaReplica};
 use kubepbx_operator::load_balancer;
-use kubepbx_registrar::calls::{CALL_FEED_QUEUE, CDR_SAVE_QUEUE, CdrStorage};
+use kubepbx_registrar::calls::{CALL_FEED_QUEUE, CDR_KEEP, CDR_SAVE_QUEUE, CdrStorage, CdrView};
 use kubepbx_registrar::http::{AppState, Readiness, router};
 use kubepbx_registrar::{ClusterLink, MediaLink, RegistrarHandle, Setup};
 use std::net::SocketAddr;
@@ -177,6 +177,10 @@ pub async fn run(mut args: RegistrarArgs) -> Result<()> {
         .hangups()
         .await
         .context("reading the hangup requests from etcd")?;
+    let finished_calls = store
+        .follow_cdrs::<CdrView>(CDR_KEEP)
+        .await
+        .context("reading the finished calls from etcd")?;
     let (call_changes, call_feed) = mpsc::channel(CALL_FEED_QUEUE);
     let (cdr_sink, finished) = mpsc::channel(CDR_SAVE_QUEUE);
     tasks.spawn(calls::save_cdrs(finished, Arc::clone(&store)));
@@ -238,6 +242,7 @@ pub async fn run(mut args: RegistrarArgs) -> Result<()> {
             store: Arc::clone(&store),
             replica: args.replica_id.clone(),
             calls: all_calls,
+            cdrs: finished_calls,
         })),
         ws_policy: args.web.ws_policy(),
         web: Some(args.web.assets(&args.sip.domain.to_ascii_lowercase())),

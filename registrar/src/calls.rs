@@ -9,15 +9,17 @@
 //! registrar keeps them ([`CdrStorage`]), so a restart keeps the history: `kubepbx up` appends
 //! them to a file as JSON lines from a writer task (rotated to `<name>.1` past
 //! [`CDR_FILE_MAX`] bytes); a cluster's replicas write them to the shared store, and the API
-//! reads the whole PBX's history from there ([`ClusterCalls::history`]).
+//! lists the whole PBX's history as each replica follows it in memory
+//! ([`ClusterCalls::history`]), merged with the replica's own calls the store does not have yet
+//! ([`merge_history`]).
 
 use kubepbx_api::calls::{CallPhase, CallRecord};
-use kubepbx_api::cdrs::CdrEntry;
+use kubepbx_api::cdrs::{CdrEntry, CdrRecord};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::{LegStats, SessionStats};
 use kubepbx_sip::endpoint::{Call, CallState, CallSummary};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
@@ -53,9 +55,9 @@ pub trait ClusterCalls: Send + Sync + std::fmt::Debug + 'static {
     /// when no other replica has such a call, `Err` with the reason when the owner did not
     /// hang up in time or the store failed.
     async fn hangup(&self, id: &str) -> Result<bool, String>;
-    /// Every replica's finished calls, newest first, at most `limit`; `Err` with the reason
-    /// when the store cannot be read.
-    async fn history(&self, limit: usize) -> Result<Vec<CdrView>, String>;
+    /// Every replica's finished calls as the store shares them, newest first, at most `limit`:
+    /// a memory read (while the store cannot be reached, what was last read from it).
+    fn history(&self, limit: usize) -> Vec<CdrView>;
 }
 
 /// Where the drive loop sends [`CallChange`]s; it never waits for room.
@@ -198,19 +200,28 @@ pub struct CdrView {
     pub end_code: u16,
 }
 
-/// Finished-call records as [`CdrLog`] saves them (JSON), decoded; records that do not decode
-/// are skipped with a warning.
-pub fn decode_cdrs(records: &[Vec<u8>]) -> Vec<CdrView> {
-    let list: Vec<CdrView> = records
-        .iter()
-        .filter_map(|json| serde_json::from_slice(json).ok())
-        .collect();
-    if list.len() < records.len() {
-        tracing::warn!(
-            records = records.len() - list.len(),
-            "skipped finished-call records that do not decode"
-        );
+impl CdrRecord for CdrView {
+    fn call_id(&self) -> &str {
+        &self.call.id
     }
+}
+
+/// The newest `limit` finished calls of the cluster: `shared`, as the store has them, and this
+/// replica's `own` that are not among them (ended a moment ago, or while the store cannot be
+/// reached), newest first (by end, then id: the store's key order), each call once.
+pub fn merge_history(shared: Vec<CdrView>, own: Vec<CdrView>, limit: usize) -> Vec<CdrView> {
+    let unsaved: Vec<CdrView> = {
+        let known: HashSet<&str> = shared.iter().map(|c| c.call.id.as_str()).collect();
+        own.into_iter()
+            .filter(|c| !known.contains(c.call.id.as_str()))
+            .collect()
+    };
+    let mut list = shared;
+    if !unsaved.is_empty() {
+        list.extend(unsaved);
+        list.sort_by(|a, b| (&b.ended_at, &b.call.id).cmp(&(&a.ended_at, &a.call.id)));
+    }
+    list.truncate(limit);
     list
 }
 
@@ -454,6 +465,41 @@ mod tests {
         assert_eq!(json["endCode"], 200);
         assert!(json["media"].is_null());
         assert!(json.get("session").is_none());
+    }
+
+    /// The record of call `id` that ended `secs` after the first.
+    fn ended(id: &str, secs: u64) -> CdrView {
+        let mut summary = summary(id);
+        summary.ended_at = UnixMillis(1_795_000_062_000 + secs * 1000);
+        cdr(&summary, None)
+    }
+
+    #[test]
+    fn the_clusters_history_takes_this_replicas_unsaved_calls_once_newest_first() {
+        let ids =
+            |list: Vec<CdrView>| -> Vec<String> { list.into_iter().map(|c| c.call.id).collect() };
+        let shared = vec![ended("b-1-3", 3), ended("a-1-2", 2), ended("b-1-1", 1)];
+        // a-1-2 is saved; a-1-4 is not yet, a-1-0 is older than everything shared.
+        let own = vec![ended("a-1-4", 4), ended("a-1-2", 2), ended("a-1-0", 0)];
+        assert_eq!(
+            ids(merge_history(shared.clone(), own.clone(), 10)),
+            ["a-1-4", "b-1-3", "a-1-2", "b-1-1", "a-1-0"]
+        );
+        assert_eq!(
+            ids(merge_history(shared.clone(), own, 2)),
+            ["a-1-4", "b-1-3"]
+        );
+        // Calls that ended in the same second sort by id, as their keys do.
+        let same = vec![ended("c-1-1", 5)];
+        assert_eq!(
+            ids(merge_history(
+                same,
+                vec![ended("a-1-9", 5), ended("d-1-1", 5)],
+                10
+            )),
+            ["d-1-1", "c-1-1", "a-1-9"]
+        );
+        assert_eq!(ids(merge_history(shared, Vec::new(), 10)).len(), 3);
     }
 
     #[tokio::test]

@@ -280,17 +280,18 @@ async fn hangup(
     }
 }
 
-/// In a cluster, every replica's finished calls from the shared store; without one, or while
-/// the store cannot be read, this replica's own.
+/// This replica's finished calls; in a cluster, every replica's as this replica follows them
+/// in memory, with its own that the store does not have yet (never waiting for etcd).
 async fn cdrs(State(state): State<AppState>) -> Result<Response, Problem> {
-    if let Some(cluster) = &state.cluster {
-        match cluster.history(crate::calls::CDR_KEEP).await {
-            Ok(list) => return Ok(Json(list).into_response()),
-            Err(why) => tracing::debug!(error = %why,
-                "listing this replica's finished calls only: the shared ones cannot be read"),
-        }
-    }
-    let list = state.registrar.cdrs().await.ok_or_else(unavailable)?;
+    let own = state.registrar.cdrs().await;
+    let list = match &state.cluster {
+        Some(cluster) => crate::calls::merge_history(
+            cluster.history(crate::calls::CDR_KEEP),
+            own.unwrap_or_default(),
+            crate::calls::CDR_KEEP,
+        ),
+        None => own.ok_or_else(unavailable)?,
+    };
     Ok(Json(list).into_response())
 }
 

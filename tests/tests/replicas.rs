@@ -1013,6 +1013,27 @@ fn registrars_ride_out_an_etcd_outage() {
             r.id()
         );
     }
+    // a, which routed the call, lists it from memory; the others still answer, without it.
+    let cdr_ids = |r: &Replica| -> Vec<String> {
+        let list = r.api_get("/api/v1/cdrs").unwrap();
+        let list = list.as_array().unwrap();
+        list.iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let routed = cdr_ids(&cluster.registrars[A]);
+    assert!(
+        routed.len() == 1 && routed[0].starts_with("a-"),
+        "a lists {routed:?} at the end of the outage"
+    );
+    for r in [&cluster.registrars[B], &cluster.registrars[C]] {
+        let listed = cdr_ids(r);
+        assert!(
+            listed.is_empty(),
+            "{} lists {listed:?} without etcd",
+            r.id()
+        );
+    }
 
     // etcd is back: every registrar is ready again within seconds.
     cluster.etcd.restart().unwrap();
@@ -1029,6 +1050,16 @@ fn registrars_ride_out_an_etcd_outage() {
         "every registrar was ready {:?} after etcd came back",
         back.elapsed()
     );
+
+    // a writes the call's record once etcd is back; every replica lists it, once.
+    for r in &cluster.registrars {
+        assert!(
+            wait_until(Duration::from_secs(20), || cdr_ids(r) == routed),
+            "{} lists {:?} after the outage, not {routed:?}",
+            r.id(),
+            cdr_ids(r)
+        );
+    }
 
     // Another phone of 1001 registers, through c: every replica learns it, and the one of 1002
     // that registered during the outage; the first phones' bindings stay.

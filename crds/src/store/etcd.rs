@@ -83,6 +83,7 @@ mod tls;
 #[cfg(test)]
 mod tls_tests;
 mod watch;
+mod window;
 
 pub use follow::FollowedMap;
 pub use health::EtcdHealth;

@@ -1,10 +1,24 @@
-//! Finished calls on etcd (see [`crate::cdrs`]): writing records, reading the newest, trimming
-//! the oldest.
+//! Finished calls on etcd (see [`crate::cdrs`]): writing records, following the newest,
+//! trimming the oldest.
 
+use super::follow::{Followed, FollowedMap};
+use super::window::Keep;
 use super::{EtcdStore, prefix_end};
-use crate::cdrs::{CdrEntry, cdr_key, cdrs_prefix};
+use crate::cdrs::{CdrEntry, CdrRecord, cdr_key, cdr_key_id, cdrs_prefix};
 use crate::store::StoreError;
-use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
+use tokio::sync::watch;
+
+/// A record names its call, whose id ends its key.
+impl<T: CdrRecord> Followed for T {
+    fn named_id(&self) -> Option<&str> {
+        Some(self.call_id())
+    }
+
+    fn key_id(rest: &str) -> &str {
+        cdr_key_id(rest)
+    }
+}
 
 impl EtcdStore {
     /// Writes finished-call records (no lease: they outlive this replica), in transactions of
@@ -44,26 +58,18 @@ impl EtcdStore {
         }
     }
 
-    /// The newest `limit` finished-call records (JSON), newest first.
-    pub async fn recent_cdrs(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Follows the newest `keep` finished-call records (at least one), decoded, by the rest of
+    /// their key (`{ended-at}/{id}`): the map's last entries are the newest. One read fills
+    /// it, a watch keeps it current (new records enter, the oldest leave past `keep`, deleted
+    /// ones go; a broken watch reads again); it is never larger than `keep`. Fails when etcd
+    /// cannot be read now; afterwards a task of the store keeps it (until the store is
+    /// dropped), and it stays as it was while etcd cannot be reached.
+    pub async fn follow_cdrs<T: CdrRecord>(
+        &self,
+        keep: usize,
+    ) -> Result<watch::Receiver<FollowedMap<T>>, StoreError> {
         let prefix = cdrs_prefix(&self.shared.options.prefix);
-        let options = GetOptions::new()
-            .with_range(prefix_end(prefix.as_bytes()))
-            .with_sort(SortTarget::Key, SortOrder::Descend)
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let response = self
-            .shared
-            .client
-            .kv_client()
-            .get(prefix.as_str(), Some(options))
-            .await
-            .map_err(|e| self.shared.fail("reading finished calls", &e))?;
-        self.shared.health.reachable();
-        Ok(response
-            .kvs()
-            .iter()
-            .map(|kv| kv.value().to_vec())
-            .collect())
+        self.follow_keeping(prefix, Keep::Newest(keep)).await
     }
 
     /// Deletes the oldest finished-call records beyond the newest `keep`; returns how many went.

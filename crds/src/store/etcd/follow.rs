@@ -1,16 +1,20 @@
-//! Following a prefix: every JSON value under it, decoded into a map by the rest of its key and
-//! kept current by a watch (the replica registry, calls in progress, hangup requests).
+//! Following a prefix: the JSON values under it, decoded into a map by the rest of their key and
+//! kept current by a watch (the replica registry, calls in progress, hangup requests, the newest
+//! finished calls).
 //!
 //! A read, then a watch from the revision read; a broken watch is re-opened with a fresh read
-//! (the watch may have missed deletions), so a restarted etcd costs a moment, never a stale map.
-//! Values that do not decode, or name another record than their key, are skipped and counted as
-//! corrupt.
+//! (the watch may have missed deletions), so a restarted etcd or a compacted revision costs a
+//! moment, never a stale map. A follower keeps every record, or only the newest `n` by key
+//! ([`Keep`], see `window`): it reads just those, and reads them again when a deletion leaves
+//! it one short of records it never read. Values that do not decode, or name another record
+//! than their key, are skipped and counted as corrupt.
 
-use super::{EtcdStore, Shared, prefix_end};
+use super::window::{Keep, Window};
+use super::{EtcdStore, MAX_MESSAGE, Shared, prefix_end};
 use crate::calls::{CallRecord, HangupRequest};
 use crate::replicas::ReplicaRecord;
 use crate::store::StoreError;
-use etcd_client::{EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +29,13 @@ pub type FollowedMap<T> = Arc<BTreeMap<String, T>>;
 
 /// A record that can be followed.
 pub(super) trait Followed: DeserializeOwned + Clone + Send + Sync + 'static {
-    /// The id the value names, when it must equal the rest of its key.
+    /// The id the value names, when it must equal [`key_id`](Followed::key_id) of its key.
     fn named_id(&self) -> Option<&str>;
+
+    /// The id a key names, given the rest of the key after the prefix.
+    fn key_id(rest: &str) -> &str {
+        rest
+    }
 }
 
 impl Followed for ReplicaRecord {
@@ -55,24 +64,48 @@ impl EtcdStore {
         &self,
         prefix: String,
     ) -> Result<watch::Receiver<FollowedMap<T>>, StoreError> {
-        let (map, revision) = self.shared.read_map::<T>(&prefix).await?;
+        self.follow_keeping(prefix, Keep::All).await
+    }
+
+    /// Follows the records under `prefix` that `keep` selects, as [`follow`](Self::follow).
+    pub(super) async fn follow_keeping<T: Followed>(
+        &self,
+        prefix: String,
+        keep: Keep,
+    ) -> Result<watch::Receiver<FollowedMap<T>>, StoreError> {
+        let mut window = Window::new(keep);
+        let (map, revision) = self.shared.read_map::<T>(&prefix, &mut window).await?;
         let (tx, rx) = watch::channel(Arc::new(map));
-        self.spawn(follow_map(Arc::clone(&self.shared), prefix, tx, revision));
+        let follower = Follower {
+            shared: Arc::clone(&self.shared),
+            prefix,
+            window,
+            tx,
+        };
+        self.spawn(follower.run(revision));
         Ok(rx)
     }
 }
 
 impl Shared {
-    /// Every record under `prefix` and the revision read at.
+    /// The records under `prefix` that `window` keeps, and the revision read at; tells
+    /// `window` where the read stopped.
     async fn read_map<T: Followed>(
         &self,
         prefix: &str,
+        window: &mut Window,
     ) -> Result<(BTreeMap<String, T>, i64), StoreError> {
-        let end = prefix_end(prefix.as_bytes());
+        let mut options = GetOptions::new().with_range(prefix_end(prefix.as_bytes()));
+        if let Some(limit) = window.limit() {
+            options = options
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
         let response = self
             .client
             .kv_client()
-            .get(prefix, Some(GetOptions::new().with_range(end)))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .get(prefix, Some(options))
             .await
             .map_err(|e| self.fail(&format!("reading {prefix}"), &e))?;
         self.health.reachable();
@@ -83,6 +116,11 @@ impl Shared {
                 map.insert(id, record);
             }
         }
+        let cut_at = response
+            .more()
+            .then(|| response.kvs().last().map(|kv| rest_of(prefix, kv.key())))
+            .flatten();
+        window.read(cut_at);
         Ok((map, revision))
     }
 
@@ -98,9 +136,11 @@ impl Shared {
         let id = key.strip_prefix(prefix).unwrap_or_default();
         match serde_json::from_slice::<T>(value) {
             Ok(record) => match record.named_id() {
-                Some(named) if named != id => {
-                    self.health
-                        .corrupt(&key, &format!("the value names {named:?}, not {id:?}"));
+                Some(named) if named != T::key_id(id) => {
+                    self.health.corrupt(
+                        &key,
+                        &format!("the value names {named:?}, not {:?}", T::key_id(id)),
+                    );
                     None
                 }
                 _ => Some((id.to_owned(), record)),
@@ -113,69 +153,113 @@ impl Shared {
     }
 }
 
-/// Keeps `tx` equal to the records under `prefix`, from `revision` on.
-async fn follow_map<T: Followed>(
+/// The rest of `key` after `prefix`.
+fn rest_of(prefix: &str, key: &[u8]) -> String {
+    String::from_utf8_lossy(key)
+        .strip_prefix(prefix)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The task keeping a followed map current.
+struct Follower<T> {
     shared: Arc<Shared>,
     prefix: String,
+    window: Window,
     tx: watch::Sender<FollowedMap<T>>,
-    mut revision: i64,
-) {
-    let end = prefix_end(prefix.as_bytes());
-    let mut retry = shared.options.retry_interval;
-    loop {
-        let options = WatchOptions::new()
-            .with_range(end.clone())
-            .with_start_revision(revision + 1);
-        let opened = shared
-            .client
-            .watch_client()
-            .watch(prefix.as_str(), Some(options))
-            .await;
-        if let Ok(mut stream) = opened {
-            while let Ok(Some(response)) = stream.message().await {
-                if response.canceled() {
-                    break;
-                }
-                retry = shared.options.retry_interval;
-                if let Some(header) = response.header() {
-                    revision = revision.max(header.revision());
-                }
-                tx.send_modify(|map| {
-                    let map = Arc::make_mut(map);
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let id = String::from_utf8_lossy(kv.key())
-                            .strip_prefix(prefix.as_str())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let decoded = match event.event_type() {
-                            EventType::Delete => None,
-                            EventType::Put => {
-                                shared.decode_followed::<T>(&prefix, kv.key(), kv.value())
-                            }
-                        };
-                        match decoded {
-                            Some((id, record)) => map.insert(id, record),
-                            None => map.remove(&id),
-                        };
-                    }
-                });
-            }
-        }
-        if tx.is_closed() {
-            return;
-        }
+}
+
+/// Why a watch stopped being followed.
+enum Stopped {
+    /// The stream broke or etcd canceled it: read again after a pause.
+    Lost,
+    /// The window lost a record it cannot replace from what it read: read again now.
+    Short,
+}
+
+impl<T: Followed> Follower<T> {
+    /// Keeps the map equal to the records under the prefix, from `revision` on.
+    async fn run(mut self, mut revision: i64) {
+        let mut retry = self.shared.options.retry_interval;
         loop {
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(MAX_RETRY);
-            if let Ok((map, read_at)) = shared.read_map::<T>(&prefix).await {
-                revision = read_at;
-                tx.send_replace(Arc::new(map));
-                break;
-            }
-            if tx.is_closed() {
+            let stopped = self.watch(&mut revision, &mut retry).await;
+            if self.tx.is_closed() {
                 return;
             }
+            if matches!(stopped, Stopped::Short) && self.reread(&mut revision).await {
+                continue;
+            }
+            loop {
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(MAX_RETRY);
+                if self.reread(&mut revision).await {
+                    break;
+                }
+                if self.tx.is_closed() {
+                    return;
+                }
+            }
         }
+    }
+
+    /// Reads the map again; `false` when etcd could not be read.
+    async fn reread(&mut self, revision: &mut i64) -> bool {
+        match self
+            .shared
+            .read_map::<T>(&self.prefix, &mut self.window)
+            .await
+        {
+            Ok((map, read_at)) => {
+                *revision = read_at;
+                self.tx.send_replace(Arc::new(map));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Applies the watch's changes from `revision + 1` until it stops.
+    async fn watch(&mut self, revision: &mut i64, retry: &mut Duration) -> Stopped {
+        let options = WatchOptions::new()
+            .with_range(prefix_end(self.prefix.as_bytes()))
+            .with_start_revision(*revision + 1);
+        let opened = self
+            .shared
+            .client
+            .watch_client()
+            .watch(self.prefix.as_str(), Some(options))
+            .await;
+        let Ok(mut stream) = opened else {
+            return Stopped::Lost;
+        };
+        while let Ok(Some(response)) = stream.message().await {
+            if response.canceled() {
+                return Stopped::Lost;
+            }
+            *retry = self.shared.options.retry_interval;
+            if let Some(header) = response.header() {
+                *revision = (*revision).max(header.revision());
+            }
+            let (shared, prefix, window) = (&self.shared, self.prefix.as_str(), &mut self.window);
+            let mut short = false;
+            self.tx.send_modify(|map| {
+                let map = Arc::make_mut(map);
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let decoded = match event.event_type() {
+                        EventType::Delete => None,
+                        EventType::Put => shared.decode_followed::<T>(prefix, kv.key(), kv.value()),
+                    };
+                    match decoded {
+                        Some((id, record)) => window.put(map, id, record),
+                        None => short |= window.remove(map, &rest_of(prefix, kv.key())),
+                    }
+                }
+            });
+            if short {
+                return Stopped::Short;
+            }
+        }
+        Stopped::Lost
     }
 }
