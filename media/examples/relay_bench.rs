@@ -238,6 +238,23 @@ enum Arrivals {
     Burst,
 }
 
+impl Arrivals {
+    /// Sleeps until sender `i` of `n` is due in `cycle` (20 ms periods from `start`), as
+    /// spread by these arrivals.
+    fn wait_turn(self, start: Instant, cycle: u32, i: usize, n: usize) {
+        let period = Duration::from_millis(20);
+        let mut due = start + period * cycle + period * i as u32 / n as u32;
+        if self == Arrivals::Burst {
+            let ms = (due - start).as_micros().div_ceil(1000) as u64;
+            due = start + Duration::from_millis(ms);
+        }
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
 /// One call's phones that the sender thread drives: (socket, relay address, SSRC) for each.
 type Link = Vec<(Arc<UdpSocket>, SocketAddr, u32)>;
 
@@ -252,7 +269,6 @@ fn send_paced(
     stop: &CancellationToken,
 ) {
     let n = links.len() as u64;
-    let period = Duration::from_millis(20);
     let start = Instant::now() + Duration::from_millis(5);
     let mut packet = [0u8; PACKET];
     packet[0] = 0x80; // RTP version 2, PT 0 (PCMU)
@@ -264,15 +280,7 @@ fn send_paced(
         packet[2..4].copy_from_slice(&seq.to_be_bytes());
         packet[4..8].copy_from_slice(&ts.to_be_bytes());
         for (call, link) in links.iter().enumerate() {
-            let mut due = start + period * cycle as u32 + period * call as u32 / n as u32;
-            if arrivals == Arrivals::Burst {
-                let ms = (due - start).as_micros().div_ceil(1000) as u64;
-                due = start + Duration::from_millis(ms);
-            }
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+            arrivals.wait_turn(start, cycle as u32, call, n as usize);
             for (sock, to, ssrc) in link {
                 packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
                 let sent = base.elapsed().as_nanos() as u64;
@@ -678,7 +686,7 @@ mod browser {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     use str0m::change::{SdpAnswer, SdpPendingOffer};
     use str0m::media::{Direction, MediaKind, Mid, Pt};
     use str0m::net::{Protocol, Receive};
@@ -801,20 +809,11 @@ mod browser {
         stop: &CancellationToken,
     ) {
         let n = peers.len() as u32;
-        let period = Duration::from_millis(20);
         let start = Instant::now();
         let mut cycle = 0u32;
         while !stop.is_cancelled() {
             for (i, peer) in peers.iter().enumerate() {
-                let mut due = start + period * cycle + period * i as u32 / n;
-                if arrivals == Arrivals::Burst {
-                    let ms = (due - start).as_micros().div_ceil(1000) as u64;
-                    due = start + Duration::from_millis(ms);
-                }
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
+                arrivals.wait_turn(start, cycle, i, n as usize);
                 let mut peer = peer.lock().unwrap();
                 let now = Instant::now();
                 if peer.connected && start_send.is_cancelled() && !stop_send.is_cancelled() {
