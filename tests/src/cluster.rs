@@ -102,7 +102,7 @@ impl Replica {
             child: None,
             runs: 0,
         };
-        r.launch()?;
+        r.launch_on_free_ports()?;
         Ok(r)
     }
 
@@ -128,7 +128,7 @@ impl Replica {
             child: None,
             runs: 0,
         };
-        r.launch()?;
+        r.launch_on_free_ports()?;
         Ok(r)
     }
 
@@ -241,6 +241,13 @@ impl Replica {
         if self.child.is_some() {
             return Err(Error::Invalid(format!("{} is running", self.id)));
         }
+        self.launch_on_free_ports()
+    }
+
+    /// [`Self::launch`], again on fresh ports (up to 3 times) when the process found one of
+    /// its ports taken: a port is picked free and bound by the process a moment later, and
+    /// any program binding an ephemeral port (another test's) may come in between.
+    fn launch_on_free_ports(&mut self) -> Result<()> {
         let mut attempts = 0;
         loop {
             match self.launch() {
@@ -257,9 +264,12 @@ impl Replica {
 
     fn fresh_ports(&mut self) -> Result<()> {
         self.http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
-        if self.role == Role::Registrar {
-            self.sip = Some(SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()?)));
-            self.internal = Some(SocketAddr::from(([127, 0, 0, 1], free_udp_port()?)));
+        match self.role {
+            Role::Registrar => {
+                self.sip = Some(SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()?)));
+                self.internal = Some(SocketAddr::from(([127, 0, 0, 1], free_udp_port()?)));
+            }
+            Role::Media => self.rtp_ports = Some(free_udp_port_block(MEDIA_PORTS)?),
         }
         Ok(())
     }

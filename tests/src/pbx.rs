@@ -230,7 +230,20 @@ impl PbxBuilder {
             child: None,
             runs: 0,
         };
-        pbx.launch()?;
+        // A port is picked free and bound by kubepbx a moment later: any program binding an
+        // ephemeral port (another test's) may come in between. Then again, on fresh ports.
+        for attempt in 1.. {
+            let err = match pbx.launch() {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            let taken =
+                matches!(&err, Error::Exited { log, .. } if log.contains("Address already in use"));
+            if !taken || attempt == 3 {
+                return Err(err);
+            }
+            pbx.fresh_ports()?;
+        }
         Ok(pbx)
     }
 }
@@ -525,6 +538,22 @@ impl Pbx {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// New free ports for those the harness picked (not those the test fixed).
+    fn fresh_ports(&mut self) -> Result<()> {
+        let c = &self.config;
+        if c.sip_port.is_none() {
+            self.sip_port = free_udp_tcp_port()?;
+        }
+        if c.http_port.is_none() {
+            self.http_port = free_tcp_port()?;
+        }
+        if c.rtp_ports.is_none() {
+            self.rtp_ports = free_udp_port_block(DEFAULT_RTP_PORTS)?;
+        }
+        self.webrtc_port = free_udp_port()?;
+        Ok(())
     }
 
     fn launch(&mut self) -> Result<()> {
