@@ -45,6 +45,8 @@ pub struct WebArgs {
     pub tls_key: Option<PathBuf>,
     /// Page origins allowed to open SIP WebSockets at /ws, comma-separated (e.g.
     /// https://phone.example.com) [default: any origin; digest authentication admits phones].
+    // The doc comment is the `--help` text: a bare URL reads better there than a rustdoc link.
+    #[allow(rustdoc::bare_urls)]
     #[arg(
         long,
         env = "KUBEPBX_WS_ALLOWED_ORIGINS",

@@ -8,7 +8,7 @@
 //! the requester's): the owner follows those, hangs the call up (BYE both ways) and deletes the
 //! request; the requester sees the call record go.
 //!
-//! The etcd side is [`crate::store::EtcdStore::calls`], [`crate::store::Announcement::own`] and
+//! The etcd side is [`crate::store::EtcdStore::calls`], [`crate::store::Announcement::owned`] and
 //! [`crate::store::EtcdStore::request_hangup`].
 
 use crate::time::UnixMillis;

@@ -15,7 +15,7 @@
 //! cannot express and names the offending field in its error.
 //!
 //! [`Extension`] is the custom resource (`extensions.kubepbx.io`, short name `ext`) generated
-//! from the spec and [`ExtensionStatus`](crate::status::ExtensionStatus); [`crd`] gives its
+//! from the spec and [`ExtensionStatus`]; [`crd`] gives its
 //! CustomResourceDefinition, which `kubepbx crdgen` prints and `crds/extension.yaml` holds.
 
 use crate::status::ExtensionStatus;

@@ -17,9 +17,10 @@
 //! Secret values are kept as [`SecretValue`], whose `Debug` is redacted, and no error message
 //! repeats a value found in a Secret.
 //!
-//! The admin API of `kubepbx up` changes the folder through [`write`] (which files to write for
-//! a new, changed or deleted extension, checked with [`read_dir_with`] before anything is
-//! written) and [`edit`] (one file's documents edited as text, the others kept byte for byte).
+//! The admin API of `kubepbx up` changes the folder through [`write`](mod@write) (which files
+//! to write for a new, changed or deleted extension, checked with [`read_dir_with`] before
+//! anything is written) and [`edit`] (one file's documents edited as text, the others kept byte
+//! for byte).
 
 pub mod edit;
 mod resolve;

@@ -1,6 +1,6 @@
 //! [`LocalRelay`]: the in-process [`MediaControl`] used by `kubepbx up` (and behind the HTTP
 //! API of a media replica). It parses SDPs, leases ports and binds sockets for plain legs, and
-//! spawns one [`SessionTask`] per call, which negotiates ([`crate::negotiate`]) and relays.
+//! spawns one `SessionTask` per call, which negotiates (module `negotiate`) and relays.
 //! Session tasks run on the relay's own threads, one single-threaded runtime per core
 //! (module `threads`, sessions spread round-robin), tracked by the owner's [`TaskTracker`];
 //! a session's sockets are registered with its thread's reactor. With a WebRTC address

@@ -3,7 +3,7 @@
 //!
 //! In a cluster the drive loop also feeds the calls it routes to the shared store as
 //! [`CallChange`]s ([`CallFeed`]), and the API lists the other replicas' calls from there
-//! ([`ClusterCalls`], [`remote_view`]).
+//! ([`ClusterCalls`]).
 //!
 //! Finished calls are kept in memory (the newest [`CDR_KEEP`]) and handed to where the
 //! registrar keeps them ([`CdrStorage`]), so a restart keeps the history: `kubepbx up` appends

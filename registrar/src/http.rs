@@ -24,7 +24,7 @@
 //!
 //! The extension writes go to [`AppState::extension_admin`] (the manifest folder in `kubepbx
 //! up`); without one (a cluster) they answer `405` naming `kubectl apply` and `kubepbx apply`
-//! ([`extensions`]).
+//! (`extensions`).
 
 mod extensions;
 

@@ -6,7 +6,7 @@
 //! - [`start`]: binds nothing itself — it takes [`SipListeners`] (bound by the caller, so tests
 //!   and `kubepbx up` choose ports) and a [`Store`], loads the store's snapshot and spawns the
 //!   tasks below on the caller's [`TaskTracker`]; they stop when the [`CancellationToken`] fires.
-//! - `core`: the drive loop owning the [`Endpoint`](kubepbx_sip::endpoint::Endpoint).
+//! - `core`: the drive loop owning the [`Endpoint`].
 //! - `udp`, `tcp`, [`ws`]: the transport drivers (WebSockets arrive through the HTTP server;
 //!   [`forwarded`] finds the phone behind a trusted proxy).
 //! - [`http`]: the axum router (admin API, health, metrics); [`tls`]: HTTPS and the SIP over

@@ -2,7 +2,7 @@
 //! HTTP, so browsers reach the web phone and SIP over secure WebSocket (WSS) without an Ingress
 //! in front), and the acceptor of SIP over TLS (`--sip-tls`, see `tcp.rs`).
 //!
-//! Handshakes run in their own tasks (bounded by [`HANDSHAKE_TIMEOUT`]) and finished streams
+//! Handshakes run in their own tasks (bounded by `HANDSHAKE_TIMEOUT`) and finished streams
 //! reach the HTTP server through a bounded queue, so a slow or silent client never holds up the
 //! others. The certificate chain and key are PEM files (what cert-manager and most CAs hand
 //! out); a file that cannot be used stops the start with an error naming it, and a renewed

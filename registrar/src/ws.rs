@@ -1,9 +1,9 @@
 //! SIP over WebSocket (RFC 7118): the `/ws` route of the HTTP server.
 //!
 //! A WebSocket is a flow like a TCP connection: its task announces it to the drive loop
-//! ([`Inbound::Connected`], with the sending half of a bounded queue), hands every frame over as
+//! (`Inbound::Connected`, with the sending half of a bounded queue), hands every frame over as
 //! one SIP message (a frame carries exactly one message, so there is no stream framing), writes
-//! what the loop queues for it as text frames, and reports its end ([`Inbound::Closed`]). Flow
+//! what the loop queues for it as text frames, and reports its end (`Inbound::Closed`). Flow
 //! numbers come from the same counter as TCP connections, so the two never collide.
 //!
 //! Rules at the upgrade (answered as problem documents, before any SIP):
@@ -15,7 +15,7 @@
 //! UDP datagram would get (400 when it can be answered, otherwise it is dropped); a blank frame
 //! (`CRLF CRLF`) is a keep-alive and is answered with `CRLF`. The server pings every
 //! [`PING_EVERY`] so load balancers and Ingresses that cut idle connections keep it open, and a
-//! socket that has been silent (no frame, no pong) for [`IDLE_TIMEOUT`] is closed.
+//! socket that has been silent (no frame, no pong) for `IDLE_TIMEOUT` is closed.
 //!
 //! The flow's transport is `wss` when the connection came through the registrar's TLS port
 //! ([`Secure`]) or through a proxy that says so (`X-Forwarded-Proto: https`, an Ingress

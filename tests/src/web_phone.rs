@@ -68,7 +68,7 @@ pub fn press_keys(browser: &Browser, page: &str, keys: &str) -> Result<()> {
 }
 
 /// Waits up to `timeout` until the page's call has audio both ways: packets sent and received
-/// ([`FLOWING_PACKETS`] each) and a received level above silence. Returns the last counters
+/// (`FLOWING_PACKETS` each) and a received level above silence. Returns the last counters
 /// ([`Browser::phone_stats`]); the error carries them.
 pub fn wait_for_audio_both_ways(browser: &Browser, page: &str, timeout: Duration) -> Result<Value> {
     let mut last = Value::Null;

@@ -13,16 +13,16 @@
 //! | `GET /v1/metrics` | — | [`MetricsSnapshot`](crate::MetricsSnapshot) |
 //! | `GET /v1/events?from=N&wait=S` | — | [`EventsPage`]: relay events numbered from `N`, waiting up to `S` s (long poll) |
 //!
-//! A failure is the [`MediaError`](crate::MediaError) as JSON with an HTTP status chosen by
+//! A failure is the [`MediaError`] as JSON with an HTTP status chosen by
 //! [`http_status`]; the client turns it back into the same error, so the proxy answers a phone
 //! exactly as it would with an in-process relay. An unreachable or slow replica is
-//! [`MediaError::Unavailable`](crate::MediaError::Unavailable) naming its URL.
+//! [`MediaError::Unavailable`] naming its URL.
 //!
 //! Session ids travel percent-encoded in paths (they hold a SIP Call-ID).
 //!
-//! - [`server`]: the axum [`router`](server::router) and the [`EventFeed`](server::EventFeed)
+//! - [`server`]: the axum [`router`] and the [`EventFeed`]
 //!   that numbers relay events for long polls.
-//! - [`client`]: [`HttpMedia`](client::HttpMedia), the [`MediaControl`](crate::MediaControl)
+//! - [`client`]: [`HttpMedia`], the [`MediaControl`](crate::MediaControl)
 //!   implementation that talks to it.
 
 pub mod client;
