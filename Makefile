@@ -5,7 +5,7 @@
 #   make chart-test  render, lint and validate the Helm chart in every mode (part of make test)
 #   make bench   registration (one process, and replicas sharing etcd), call setup and media
 #                relay benchmarks (docs/benchmarks.md)
-#   make lint    rustfmt and clippy only
+#   make lint    rustfmt, clippy and rustdoc (warnings are errors) only
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -45,6 +45,7 @@ up: deps-run web
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps
 
 test: deps-test lint web
 	cd web && npm test
