@@ -31,7 +31,7 @@
 use crate::api::Side;
 use crate::metrics::RelayMetrics;
 use crate::udp::Reader;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,9 @@ const READS: usize = 8;
 /// hundred datagrams, which a thousand browsers send in 10 ms). The kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`.
 pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Bytes of the buffer that routed datagrams are copied into, a new one when it is full: one
+/// allocation per about a hundred datagrams rather than one each.
+const ARENA: usize = 64 * crate::udp::MAX_DATAGRAM;
 /// Source addresses remembered at most (across all legs).
 pub const MAX_ADDRESSES: usize = 65_536;
 /// How often addresses of ended sessions are forgotten.
@@ -117,6 +120,8 @@ impl HubHandle {
 pub struct Hub {
     handle: HubHandle,
     addresses: HashMap<SocketAddr, Route>,
+    /// Where datagrams are copied out of the thread's read buffers (see [`ARENA`]).
+    arena: BytesMut,
     metrics: Arc<RelayMetrics>,
     shutdown: CancellationToken,
 }
@@ -135,6 +140,7 @@ impl Hub {
         let hub = Hub {
             handle: handle.clone(),
             addresses: HashMap::new(),
+            arena: BytesMut::new(),
             metrics,
             shutdown,
         };
@@ -173,7 +179,8 @@ impl Hub {
                     }
                 };
                 for (source, data) in reader.datagrams() {
-                    if !self.route(source, Bytes::copy_from_slice(data), now) {
+                    let data = self.keep(data);
+                    if !self.route(source, data, now) {
                         dropped += 1;
                     }
                 }
@@ -183,6 +190,15 @@ impl Hub {
             }
         });
         RelayMetrics::add(&self.metrics.webrtc_dropped, dropped);
+    }
+
+    /// `data` as an owned buffer, copied into the arena.
+    fn keep(&mut self, data: &[u8]) -> Bytes {
+        if self.arena.capacity() - self.arena.len() < data.len() {
+            self.arena = BytesMut::with_capacity(ARENA.max(data.len()));
+        }
+        self.arena.extend_from_slice(data);
+        self.arena.split().freeze()
     }
 
     /// Hands one datagram to its leg; `false` when it was dropped. A STUN check names its leg
@@ -234,6 +250,24 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn kept_datagrams_stay_intact_when_the_arena_fills() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (mut hub, _handle) = Hub::new(
+            socket,
+            Arc::new(RelayMetrics::default()),
+            CancellationToken::new(),
+        );
+        let datagram = |i: usize| vec![u8::try_from(i % 251).unwrap(); 1000 + i % 500];
+        // Enough to fill several arenas.
+        let kept: Vec<Bytes> = (0..(4 * ARENA / 1000))
+            .map(|i| hub.keep(&datagram(i)))
+            .collect();
+        for (i, bytes) in kept.iter().enumerate() {
+            assert_eq!(bytes[..], datagram(i)[..], "datagram {i}");
+        }
+    }
 
     #[tokio::test]
     async fn routes_by_ufrag_then_by_address_and_forgets_ended_sessions() {
