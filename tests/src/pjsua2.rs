@@ -141,6 +141,12 @@ impl Phone {
         self.lines().iter().any(|l| l.starts_with(prefix))
     }
 
+    /// Waits up to `timeout` for the phone to end its call because the other side hung up: it
+    /// exits successfully having printed `BYE received`.
+    pub fn ended_by_bye(&mut self, timeout: Duration) -> bool {
+        self.wait(timeout).is_some_and(|s| s.success()) && self.has_line("BYE received")
+    }
+
     /// Waits up to `timeout` for a status line starting with `prefix`; false if none came (or
     /// the phone exited without printing it).
     pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> bool {

@@ -172,13 +172,7 @@ fn the_admin_ui_shows_registrations_creates_an_extension_and_hangs_up_a_call() {
         .click("admin", &format!("hangup-{id}"))
         .expect("hang up");
     for phone in [&mut caller, &mut callee] {
-        assert_eq!(
-            phone.wait(WAIT).map(|s| s.success()),
-            Some(true),
-            "{}",
-            phone.output()
-        );
-        assert!(phone.has_line("BYE received"), "{}", phone.output());
+        assert!(phone.ended_by_bye(WAIT), "{}", phone.output());
     }
     assert!(
         wait_until(WAIT, || first_testid(&browser, "admin", "cdr-row-")
