@@ -251,14 +251,19 @@ impl Hub {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn kept_datagrams_stay_intact_when_the_arena_fills() {
+    /// A hub on a loopback socket of its own.
+    async fn hub() -> (Hub, HubHandle) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (mut hub, _handle) = Hub::new(
+        Hub::new(
             socket,
             Arc::new(RelayMetrics::default()),
             CancellationToken::new(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn kept_datagrams_stay_intact_when_the_arena_fills() {
+        let (mut hub, _handle) = hub().await;
         let datagram = |i: usize| vec![u8::try_from(i % 251).unwrap(); 1000 + i % 500];
         // Enough to fill several arenas.
         let kept: Vec<Bytes> = (0..(4 * ARENA / 1000))
@@ -271,12 +276,7 @@ mod tests {
 
     #[tokio::test]
     async fn routes_by_ufrag_then_by_address_and_forgets_ended_sessions() {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (mut hub, handle) = Hub::new(
-            socket,
-            Arc::new(RelayMetrics::default()),
-            CancellationToken::new(),
-        );
+        let (mut hub, handle) = hub().await;
         let (tx, mut rx) = mpsc::channel(4);
         assert!(handle.register(
             "leg1",
