@@ -14,8 +14,8 @@
 use crate::etcd::EtcdArgs;
 use crate::net;
 use crate::serve::{
-    bind_error, check_replica_id, parse_media_timeout, parse_ports, parse_service_name,
-    shutdown_signal, spawn_http, stop_tasks,
+    bind_error, check_replica_id, parse_batch_interval, parse_media_timeout, parse_ports,
+    parse_service_name, shutdown_signal, spawn_http, stop_tasks,
 };
 use anyhow::{Context, Result};
 use axum::Router;
@@ -102,6 +102,12 @@ pub struct MediaArgs {
     /// registrars, which hang it up.
     #[arg(long, env = "KUBEPBX_MEDIA_TIMEOUT", default_value = "60s", value_parser = parse_media_timeout)]
     pub media_timeout: Duration,
+    /// Under load, a relay thread wakes once per this interval and relays every packet that
+    /// arrived meanwhile, instead of waking for each packet: far less CPU per packet, at most
+    /// this much extra delay. Engages above 2 packets per interval per thread (about 20 calls
+    /// per core at 1ms), disengages below 1. 0: wake for every packet.
+    #[arg(long, env = "KUBEPBX_MEDIA_BATCH_INTERVAL", default_value = "1ms", value_parser = parse_batch_interval, value_name = "DURATION")]
+    pub media_batch_interval: Duration,
     /// On SIGTERM, how long to wait for calls in progress to end before stopping anyway.
     #[arg(long, env = "KUBEPBX_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -128,6 +134,7 @@ pub async fn run(args: MediaArgs) -> Result<()> {
         ports: args.rtp_ports.clone(),
         recordings_dir: args.recordings_dir.clone(),
         media_timeout: args.media_timeout,
+        batch_interval: args.media_batch_interval,
         webrtc: crate::serve::webrtc_bind(args.rtp_bind, args.webrtc_port),
         ..RelayConfig::default()
     };

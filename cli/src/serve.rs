@@ -283,6 +283,20 @@ pub fn parse_media_timeout(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--media-batch-interval`: 0 up to [`kubepbx_media::MAX_BATCH_INTERVAL`].
+pub fn parse_batch_interval(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    let max = kubepbx_media::MAX_BATCH_INTERVAL;
+    if d > max {
+        return Err(format!(
+            "{value} is too long: a packet would wait longer than the {}ms between two packets; use at most {}ms (default 1ms, 0 to wake for every packet)",
+            max.as_millis(),
+            max.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
 /// The WebRTC socket of a relay binding RTP on `bind`: `--webrtc-port` (0: no WebRTC).
 pub fn webrtc_bind(bind: std::net::IpAddr, port: u16) -> Option<SocketAddr> {
     (port != 0).then(|| SocketAddr::new(bind, port))

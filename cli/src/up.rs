@@ -10,8 +10,8 @@ mod admin;
 mod folder;
 
 use crate::serve::{
-    Identity, SipArgs, bind_error, parse_media_timeout, parse_ports, shutdown_signal, spawn_http,
-    stop_tasks, webrtc_bind,
+    Identity, SipArgs, bind_error, parse_batch_interval, parse_media_timeout, parse_ports,
+    shutdown_signal, spawn_http, stop_tasks, webrtc_bind,
 };
 use crate::{net, token};
 use anyhow::{Context, Result};
@@ -73,6 +73,12 @@ pub struct UpArgs {
     /// A call with no RTP/RTCP on either leg for this long is hung up (BYE to both phones).
     #[arg(long, env = "KUBEPBX_MEDIA_TIMEOUT", default_value = "60s", value_parser = parse_media_timeout)]
     pub media_timeout: Duration,
+    /// Under load, a relay thread wakes once per this interval and relays every packet that
+    /// arrived meanwhile, instead of waking for each packet: far less CPU per packet, at most
+    /// this much extra delay. Engages above 2 packets per interval per thread (about 20 calls
+    /// per core at 1ms), disengages below 1. 0: wake for every packet.
+    #[arg(long, env = "KUBEPBX_MEDIA_BATCH_INTERVAL", default_value = "1ms", value_parser = parse_batch_interval, value_name = "DURATION")]
+    pub media_batch_interval: Duration,
 }
 
 /// Runs the PBX until Ctrl-C or SIGTERM.
@@ -146,6 +152,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         ports: args.rtp_ports.clone(),
         recordings_dir: Some(recordings_dir.clone()),
         media_timeout: args.media_timeout,
+        batch_interval: args.media_batch_interval,
         webrtc: webrtc_bind(args.sip.sip.ip(), args.webrtc_port),
         ..kubepbx_media::RelayConfig::default()
     };

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p kubepbx-media --example relay_bench -- CALLS SECONDS [PORT_BASE] \
-//!     [--burst] [--threads N] [--webrtc]
+//!     [--burst] [--threads N] [--batch-us MICROSECONDS] [--webrtc]
 //! ```
 //! `--webrtc` makes every caller a browser: a str0m peer (full ICE, DTLS client, SRTP, RTP
 //! mode) calling a plain phone through a WebRTC leg and a plain leg of the relay (the relay's
@@ -17,7 +17,9 @@
 //! The relay's ports are PORT_BASE (default 20000) … PORT_BASE + 4 × CALLS + 99. `--burst`
 //! sends the packets due within each millisecond together (as tokio timers would) instead of
 //! evenly; `--threads N` sets the relay's threads ([`RelayConfig::threads`]; default 0: one per
-//! core, as in `kubepbx up` and `kubepbx media`).
+//! core, as in `kubepbx up` and `kubepbx media`); `--batch-us` sets how long a busy relay thread
+//! gathers packets between wake-ups ([`RelayConfig::batch_interval`]; default 1,000 as in
+//! `kubepbx up` and `kubepbx media`, 0: wake for every packet).
 //!
 //! The relay runs as in `kubepbx up`: its sessions on its own single-threaded runtimes (threads
 //! `relay-*`, the relay CPU measured), offers and answers made from a 1-worker runtime standing
@@ -301,6 +303,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut numbers, mut arrivals, mut threads, mut webrtc) =
         (Vec::new(), Arrivals::Even, 0usize, false);
+    let mut batch_interval = RelayConfig::default().batch_interval;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--burst" => arrivals = Arrivals::Burst,
@@ -310,6 +313,13 @@ fn main() {
                     .next()
                     .and_then(|w| w.parse().ok())
                     .expect("--threads N");
+            }
+            "--batch-us" => {
+                batch_interval = args
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .map(Duration::from_micros)
+                    .expect("--batch-us MICROSECONDS");
             }
             _ => numbers.push(arg),
         }
@@ -351,6 +361,7 @@ fn main() {
         ports: relay_ports.clone(),
         webrtc: webrtc.then_some(SocketAddr::new(LOCAL, 0)),
         threads,
+        batch_interval,
         ..RelayConfig::default()
     };
     let (relay, _events) = {
@@ -573,7 +584,10 @@ fn main() {
     let lost_window = (sent1 - sent0) as i64 - (recv1 - recv0) as i64;
     let lost_total = total_sent.saturating_sub(total_recv);
     let relay_threads = thread_count("relay-");
-    let threads = format!("{relay_threads} relay threads");
+    let threads = format!(
+        "{relay_threads} relay threads, batch interval {} us",
+        batch_interval.as_micros()
+    );
     let mode = if webrtc { "webrtc" } else { "plain" };
     println!("calls                {calls} ({mode}, {arrivals:?} arrivals, {threads})");
     println!(

@@ -34,6 +34,7 @@ use crate::recorder::{RecordMsg, Recorder};
 use crate::rtp::RtpHeader;
 use crate::sdp::ParsedSdp;
 use crate::session::{Action, Expiry, Port, Session};
+use crate::udp::Socket;
 use crate::udp::{MAX_DATAGRAM, Reader};
 use crate::wakeups::Wakeups;
 use crate::webrtc::{Outputs, WebRtcLeg, WebRtcShared};
@@ -48,7 +49,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use str0m::rtp::RtpPacket;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -102,13 +102,13 @@ pub(crate) struct Entry {
 /// returns to the pool only once it is closed.
 #[derive(Debug)]
 pub(crate) struct LegSockets {
-    pub(crate) rtp: UdpSocket,
-    pub(crate) rtcp: UdpSocket,
+    pub(crate) rtp: Socket,
+    pub(crate) rtcp: Socket,
     pub(crate) lease: PortLease,
 }
 
 impl LegSockets {
-    fn socket(&self, port: Port) -> &UdpSocket {
+    fn socket(&self, port: Port) -> &Socket {
         match port {
             Port::Rtp => &self.rtp,
             Port::Rtcp => &self.rtcp,
@@ -428,7 +428,7 @@ impl SessionTask {
                 rtp,
             } => {
                 if let Some(out) = self.legs[from.index()].as_ref()
-                    && let Err(e) = crate::udp::send_to(out.socket(port), data, to)
+                    && let Err(e) = out.socket(port).send_to(data, to)
                 {
                     tally.send_errors += 1;
                     tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
@@ -454,7 +454,7 @@ impl SessionTask {
                     room[8..12].copy_from_slice(&rtp.ssrc.to_be_bytes());
                     room[12..].copy_from_slice(payload);
                     if let Some(out) = self.legs[from.index()].as_ref()
-                        && let Err(e) = crate::udp::send_to(&out.rtp, room, to)
+                        && let Err(e) = out.rtp.send_to(room, to)
                     {
                         tally.send_errors += 1;
                         tracing::trace!(target: "media", session = %self.id, error = %e, "send failed");
@@ -572,7 +572,7 @@ impl SessionTask {
                 if is_rtcp(&t.contents) {
                     self.core.note_webrtc_rtcp_out(side);
                 }
-                if crate::udp::send_to(socket, &t.contents, t.destination).is_err() {
+                if socket.send_to(&t.contents, t.destination).is_err() {
                     errors += 1;
                 }
             }

@@ -31,12 +31,12 @@
 use crate::api::Side;
 use crate::metrics::RelayMetrics;
 use crate::udp::Reader;
+use crate::udp::Socket;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -81,13 +81,13 @@ pub struct Route {
 /// The session tasks' handle on the hub: the shared socket and the ufrag table.
 #[derive(Debug, Clone)]
 pub struct HubHandle {
-    socket: Arc<UdpSocket>,
+    socket: Arc<Socket>,
     ufrags: Arc<Mutex<HashMap<String, Route>>>,
 }
 
 impl HubHandle {
     /// The socket, to send from.
-    pub fn socket(&self) -> &UdpSocket {
+    pub(crate) fn socket(&self) -> &Socket {
         &self.socket
     }
 
@@ -128,8 +128,8 @@ pub struct Hub {
 
 impl Hub {
     /// A hub reading `socket`; run it with [`Hub::run`].
-    pub fn new(
-        socket: UdpSocket,
+    pub(crate) fn new(
+        socket: Socket,
         metrics: Arc<RelayMetrics>,
         shutdown: CancellationToken,
     ) -> (Hub, HubHandle) {
@@ -253,7 +253,7 @@ mod tests {
 
     /// A hub on a loopback socket of its own.
     async fn hub() -> (Hub, HubHandle) {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = Socket::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         Hub::new(
             socket,
             Arc::new(RelayMetrics::default()),

@@ -52,6 +52,7 @@ pub mod hub;
 pub mod latch;
 pub mod metrics;
 mod negotiate;
+mod pacing;
 pub mod pool;
 pub mod ports;
 pub mod recorder;
@@ -67,7 +68,7 @@ mod wakeups;
 pub mod webrtc;
 
 pub use api::*;
-pub use config::{RelayConfig, parse_port_range};
+pub use config::{MAX_BATCH_INTERVAL, RelayConfig, parse_port_range};
 pub use error::MediaError;
 pub use metrics::MetricsSnapshot;
 pub use pool::{MediaPool, MediaReplica};

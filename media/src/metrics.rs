@@ -18,6 +18,13 @@ pub(crate) struct Relayed {
     pub(crate) rtcp: AtomicU64,
 }
 
+impl Relayed {
+    /// RTP and RTCP packets relayed so far.
+    pub(crate) fn packets(&self) -> u64 {
+        self.rtp.load(Ordering::Relaxed) + self.rtcp.load(Ordering::Relaxed)
+    }
+}
+
 /// Live counters of one relay.
 #[derive(Debug)]
 pub struct RelayMetrics {

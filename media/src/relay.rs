@@ -24,7 +24,8 @@ use crate::ports::PortPool;
 use crate::recorder::Recorder;
 use crate::sdp::{self, LegKind, ParsedSdp};
 use crate::session::{Session, Timeouts};
-use crate::threads::{Shard, Shards};
+use crate::threads::{self, Shard, Shards};
+use crate::udp::Socket;
 use crate::webrtc::{Outputs, WebRtcShared};
 use kubepbx_api::time::UnixMillis;
 use std::io;
@@ -32,7 +33,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -88,8 +88,9 @@ impl LocalRelay {
     ) -> Result<(LocalRelay, RelayEvents), MediaError> {
         config.validate()?;
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let shards = Shards::start(config.threads, &shutdown, tasks)?;
-        let metrics = Arc::new(RelayMetrics::new(shards.len()));
+        let threads = threads::count(config.threads);
+        let metrics = Arc::new(RelayMetrics::new(threads));
+        let shards = Shards::start(threads, config.batch_interval, &metrics, &shutdown, tasks)?;
         let webrtc = match config.webrtc {
             Some(addr) => Some(Self::start_webrtc(
                 &config,
@@ -128,12 +129,11 @@ impl LocalRelay {
             MediaError::Unavailable(format!("cannot bind the WebRTC port {addr}: {e}"))
         };
         let socket = std::net::UdpSocket::bind(addr).map_err(unavailable)?;
-        socket.set_nonblocking(true).map_err(unavailable)?;
         crate::udp::enlarge_buffers(&socket, crate::hub::SOCKET_BUFFER);
         let local = socket.local_addr().map_err(unavailable)?;
         let socket = {
             let _on = shard.enter();
-            UdpSocket::from_std(socket).map_err(unavailable)?
+            Socket::from_std(socket).map_err(unavailable)?
         };
         let candidate = SocketAddr::new(config.advertise, local.port());
         let shared = WebRtcShared::new(
@@ -391,10 +391,8 @@ impl LocalRelay {
     }
 }
 
-fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+fn bind(ip: IpAddr, port: u16) -> io::Result<Socket> {
+    Socket::bind(SocketAddr::new(ip, port))
 }
 
 #[async_trait::async_trait]

@@ -16,10 +16,18 @@
 //! [`TaskTracker`] (its shutdown waits for it) and by the shard's own, so a thread ends once the
 //! relay is shut down (or dropped) and its last task has finished; each thread holds a token of
 //! the owner's tracker until its runtime is gone.
+//!
+//! Each thread also runs its [`pacing`](crate::pacing): once busy, it wakes once per
+//! [`RelayConfig::batch_interval`](crate::RelayConfig::batch_interval) instead of for every
+//! packet.
 
 use crate::MediaError;
+use crate::metrics::RelayMetrics;
+use crate::pacing::{Pacing, pace};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::runtime::{EnterGuard, Handle};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -61,18 +69,28 @@ pub(crate) struct Shards {
     _gone: DropGuard,
 }
 
+/// How many threads [`Shards::start`] starts for [`RelayConfig::threads`](crate::RelayConfig::threads)
+/// `configured` (0: one per core).
+pub(crate) fn count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 impl Shards {
-    /// Starts `count` threads (0: one per core), named `relay-0` …; they stop once `shutdown`
-    /// is cancelled or this is dropped, and their tasks have finished.
+    /// Starts `count` threads, named `relay-0` …; they stop once `shutdown` is cancelled or this
+    /// is dropped, and their tasks have finished. Thread k judges its load by the packets
+    /// `metrics` counts for it and batches its wake-ups in `batch_interval` once busy (zero:
+    /// never).
     pub(crate) fn start(
         count: usize,
+        batch_interval: Duration,
+        metrics: &Arc<RelayMetrics>,
         shutdown: &CancellationToken,
         owner: &TaskTracker,
     ) -> Result<Shards, MediaError> {
-        let count = match count {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let count = count.max(1);
         let gone = CancellationToken::new();
         let mut shards = Vec::with_capacity(count);
         for k in 0..count {
@@ -90,13 +108,26 @@ impl Shards {
             };
             let (tracker, token) = (shard.tracker.clone(), owner.token());
             let (shutdown, gone) = (shutdown.clone(), gone.clone());
+            let metrics = Arc::clone(metrics);
             std::thread::Builder::new()
                 .name(format!("relay-{k}"))
                 .spawn(move || {
                     runtime.block_on(async {
+                        let packets = move || metrics.relayed(k).packets();
+                        let pacing = async move {
+                            if batch_interval.is_zero() {
+                                return std::future::pending().await;
+                            }
+                            pace(
+                                Pacing::new(batch_interval, Instant::now(), packets()),
+                                packets,
+                            )
+                            .await;
+                        };
                         tokio::select! {
                             () = shutdown.cancelled() => {}
                             () = gone.cancelled() => {}
+                            () = pacing => {}
                         }
                         tracker.close();
                         tracker.wait().await;
@@ -120,11 +151,6 @@ impl Shards {
         &self.shards[k]
     }
 
-    /// How many threads.
-    pub(crate) fn len(&self) -> usize {
-        self.shards.len()
-    }
-
     /// The first shard (the WebRTC hub's).
     pub(crate) fn first(&self) -> &Shard {
         &self.shards[0]
@@ -140,7 +166,8 @@ mod tests {
     async fn tasks_run_on_the_relay_threads_and_the_threads_end_with_them() {
         let shutdown = CancellationToken::new();
         let owner = TaskTracker::new();
-        let shards = Shards::start(2, &shutdown, &owner).unwrap();
+        let metrics = Arc::new(RelayMetrics::new(2));
+        let shards = Shards::start(2, Duration::ZERO, &metrics, &shutdown, &owner).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         for _ in 0..4 {
             let tx = tx.clone();
@@ -167,7 +194,15 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_relay_ends_idle_threads() {
         let owner = TaskTracker::new();
-        let shards = Shards::start(1, &CancellationToken::new(), &owner).unwrap();
+        let metrics = Arc::new(RelayMetrics::new(1));
+        let shards = Shards::start(
+            1,
+            Duration::from_millis(1),
+            &metrics,
+            &CancellationToken::new(),
+            &owner,
+        )
+        .unwrap();
         drop(shards);
         owner.close();
         tokio::time::timeout(Duration::from_secs(5), owner.wait())

@@ -23,8 +23,55 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 use std::cell::Cell;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+
+/// A relay socket: a UDP socket registered with the current runtime's reactor for reading
+/// only.
+///
+/// Why not `tokio::net::UdpSocket`: it is registered for writing too, and the relay sends
+/// without waiting ([`Socket::send_to`]). The kernel then reports the socket writable again
+/// after every datagram it sent: one more readiness event per relayed packet for the reactor to
+/// collect and dispatch, and for a thread asleep in `epoll_wait` (the WebRTC hub's, whose
+/// socket the sessions of every thread send from) a wake-up for nothing.
+#[derive(Debug)]
+pub(crate) struct Socket(AsyncFd<std::net::UdpSocket>);
+
+impl Socket {
+    /// Binds `addr` and registers the socket with the current runtime (call it inside one).
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Socket> {
+        Socket::from_std(std::net::UdpSocket::bind(addr)?)
+    }
+
+    /// Registers a bound socket with the current runtime (call it inside one).
+    pub(crate) fn from_std(socket: std::net::UdpSocket) -> io::Result<Socket> {
+        socket.set_nonblocking(true)?;
+        // `with_interest` is deprecated because a type's `as_raw_fd` could change or close
+        // its descriptor while registered; `std::net::UdpSocket` owns its descriptor for its
+        // whole life, which is what the replacement's safety contract asks for.
+        #[allow(deprecated)]
+        AsyncFd::with_interest(socket, Interest::READABLE).map(Socket)
+    }
+
+    /// Ready when a datagram may be waiting (readiness stays set until a read finds the socket
+    /// empty).
+    pub(crate) fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_read_ready(cx).map_ok(drop)
+    }
+
+    /// Waits until a datagram may be waiting.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await.map(drop)
+    }
+
+    /// Sends `data` to `to` now, or fails (`WouldBlock` when the send buffer is full: the relay
+    /// never waits to send, a packet that does not fit is dropped and counted). A plain
+    /// `sendto`.
+    pub(crate) fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.get_ref().send_to(data, to)
+    }
+}
 
 /// Datagrams read per syscall at most.
 pub(crate) const BATCH: usize = 8;
@@ -79,10 +126,14 @@ impl Reader {
     /// Reads what `socket` holds, up to [`BATCH`] datagrams, into the buffers
     /// ([`Self::datagrams`]). `Ok(true)`: the socket may hold more; `Ok(false)`: it is empty
     /// and its readiness cleared.
-    pub(crate) fn read(&mut self, socket: &UdpSocket) -> io::Result<bool> {
+    pub(crate) fn read(&mut self, socket: &Socket) -> io::Result<bool> {
         self.filled = 0;
         let Some(state) = &self.state else {
-            return match socket.try_recv_from(&mut self.bufs[0]) {
+            let buf = &mut self.bufs[0];
+            return match socket
+                .0
+                .try_io(Interest::READABLE, |socket| socket.recv_from(buf))
+            {
                 Ok((len, addr)) => {
                     let meta = &mut self.meta[0];
                     (meta.addr, meta.len, meta.stride) = (addr, len, len);
@@ -94,7 +145,7 @@ impl Reader {
             };
         };
         let (bufs, meta, filled) = (&mut self.bufs, &mut self.meta, &mut self.filled);
-        let read = socket.try_io(Interest::READABLE, || {
+        let read = socket.0.try_io(Interest::READABLE, |socket| {
             let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
             let n = state.recv(socket.into(), &mut slices, meta)?;
             *filled = n;
@@ -145,22 +196,16 @@ pub(crate) fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) {
     );
 }
 
-/// Sends `data` to `to` from `socket` now, or fails (`WouldBlock` when its buffer is full:
-/// the relay never waits to send, a packet that does not fit is dropped and counted). A plain
-/// `sendto`, without tokio's write-readiness check (one cache line less per packet).
-pub(crate) fn send_to(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(socket).send_to(data, &to.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn reads_a_batch_and_stops_at_an_empty_socket() {
-        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let to = rx.local_addr().unwrap();
+        let std_rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = std_rx.local_addr().unwrap();
+        let rx = Socket::from_std(std_rx).unwrap();
+        let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for i in 0..(BATCH as u8 + 3) {
             tx.send_to(&[i; 20], to).await.unwrap();
         }

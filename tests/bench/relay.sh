@@ -7,9 +7,9 @@
 #   CALLS_LIST="1000" WEBRTC_CALLS_LIST="" SECONDS_PER_RUN=30 RELAY_BENCH_BIN=… tests/bench/relay.sh
 #
 # Plain RTP: for each arrival pattern of ARRIVALS and each N of CALLS_LIST, one run of
-# `relay_bench N SECONDS_PER_RUN PORT_BASE [--burst] --threads RELAY_THREADS`: the relay (its
-# own single-threaded runtimes, one per core as in `kubepbx up` and `kubepbx media`, or
-# RELAY_THREADS of them) anchors N calls, and 2 × N fake phones in the same process send
+# `relay_bench N SECONDS_PER_RUN PORT_BASE [--burst] --threads RELAY_THREADS --batch-us BATCH_US`:
+# the relay (its own single-threaded runtimes, one per core as in `kubepbx up` and `kubepbx
+# media`, or RELAY_THREADS of them; a busy one wakes once per BATCH_US) anchors N calls, and 2 × N fake phones in the same process send
 # 172-byte RTP packets every 20 ms each way (50 pps per direction, 100 pps per call) on
 # 127.0.0.1, from one sender thread, received on one tokio worker. The arrivals:
 #   even   call i of N sends at i × 20 ms / N into each period (a few packets at a time, like
@@ -55,6 +55,10 @@
 #                                       2 cores, 1000 saturates the machine (the fake browsers
 #                                       need more than a core): packets queue and are lost
 #   RELAY_THREADS      [0]              the relay's threads (0: one per core, as kubepbx runs)
+#   BATCH_US           [1000]           how long a busy relay thread gathers packets between
+#                                       wake-ups (--media-batch-interval; 1000 = 1ms, the
+#                                       default of kubepbx up and kubepbx media; 0: wake for
+#                                       every packet)
 #   SECONDS_PER_RUN    [10]             measurement window of each run
 #   PORT_BASE          [22000]          the relay's ports are PORT_BASE … PORT_BASE + 4 × N + 99
 #                                       (below the kernel's ephemeral range, where the phones'
@@ -75,6 +79,7 @@ CALLS_LIST=${CALLS_LIST-100 500 1000}
 ARRIVALS=${ARRIVALS:-even burst}
 WEBRTC_CALLS_LIST=${WEBRTC_CALLS_LIST-200 500}
 RELAY_THREADS=${RELAY_THREADS:-0}
+BATCH_US=${BATCH_US:-1000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 PORT_BASE=${PORT_BASE:-22000}
 NOISE_PCT=${NOISE_PCT:-25}
@@ -88,7 +93,7 @@ done
 for a in $ARRIVALS; do
   case $a in even | burst) ;; *) die "ARRIVALS: unknown pattern $a (even, burst)" ;; esac
 done
-for n in "$SECONDS_PER_RUN" "$PORT_BASE" "$NOISE_PCT" "$RELAY_THREADS"; do
+for n in "$SECONDS_PER_RUN" "$PORT_BASE" "$NOISE_PCT" "$RELAY_THREADS" "$BATCH_US"; do
   [[ $n =~ ^[0-9]+$ ]] || die "not a number: $n"
 done
 for n in $CALLS_LIST $WEBRTC_CALLS_LIST; do
@@ -111,7 +116,7 @@ declare -A res=() summary=()
 # prints the row, records the figure for the summary; returns 1 when noisy.
 run() {
   local mode=$1 arrivals=$2 n=$3 try=$4 out=$WORK/relay-$1-$2-$3.$4.out rc=0 s0 s1 m0 m1 other verdict kv bench per_core target
-  local -a flags=(--threads "$RELAY_THREADS")
+  local -a flags=(--threads "$RELAY_THREADS" --batch-us "$BATCH_US")
   [ "$arrivals" = even ] || flags+=(--burst)
   [ "$mode" = plain ] || flags+=(--webrtc)
   local -a j0 j1
@@ -167,7 +172,7 @@ print("%.0f" % max(busy - own, 0))
 
 {
   echo "kubepbx media relay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "relay_bench: $RELAY_BENCH_BIN; ${SECONDS_PER_RUN} s windows; relay threads: $([ "$RELAY_THREADS" = 0 ] && echo "one per core ($NCPU)" || echo "$RELAY_THREADS"); relay ports from $PORT_BASE; ephemeral ports $eph_lo-$eph_hi"
+  echo "relay_bench: $RELAY_BENCH_BIN; ${SECONDS_PER_RUN} s windows; relay threads: $([ "$RELAY_THREADS" = 0 ] && echo "one per core ($NCPU)" || echo "$RELAY_THREADS"), batching wake-ups in ${BATCH_US} us once busy; relay ports from $PORT_BASE; ephemeral ports $eph_lo-$eph_hi"
   machine_lines
   echo "columns: mode = plain (phone to phone) or webrtc (browser to phone: a WebRTC leg and a plain leg);"
   echo "  arrive = arrival pattern (even: spread over each 20 ms; burst: grouped per millisecond);"
