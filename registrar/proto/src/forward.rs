@@ -88,45 +88,83 @@ fn finish(mut head: String, content_type: Option<&str>, body: &[u8]) -> Bytes {
 
 /// The request as forwarded (see the module docs). `Max-Forwards` must be checked (> 0) by
 /// the caller before.
+///
+/// Rows of one header stay together and in order, as strict parsers expect: the proxy's `Via`
+/// goes right before the received ones, its `Record-Route` right before the received ones (or,
+/// when there are none, right after the last `Via`), and `Max-Forwards` is decremented where it
+/// stood (added after the `Via`s when the request had none).
 pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
     let mut out = String::with_capacity(req.body.len() + 1024);
     let uri = f.uri.unwrap_or(&req.uri_raw);
     let _ = write!(out, "{} {uri} SIP/2.0\r\n", req.method);
-    head_line(&mut out, "Via", f.via);
-    if let Some(rr) = f.record_route {
-        head_line(&mut out, "Record-Route", rr);
-    }
-    let max_forwards = req
-        .header(&Name::MAX_FORWARDS)
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(DEFAULT_MAX_FORWARDS)
-        .saturating_sub(1);
-    let _ = write!(out, "Max-Forwards: {max_forwards}\r\n");
+    let has = |wanted: &Name| req.headers.iter().any(|(name, _)| name == wanted);
+    let (has_via, has_record_route) = (has(&Name::VIA), has(&Name::RECORD_ROUTE));
+    let has_max_forwards = has(&Name::MAX_FORWARDS);
+    // What is still to be written: the proxy's Via, its Record-Route, Max-Forwards.
+    let mut via = Some(f.via);
+    let mut record_route = f.record_route;
+    let mut max_forwards = Some(
+        req.header(&Name::MAX_FORWARDS)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(DEFAULT_MAX_FORWARDS)
+            .saturating_sub(1),
+    );
     let mut to_pop = f.pop_routes;
-    for (name, value) in req.headers.iter() {
-        if *name == Name::MAX_FORWARDS || *name == Name::CONTENT_LENGTH {
-            continue;
+    let mut headers = req.headers.iter().peekable();
+    if !has_via {
+        put(&mut out, "Via", via.take());
+        put(&mut out, "Record-Route", record_route.take());
+    }
+    while let Some((name, value)) = headers.next() {
+        if *name == Name::VIA {
+            put(&mut out, "Via", via.take());
+        } else if *name == Name::RECORD_ROUTE {
+            put(&mut out, "Record-Route", record_route.take());
         }
-        if f.body.is_some() && *name == Name::CONTENT_TYPE {
-            continue;
-        }
-        if f.strip_proxy_auth && *name == Name::PROXY_AUTHORIZATION {
-            continue;
-        }
-        if *name == Name::ROUTE && to_pop > 0 {
+        if *name == Name::MAX_FORWARDS {
+            put_max_forwards(&mut out, max_forwards.take());
+        } else if *name == Name::ROUTE && to_pop > 0 {
             let values = split_values(value);
             let popped = to_pop.min(values.len());
             to_pop -= popped;
             if values.len() > popped {
                 head_line(&mut out, "Route", &values[popped..].join(", "));
             }
-            continue;
+        } else if !(*name == Name::CONTENT_LENGTH
+            || (f.body.is_some() && *name == Name::CONTENT_TYPE)
+            || (f.strip_proxy_auth && *name == Name::PROXY_AUTHORIZATION))
+        {
+            head_line(&mut out, name.as_print_str(), value);
         }
-        head_line(&mut out, name.as_print_str(), value);
+        let via_block_ends =
+            *name == Name::VIA && headers.peek().is_none_or(|(next, _)| **next != Name::VIA);
+        if via_block_ends {
+            if !has_record_route {
+                put(&mut out, "Record-Route", record_route.take());
+            }
+            if !has_max_forwards {
+                put_max_forwards(&mut out, max_forwards.take());
+            }
+        }
     }
+    // Only for a request without any Via (not one the parser lets through).
+    put_max_forwards(&mut out, max_forwards.take());
     match f.body {
         Some((ct, body)) => finish(out, Some(ct), body),
         None => finish(out, None, &req.body),
+    }
+}
+
+/// Writes the header row when there is one to write.
+fn put(out: &mut String, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        head_line(out, name, value);
+    }
+}
+
+fn put_max_forwards(out: &mut String, value: Option<u32>) {
+    if let Some(n) = value {
+        let _ = write!(out, "Max-Forwards: {n}\r\n");
     }
 }
 
@@ -369,6 +407,77 @@ mod tests {
         assert_eq!(f.headers.get_raw(&Name::CONTENT_TYPE).count(), 1);
         assert!(f.header(&Name::FROM).unwrap().contains("Reception, Desk"));
         assert!(f.essentials().is_ok());
+    }
+
+    /// The header names of a message, in order.
+    fn names(bytes: &Bytes) -> Vec<String> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        head.lines()
+            .skip(1)
+            .map(|l| l.split(':').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn rows_of_one_header_stay_together_and_max_forwards_stays_in_place() {
+        let out = request(
+            &req(INVITE),
+            &Forward {
+                via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
+                record_route: Some("<sip:192.0.2.1:5060;lr>"),
+                ..Forward::default()
+            },
+        );
+        assert_eq!(
+            names(&out)[..5],
+            ["Via", "Via", "Record-Route", "Max-Forwards", "Route"]
+        );
+        // Another proxy's Record-Route and two Vias before it, no Max-Forwards: ours goes on top
+        // of the Record-Routes, Max-Forwards (70 - 1) right after the Vias.
+        let relayed = "BYE sip:1002@192.0.2.7:5062 SIP/2.0\n\
+            Via: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bKother\n\
+            Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller\n\
+            From: <sip:1001@pbx.example.com>;tag=f1\n\
+            Record-Route: <sip:198.51.100.9;lr>\n\
+            To: <sip:1002@pbx.example.com>;tag=t2\n\
+            Call-ID: call-1\n\
+            CSeq: 21 BYE\n\
+            Content-Length: 0\n\n";
+        let out = request(
+            &req(relayed),
+            &Forward {
+                via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
+                record_route: Some("<sip:192.0.2.1:5060;lr>"),
+                ..Forward::default()
+            },
+        );
+        assert_eq!(
+            names(&out),
+            [
+                "Via",
+                "Via",
+                "Via",
+                "Max-Forwards",
+                "From",
+                "Record-Route",
+                "Record-Route",
+                "To",
+                "Call-ID",
+                "CSeq",
+                "Content-Length"
+            ]
+        );
+        let f = parsed(&out);
+        assert!(f.header(&Name::VIA).unwrap().contains("z9hG4bKproxy"));
+        assert_eq!(&**f.header(&Name::MAX_FORWARDS).unwrap(), "69");
+        assert_eq!(
+            f.headers
+                .get_raw(&Name::RECORD_ROUTE)
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>(),
+            ["<sip:192.0.2.1:5060;lr>", "<sip:198.51.100.9;lr>"]
+        );
     }
 
     #[test]
