@@ -1,6 +1,6 @@
 //! Batched reads from the relay's UDP sockets: `recvmmsg` (through quinn-udp's safe wrapper)
 //! into one set of buffers per relay thread, without the read that only returns `EAGAIN`; and
-//! sends that never wait ([`send_to`]).
+//! sends that never wait, from sockets registered for reading only ([`Socket`]).
 //!
 //! ```text
 //! readiness wake ─► read(socket): recvmmsg(up to BATCH) ─► n datagrams in the thread's buffers
