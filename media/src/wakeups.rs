@@ -79,7 +79,7 @@ impl<const N: usize> Wakeups<N> {
         std::mem::take(&mut self.marked) | fired
     }
 
-    /// Polls source `i` at the next [`Self::pending`] whether or not it fires.
+    /// Has the sources of `bits` polled at the next [`Self::pending`] whether or not they fire.
     pub(crate) fn mark(&mut self, bits: u32) {
         self.marked |= bits;
     }
