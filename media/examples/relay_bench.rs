@@ -612,6 +612,10 @@ fn main() {
     );
     println!("dropped by relay     {dropped}");
     println!(
+        "sessions moved       {} (to the relay thread reading their browser's datagrams)",
+        m_end.sessions_moved
+    );
+    println!(
         "send errors          relay {}, phones {}",
         m_end.send_errors,
         phones.send_errors.load(Ordering::Relaxed)
@@ -661,7 +665,8 @@ fn main() {
          lost_total={lost_total} relay_dropped={dropped} relay_send_errors={} pps={:.0} \
          relay_cpu_pct={:.1} cpu_us_per_packet={:.2} phones_cpu_pct={:.1} p50_us={} p99_us={} \
          p999_us={} max_us={max_us} relay_kib_per_call={:.1} phones_kib_per_call={:.1} \
-         traffic_kib_per_call={:.1} relay_queue_max_kib={} phones_queue_max_kib={}",
+         traffic_kib_per_call={:.1} relay_queue_max_kib={} phones_queue_max_kib={} \
+         sessions_moved={}",
         format!("{arrivals:?}").to_lowercase(),
         sent1 - sent0,
         recv1 - recv0,
@@ -678,6 +683,7 @@ fn main() {
         per_call(traffic_kib),
         q_relay_max / 1024,
         q_phones_max / 1024,
+        m_end.sessions_moved,
     );
     shutdown.cancel();
     relay_rt.block_on(async {

@@ -14,10 +14,12 @@
 //! event source ([`crate::wakeups`]), so a packet's wake-up polls that socket alone. It reads
 //! with `recvmmsg` into its thread's buffers ([`crate::udp`]), which also tells when the
 //! socket is empty: a plain packet costs two syscalls (read, send) and no allocation, with no
-//! read that returns `EAGAIN`. A WebRTC leg's datagrams arrive from the hub task (one queue
+//! read that returns `EAGAIN`. A WebRTC leg's datagrams arrive from a hub task (one queue
 //! hop), and everything else happens here: decryption, relaying, and encryption towards a
-//! browser, sent straight from this task on the shared socket. So a browser↔softphone packet
-//! costs one hop in one direction and none in the other. Counters go to the shared
+//! browser, sent straight from this task on its thread's copy of the shared port. So a
+//! browser↔softphone packet costs one hop in one direction and none in the other. Once a
+//! browser's datagrams come steadily from another thread's hub, the task moves there
+//! ([`crate::follow`], `hand_over`): the hop stays on one thread. Counters go to the shared
 //! [`RelayMetrics`] (this thread's copy of the per-packet ones) once per batch.
 //!
 //! The deadline is the earliest of the core's (media/setup timeout) and each WebRTC leg's
@@ -26,6 +28,7 @@
 
 use crate::api::{RelayEvent, SessionId, SessionStats, Side};
 use crate::flavour::Origin;
+use crate::follow::Follow;
 use crate::hub::{HubHandle, Inbound};
 use crate::metrics::RelayMetrics;
 use crate::negotiate::Negotiation;
@@ -34,6 +37,7 @@ use crate::recorder::{RecordMsg, Recorder};
 use crate::rtp::RtpHeader;
 use crate::sdp::ParsedSdp;
 use crate::session::{Action, Expiry, Port, Session};
+use crate::threads::Shards;
 use crate::udp::Socket;
 use crate::udp::{MAX_DATAGRAM, Reader};
 use crate::wakeups::Wakeups;
@@ -45,13 +49,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use str0m::rtp::RtpPacket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
 
 /// Reads (of up to [`crate::udp::BATCH`] datagrams) from one socket per wake before looking at
 /// the others.
@@ -114,6 +119,15 @@ impl LegSockets {
             Port::Rtcp => &self.rtcp,
         }
     }
+
+    /// The same sockets, registered with the current runtime (see [`Socket::rehome`]).
+    fn rehome(self) -> std::io::Result<LegSockets> {
+        Ok(LegSockets {
+            rtp: self.rtp.rehome()?,
+            rtcp: self.rtcp.rehome()?,
+            lease: self.lease,
+        })
+    }
 }
 
 /// A session's access to the relay's WebRTC endpoint.
@@ -123,6 +137,18 @@ pub(crate) struct WebRtcAccess {
     pub(crate) shared: Arc<WebRtcShared>,
     /// The hub's end of this session's queue (cloned into each leg's route).
     pub(crate) tx: mpsc::Sender<Inbound>,
+    /// Whether to move to the thread whose hub reads the browser's datagrams.
+    pub(crate) follow: Follow,
+    pub(crate) mover: Mover,
+}
+
+/// What a session needs to move to another relay thread.
+#[derive(Debug)]
+pub(crate) struct Mover {
+    /// The relay's threads (weak: a session does not keep a dropped relay's threads).
+    pub(crate) shards: Weak<Shards>,
+    /// The relay owner's tracker, which tracks every session task.
+    pub(crate) owner: TaskTracker,
 }
 
 /// Everything a session task owns.
@@ -147,9 +173,12 @@ pub(crate) struct SessionTask {
     pub(crate) events: mpsc::Sender<RelayEvent>,
     pub(crate) registry: Registry,
     pub(crate) metrics: Arc<RelayMetrics>,
-    /// The relay thread it runs on (its copy of the per-packet counters).
+    /// The relay thread it runs on (its copy of the per-packet counters and of the WebRTC
+    /// port).
     pub(crate) thread: usize,
     pub(crate) shutdown: CancellationToken,
+    /// Why the session must end, found outside its legs (a move that lost a socket).
+    pub(crate) broken: Option<String>,
 }
 
 enum Wake {
@@ -215,6 +244,8 @@ enum End {
     Stopped,
     Expired(Expiry),
     Failed(String),
+    /// The session goes on on relay thread k.
+    Moved(usize),
 }
 
 /// Whether a datagram is RTCP (RFC 5761 §4).
@@ -230,6 +261,35 @@ impl SessionTask {
     }
 
     pub(crate) async fn run(mut self) {
+        let end = loop {
+            match self.serve().await {
+                End::Moved(to) => match self.hand_over(to) {
+                    None => return,
+                    Some(stays) => self = stays,
+                },
+                end => break end,
+            }
+        };
+        let mut final_reply = None;
+        match end {
+            End::Deleted(reply) => final_reply = Some(reply),
+            End::Stopped | End::Moved(_) => {}
+            End::Expired(expiry) => self.report_end(None, Some(expiry)).await,
+            End::Failed(reason) => self.report_end(Some(reason), None).await,
+        }
+        self.close_webrtc();
+        let stats = self.stats();
+        self.finish(&stats);
+        if let Some(reply) = final_reply {
+            let _ = reply.send(stats);
+        }
+    }
+
+    /// Serves the session on this thread until it ends or moves.
+    async fn serve(&mut self) -> End {
+        if let Some(reason) = self.failure() {
+            return End::Failed(reason);
+        }
         let mut next = self.next_deadline();
         let deadline = tokio::time::sleep_until(next.into());
         let shutdown = self.shutdown.clone().cancelled_owned();
@@ -241,7 +301,7 @@ impl SessionTask {
         };
         // The deadline fired: set it again, wherever the next one is.
         let mut fired = false;
-        let end = loop {
+        loop {
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, &mut waits)).await;
             if matches!(wake, Wake::Command(_)) {
                 // A command can add or drop legs: look at every socket again.
@@ -257,7 +317,12 @@ impl SessionTask {
                     continue;
                 }
                 Wake::Readable(side, port) => self.drain(side, port),
-                Wake::Inbound(Some(first)) => self.drain_inbound(first),
+                Wake::Inbound(Some(first)) => {
+                    self.drain_inbound(first);
+                    if let Some(to) = self.webrtc.as_ref().and_then(|w| w.follow.due()) {
+                        return End::Moved(to);
+                    }
+                }
                 Wake::Inbound(None) => self.inbound = None,
                 Wake::Command(Some(Command::Offer {
                     side,
@@ -278,20 +343,20 @@ impl SessionTask {
                 Wake::Command(Some(Command::Stats(reply))) => {
                     let _ = reply.send(self.stats());
                 }
-                Wake::Command(Some(Command::Delete(reply))) => break End::Deleted(reply),
-                Wake::Command(None) | Wake::Shutdown => break End::Stopped,
+                Wake::Command(Some(Command::Delete(reply))) => return End::Deleted(reply),
+                Wake::Command(None) | Wake::Shutdown => return End::Stopped,
                 Wake::Deadline => {
                     let now = Instant::now();
                     self.webrtc_timeouts(now);
                     if let Some(expiry) = self.core.handle_timeout(now) {
-                        break End::Expired(expiry);
+                        return End::Expired(expiry);
                     }
                     // Whatever the deadline was, compute it afresh.
                     fired = true;
                 }
             }
             if let Some(reason) = self.failure() {
-                break End::Failed(reason);
+                return End::Failed(reason);
             }
             let wanted = self.next_deadline();
             if wanted < next || std::mem::take(&mut fired) {
@@ -299,20 +364,45 @@ impl SessionTask {
                 waits.deadline.as_mut().reset(next.into());
                 waits.wakeups.mark(1 << source::DEADLINE);
             }
+        }
+    }
+
+    /// Moves the session to relay thread `to`: its plain sockets are registered with that
+    /// thread's reactor and a task there serves it on (`None`). The session stays here
+    /// (`Some`) when the relay is going away. Datagrams waiting in its sockets or its queue
+    /// are served there; none is lost.
+    fn hand_over(mut self, to: usize) -> Option<SessionTask> {
+        let Some(access) = self.webrtc.as_mut() else {
+            return Some(self);
         };
-        let mut final_reply = None;
-        match end {
-            End::Deleted(reply) => final_reply = Some(reply),
-            End::Stopped => {}
-            End::Expired(expiry) => self.report_end(None, Some(expiry)).await,
-            End::Failed(reason) => self.report_end(Some(reason), None).await,
+        access.follow.moved();
+        let owner = access.mover.owner.clone();
+        let Some(shards) = access.mover.shards.upgrade() else {
+            return Some(self);
+        };
+        let Some(shard) = shards.get(to).filter(|_| !self.shutdown.is_cancelled()) else {
+            return Some(self);
+        };
+        {
+            let _on = shard.enter();
+            for slot in &mut self.legs {
+                if let Some(leg) = slot.take() {
+                    match leg.rehome() {
+                        Ok(leg) => *slot = Some(leg),
+                        Err(e) => {
+                            self.broken.get_or_insert_with(|| {
+                                format!("the session could not move to relay thread {to}: {e}")
+                            });
+                        }
+                    }
+                }
+            }
         }
-        self.close_webrtc();
-        let stats = self.stats();
-        self.finish(&stats);
-        if let Some(reply) = final_reply {
-            let _ = reply.send(stats);
-        }
+        tracing::debug!(target: "media", session = %self.id, from = self.thread, to, "media session follows its browser to another relay thread");
+        self.thread = to;
+        RelayMetrics::add(&self.metrics.sessions_moved, 1);
+        shard.spawn(&owner, self.run());
+        None
     }
 
     /// The next thing to do: polls the sources whose wakers fired (or that are marked), in
@@ -369,12 +459,14 @@ impl SessionTask {
             .fold(self.core.poll_timeout(), Instant::min)
     }
 
-    /// The first failed WebRTC leg's reason.
+    /// Why the session must end: a failed move, or the first failed WebRTC leg's reason.
     fn failure(&self) -> Option<String> {
-        self.rtcs
-            .iter()
-            .flatten()
-            .find_map(|r| r.failure().map(str::to_owned))
+        self.broken.clone().or_else(|| {
+            self.rtcs
+                .iter()
+                .flatten()
+                .find_map(|r| r.failure().map(str::to_owned))
+        })
     }
 
     fn webrtc_timeouts(&mut self, now: Instant) {
@@ -517,6 +609,9 @@ impl SessionTask {
     }
 
     fn on_inbound(&mut self, inbound: Inbound, tally: &mut Tally) {
+        if let Some(access) = self.webrtc.as_mut() {
+            access.follow.note(inbound.hub, self.thread);
+        }
         let side = inbound.side;
         let i = side.index();
         let now = inbound.at;
@@ -566,7 +661,7 @@ impl SessionTask {
         }
         let mut transmits = std::mem::take(&mut self.outs[i].transmits);
         if let Some(webrtc) = &self.webrtc {
-            let socket = webrtc.hub.socket();
+            let socket = webrtc.hub.socket(self.thread);
             let mut errors = 0;
             for t in &transmits {
                 if is_rtcp(&t.contents) {

@@ -1,15 +1,16 @@
-//! The WebRTC hub: the one UDP socket every WebRTC leg of the relay shares, and the task that
-//! reads it and hands each datagram to the session that owns the leg.
+//! The WebRTC hubs: the UDP port every WebRTC leg of the relay shares, open once per relay
+//! thread, and on each thread the task that reads its copy and hands each datagram to the
+//! session that owns the leg.
 //!
 //! ```text
-//!            ┌──────────── hub task ────────────┐
+//!            ┌──────────── hub task k ──────────┐
 //! browsers ─►│ recv ─► STUN Binding request?    │   ufrag → route   (shared map, set by
-//!            │          yes: route by USERNAME  │                   the session tasks)
-//!            │               and learn the      │   source → route  (the hub's own map)
-//!            │               source address     │
-//!            │          no:  route by source    │──► session task (bounded, try_send)
+//!  (kernel   │          yes: route by USERNAME  │                   the session tasks)
+//!  picks k   │               and learn the      │   source → route  (hub k's own map)
+//!  by their  │               source address     │
+//!  address)  │          no:  route by source    │──► session task (bounded, try_send)
 //!            └──────────────────────────────────┘      owns the leg's str0m Rtc, sends
-//!                                                       its datagrams on the same socket
+//!                                                       its datagrams on its thread's copy
 //! ```
 //!
 //! Demultiplexing follows ICE: a browser's first datagrams are connectivity checks whose
@@ -21,12 +22,18 @@
 //! them. Learned addresses are bounded and forgotten once their session ends (a sweep every
 //! [`SWEEP_EVERY`]).
 //!
-//! Decryption and everything else per packet happens in the session task: the hub only reads
+//! The copies of the port are one `SO_REUSEPORT` group (`udp::bind_group`): the
+//! kernel delivers all datagrams of one browser address to the same copy, so each hub learns
+//! the addresses it sees. Every datagram says which hub read it ([`Inbound::hub`]); a session
+//! on another thread follows its browser there (module `follow`), after which a browser's
+//! datagram is read, decrypted and relayed on one thread, without a wake-up of another.
+//!
+//! Decryption and everything else per packet happens in the session task: a hub only reads
 //! (batches of datagrams with `recvmmsg`, see the `udp` module), looks up and queues. A full
 //! session queue drops the datagram (counted), so one slow call never stalls the others.
-//! Sending needs no hub: the session tasks share the socket (`send_to` on a UDP socket is one
-//! datagram, safe from any task). The socket's buffers are enlarged ([`SOCKET_BUFFER`]): it
-//! takes every browser's datagrams.
+//! Sending needs no hub: a session task sends on its thread's copy (`send_to` on a UDP socket
+//! is one datagram, safe from any task; every copy has the same address). The sockets'
+//! buffers are enlarged ([`SOCKET_BUFFER`]): they take every browser's datagrams.
 
 use crate::api::Side;
 use crate::metrics::RelayMetrics;
@@ -43,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 /// Reads (of up to [`crate::udp::BATCH`] datagrams) per wake before looking at shutdown and
 /// the sweep.
 const READS: usize = 8;
-/// Receive and send buffer asked for the shared socket: every browser's datagrams wait there
-/// while the hub's thread is busy (the kernel's default, about 200 KiB, holds only a few
+/// Receive and send buffer asked for each copy of the shared port: browsers' datagrams wait
+/// there while the hub's thread is busy (the kernel's default, about 200 KiB, holds only a few
 /// hundred datagrams, which a thousand browsers send in 10 ms). The kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`.
 pub const SOCKET_BUFFER: usize = 4 << 20;
@@ -67,6 +74,8 @@ pub struct Inbound {
     pub at: Instant,
     /// The datagram.
     pub data: Bytes,
+    /// The hub (relay thread) that read it.
+    pub hub: usize,
 }
 
 /// Where the datagrams of one leg go.
@@ -78,17 +87,17 @@ pub struct Route {
     pub tx: mpsc::Sender<Inbound>,
 }
 
-/// The session tasks' handle on the hub: the shared socket and the ufrag table.
+/// The session tasks' handle on the hubs: the port's copies and the ufrag table.
 #[derive(Debug, Clone)]
 pub struct HubHandle {
-    socket: Arc<Socket>,
+    sockets: Arc<[Socket]>,
     ufrags: Arc<Mutex<HashMap<String, Route>>>,
 }
 
 impl HubHandle {
-    /// The socket, to send from.
-    pub(crate) fn socket(&self) -> &Socket {
-        &self.socket
+    /// The copy of the port that relay thread `thread` sends from.
+    pub(crate) fn socket(&self, thread: usize) -> &Socket {
+        &self.sockets[thread % self.sockets.len()]
     }
 
     /// Routes checks for `ufrag` to `route`; `false` (and nothing changed) when the ufrag is
@@ -115,9 +124,11 @@ impl HubHandle {
     }
 }
 
-/// The hub task.
+/// A hub task: one relay thread's reader of the shared port.
 #[derive(Debug)]
 pub struct Hub {
+    /// Its relay thread, and the copy of the port it reads.
+    index: usize,
     handle: HubHandle,
     addresses: HashMap<SocketAddr, Route>,
     /// Where datagrams are copied out of the thread's read buffers (see [`ARENA`]).
@@ -127,24 +138,32 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub reading `socket`; run it with [`Hub::run`].
+    /// A hub for each of `sockets` (the copies of the port, in relay thread order, each
+    /// registered with its thread's reactor); run hub k on thread k with [`Hub::run`].
     pub(crate) fn new(
-        socket: Socket,
-        metrics: Arc<RelayMetrics>,
-        shutdown: CancellationToken,
-    ) -> (Hub, HubHandle) {
+        sockets: Vec<Socket>,
+        metrics: &Arc<RelayMetrics>,
+        shutdown: &CancellationToken,
+    ) -> (Vec<Hub>, HubHandle) {
         let handle = HubHandle {
-            socket: Arc::new(socket),
+            sockets: sockets.into(),
             ufrags: Arc::default(),
         };
-        let hub = Hub {
-            handle: handle.clone(),
-            addresses: HashMap::new(),
-            arena: BytesMut::new(),
-            metrics,
-            shutdown,
-        };
-        (hub, handle)
+        let hubs = (0..handle.sockets.len())
+            .map(|index| Hub {
+                index,
+                handle: handle.clone(),
+                addresses: HashMap::new(),
+                arena: BytesMut::new(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .collect();
+        (hubs, handle)
+    }
+
+    fn socket(&self) -> &Socket {
+        self.handle.socket(self.index)
     }
 
     /// Reads and routes until shutdown.
@@ -156,7 +175,7 @@ impl Hub {
                 biased;
                 _ = self.shutdown.cancelled() => break,
                 _ = sweep.tick() => self.sweep(),
-                ready = self.handle.socket.readable() => {
+                ready = self.socket().readable() => {
                     if ready.is_err() {
                         break;
                     }
@@ -171,7 +190,7 @@ impl Hub {
         let now = Instant::now();
         Reader::with(|reader| {
             for _ in 0..READS {
-                let more = match reader.read(&self.handle.socket) {
+                let more = match reader.read(self.socket()) {
                     Ok(more) => more,
                     Err(e) => {
                         tracing::debug!(target: "media", error = %e, "WebRTC socket recv failed");
@@ -231,6 +250,7 @@ impl Hub {
             source,
             at,
             data,
+            hub: self.index,
         };
         match route.tx.try_send(inbound) {
             Ok(()) => true,
@@ -254,11 +274,12 @@ mod tests {
     /// A hub on a loopback socket of its own.
     async fn hub() -> (Hub, HubHandle) {
         let socket = Socket::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-        Hub::new(
-            socket,
-            Arc::new(RelayMetrics::default()),
-            CancellationToken::new(),
-        )
+        let (mut hubs, handle) = Hub::new(
+            vec![socket],
+            &Arc::new(RelayMetrics::default()),
+            &CancellationToken::new(),
+        );
+        (hubs.remove(0), handle)
     }
 
     #[tokio::test]

@@ -23,13 +23,14 @@
 //! Drivers (tokio):
 //! - [`relay`]: [`LocalRelay`], the [`MediaControl`] implementation; binds sockets, spawns tasks
 //! - `threads`: the relay's own threads, one single-threaded runtime per core, where session
-//!   tasks run (spread round-robin)
+//!   tasks run (spread round-robin; `follow`, sans-IO: when a session moves to the thread that
+//!   reads its browser's datagrams)
 //! - `driver`: the task per session — commands, plain sockets' readiness and the session's
 //!   WebRTC datagrams → cores → `sendto`; `negotiate`: its offer/answer half (which leg gets
 //!   which SDP flavour); `wakeups`: a waker per event source, so a wake-up polls what fired;
 //!   `udp`: batched reads (`recvmmsg`) into per-thread buffers, sends that never wait
-//! - [`hub`]: the task that owns the shared WebRTC socket and routes each datagram to its
-//!   session (by ICE username, then by source address)
+//! - [`hub`]: the task per relay thread that reads that thread's copy of the shared WebRTC
+//!   port and routes each datagram to its session (by ICE username, then by source address)
 //! - [`recorder`]: the WAV writer task per recorded call
 //! - [`pool`]: [`MediaPool`], sessions spread over several media replicas reached over HTTP
 //!
@@ -47,6 +48,7 @@ pub mod control;
 mod driver;
 pub mod error;
 pub mod flavour;
+mod follow;
 pub mod g711;
 pub mod hub;
 pub mod latch;

@@ -42,6 +42,7 @@ pub struct RelayMetrics {
     pub(crate) dropped_unknown_payload: AtomicU64,
     pub(crate) webrtc_dropped: AtomicU64,
     pub(crate) sessions_failed: AtomicU64,
+    pub(crate) sessions_moved: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -82,6 +83,9 @@ pub struct MetricsSnapshot {
     /// Sessions ended by a WebRTC failure (ICE or DTLS).
     #[serde(default)]
     pub sessions_failed: u64,
+    /// Times a session moved to the relay thread that reads its browser's datagrams.
+    #[serde(default)]
+    pub sessions_moved: u64,
     /// Sessions alive now.
     pub sessions_active: u64,
     /// Port pairs free now.
@@ -113,6 +117,7 @@ impl RelayMetrics {
             dropped_unknown_payload: AtomicU64::default(),
             webrtc_dropped: AtomicU64::default(),
             sessions_failed: AtomicU64::default(),
+            sessions_moved: AtomicU64::default(),
         }
     }
 
@@ -158,6 +163,7 @@ impl RelayMetrics {
             dropped_unknown_payload: get(&self.dropped_unknown_payload),
             webrtc_dropped: get(&self.webrtc_dropped),
             sessions_failed: get(&self.sessions_failed),
+            sessions_moved: get(&self.sessions_moved),
             sessions_active: started.saturating_sub(ended),
             port_pairs_free: 0,
             port_pairs_total: 0,

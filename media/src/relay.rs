@@ -16,7 +16,8 @@
 use crate::MediaError;
 use crate::api::*;
 use crate::config::RelayConfig;
-use crate::driver::{Command, Entry, LegSockets, Registry, SessionTask, WebRtcAccess};
+use crate::driver::{Command, Entry, LegSockets, Mover, Registry, SessionTask, WebRtcAccess};
+use crate::follow::Follow;
 use crate::hub::{Hub, HubHandle};
 use crate::metrics::{MetricsSnapshot, RelayMetrics};
 use crate::negotiate::{Negotiation, Want};
@@ -24,7 +25,7 @@ use crate::ports::PortPool;
 use crate::recorder::Recorder;
 use crate::sdp::{self, LegKind, ParsedSdp};
 use crate::session::{Session, Timeouts};
-use crate::threads::{self, Shard, Shards};
+use crate::threads::{self, Shards};
 use crate::udp::Socket;
 use crate::webrtc::{Outputs, WebRtcShared};
 use kubepbx_api::time::UnixMillis;
@@ -62,8 +63,9 @@ struct Inner {
     tasks: TaskTracker,
     generation: AtomicU64,
     webrtc: Option<WebRtcEndpoint>,
-    /// The threads session tasks run on (dropped last: it ends idle threads).
-    shards: Shards,
+    /// The threads session tasks run on (dropped last: it ends idle threads). Sessions hold
+    /// it weakly, to move between them.
+    shards: Arc<Shards>,
 }
 
 /// The relay's WebRTC endpoint: the hub's handle and what every leg shares.
@@ -97,7 +99,7 @@ impl LocalRelay {
                 addr,
                 &metrics,
                 &shutdown,
-                (shards.first(), tasks),
+                (&shards, tasks),
             )?),
             None => None,
         };
@@ -112,7 +114,7 @@ impl LocalRelay {
                 tasks: tasks.clone(),
                 generation: AtomicU64::new(0),
                 webrtc,
-                shards,
+                shards: Arc::new(shards),
             }),
         };
         Ok((relay, events_rx))
@@ -123,18 +125,20 @@ impl LocalRelay {
         addr: SocketAddr,
         metrics: &Arc<RelayMetrics>,
         shutdown: &CancellationToken,
-        (shard, tasks): (&Shard, &TaskTracker),
+        (shards, tasks): (&Shards, &TaskTracker),
     ) -> Result<WebRtcEndpoint, MediaError> {
         let unavailable = |e: io::Error| {
             MediaError::Unavailable(format!("cannot bind the WebRTC port {addr}: {e}"))
         };
-        let socket = std::net::UdpSocket::bind(addr).map_err(unavailable)?;
-        crate::udp::enlarge_buffers(&socket, crate::hub::SOCKET_BUFFER);
-        let local = socket.local_addr().map_err(unavailable)?;
-        let socket = {
+        // One copy of the port per relay thread, each read by that thread's hub.
+        let group = crate::udp::bind_group(addr, shards.all().len()).map_err(unavailable)?;
+        let local = group[0].local_addr().map_err(unavailable)?;
+        let mut sockets = Vec::with_capacity(group.len());
+        for (socket, shard) in group.into_iter().zip(shards.all()) {
+            crate::udp::enlarge_buffers(&socket, crate::hub::SOCKET_BUFFER);
             let _on = shard.enter();
-            Socket::from_std(socket).map_err(unavailable)?
-        };
+            sockets.push(Socket::from_std(socket).map_err(unavailable)?);
+        }
         let candidate = SocketAddr::new(config.advertise, local.port());
         let shared = WebRtcShared::new(
             candidate,
@@ -145,9 +149,11 @@ impl LocalRelay {
         .ok_or_else(|| {
             MediaError::Unavailable("the DTLS backend cannot make a certificate".to_owned())
         })?;
-        let (hub, handle) = Hub::new(socket, metrics.clone(), shutdown.clone());
-        shard.spawn(tasks, hub.run());
-        tracing::info!(target: "media", %local, %candidate, "WebRTC legs share one UDP port");
+        let (hubs, handle) = Hub::new(sockets, metrics, shutdown);
+        for (hub, shard) in hubs.into_iter().zip(shards.all()) {
+            shard.spawn(tasks, hub.run());
+        }
+        tracing::info!(target: "media", %local, %candidate, readers = shards.all().len(), "WebRTC legs share one UDP port");
         Ok(WebRtcEndpoint {
             hub: handle,
             shared: Arc::new(shared),
@@ -306,6 +312,11 @@ impl LocalRelay {
                     hub: w.hub.clone(),
                     shared: w.shared.clone(),
                     tx,
+                    follow: Follow::default(),
+                    mover: Mover {
+                        shards: Arc::downgrade(&inner.shards),
+                        owner: inner.tasks.clone(),
+                    },
                 };
                 (Some(access), Some(rx))
             }
@@ -330,6 +341,7 @@ impl LocalRelay {
             metrics: inner.metrics.clone(),
             thread: shard.index(),
             shutdown: inner.shutdown.clone(),
+            broken: None,
         };
         shard.spawn(&inner.tasks, task.run());
         Ok(entry)

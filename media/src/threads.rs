@@ -17,6 +17,10 @@
 //! relay is shut down (or dropped) and its last task has finished; each thread holds a token of
 //! the owner's tracker until its runtime is gone.
 //!
+//! A session may move to another thread later (to follow its browser, see [`crate::follow`]):
+//! its task ends on one thread and a new one, owning the same state with its sockets
+//! registered anew, starts on the other.
+//!
 //! Each thread also runs its [`pacing`](crate::pacing): once busy, it wakes once per
 //! [`RelayConfig::batch_interval`](crate::RelayConfig::batch_interval) instead of for every
 //! packet.
@@ -151,9 +155,14 @@ impl Shards {
         &self.shards[k]
     }
 
-    /// The first shard (the WebRTC hub's).
-    pub(crate) fn first(&self) -> &Shard {
-        &self.shards[0]
+    /// Every shard, in thread order.
+    pub(crate) fn all(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Shard `k`, if there is one.
+    pub(crate) fn get(&self, k: usize) -> Option<&Shard> {
+        self.shards.get(k)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Batched reads from the relay's UDP sockets: `recvmmsg` (through quinn-udp's safe wrapper)
 //! into one set of buffers per relay thread, without the read that only returns `EAGAIN`; and
-//! sends that never wait, from sockets registered for reading only ([`Socket`]).
+//! sends that never wait, from sockets registered for reading only ([`Socket`]); and the
+//! `SO_REUSEPORT` group that opens the shared WebRTC port once per relay thread ([`bind_group`]).
 //!
 //! ```text
 //! readiness wake ─► read(socket): recvmmsg(up to BATCH) ─► n datagrams in the thread's buffers
@@ -52,6 +53,13 @@ impl Socket {
         // whole life, which is what the replacement's safety contract asks for.
         #[allow(deprecated)]
         AsyncFd::with_interest(socket, Interest::READABLE).map(Socket)
+    }
+
+    /// The same socket, registered with the current runtime instead of the one it was
+    /// registered with (call it inside the new one). Datagrams waiting in it stay; the new
+    /// registration reports them.
+    pub(crate) fn rehome(self) -> io::Result<Socket> {
+        Socket::from_std(self.0.into_inner())
     }
 
     /// Ready when a datagram may be waiting (readiness stays set until a read finds the socket
@@ -181,6 +189,39 @@ impl Reader {
     }
 }
 
+/// `count` UDP sockets bound to the same `addr` (port 0: one the kernel picks) with
+/// `SO_REUSEPORT`, so that the kernel spreads the datagrams arriving there over them, keeping
+/// each pair of addresses on one socket. One socket, bound plainly, when `count` is 1.
+///
+/// A port someone already holds is refused (`AddrInUse`) even when that holder is a group of
+/// this kind (another relay of the same user): a plain bind of the port is tried first, and a
+/// group lets only its members in.
+pub(crate) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    if count <= 1 {
+        return Ok(vec![std::net::UdpSocket::bind(addr)?]);
+    }
+    if addr.port() != 0 {
+        drop(std::net::UdpSocket::bind(addr)?);
+    }
+    let member = |addr: SocketAddr| -> io::Result<std::net::UdpSocket> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket.into())
+    };
+    let first = member(addr)?;
+    let bound = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(member(bound)?);
+    }
+    Ok(group)
+}
+
 /// Asks for `bytes` of receive and send buffer on `socket`, as far as the kernel allows
 /// (`net.core.rmem_max`, `wmem_max`); what it got is logged at debug level.
 pub(crate) fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) {
@@ -199,6 +240,86 @@ pub(crate) fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_shares_one_port_and_a_held_port_is_refused() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = group[0].local_addr().unwrap().port();
+        assert!(group.iter().all(|s| s.local_addr().unwrap().port() == port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Neither a second group nor a plain socket gets the port.
+        assert_eq!(
+            bind_group(addr, 2).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        assert_eq!(
+            bind_group(addr, 1).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        // Every member receives: the kernel spreads senders over them.
+        for s in &group {
+            s.set_nonblocking(true).unwrap();
+        }
+        let senders: Vec<_> = (0..64)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for s in &senders {
+            s.send_to(b"x", addr).unwrap();
+        }
+        let mut counts = vec![0; group.len()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while counts.iter().sum::<usize>() < senders.len() && std::time::Instant::now() < deadline {
+            for (s, n) in group.iter().zip(&mut counts) {
+                let mut buf = [0; 8];
+                while s.recv_from(&mut buf).is_ok() {
+                    *n += 1;
+                }
+            }
+        }
+        assert_eq!(counts.iter().sum::<usize>(), senders.len());
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rehomed_socket_keeps_its_datagrams() {
+        let std_rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = std_rx.local_addr().unwrap();
+        let rx = Socket::from_std(std_rx).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[1; 10], to).unwrap();
+        rx.readable().await.unwrap();
+        // Registered with another runtime while a datagram waits.
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let rx = {
+            let _on = other.enter();
+            rx.rehome().unwrap()
+        };
+        let got = std::thread::spawn(move || {
+            other.block_on(async {
+                let mut got = Vec::new();
+                for _ in 0..2 {
+                    tokio::time::timeout(std::time::Duration::from_secs(2), rx.readable())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    Reader::with(|r| {
+                        r.read(&rx).unwrap();
+                        got.extend(r.datagrams().map(|(_, d)| d[0]));
+                    });
+                    if got.len() == 1 {
+                        tx.send_to(&[2; 10], to).unwrap();
+                    }
+                }
+                got
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, [1, 2]);
+    }
 
     #[tokio::test]
     async fn reads_a_batch_and_stops_at_an_empty_socket() {
