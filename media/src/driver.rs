@@ -5,7 +5,7 @@
 //! ```text
 //! LocalRelay ──Command (bounded mpsc)──► session task ──RelayEvent──► owner
 //!                                         │  waits (a waker each) on: commands, shutdown,
-//! WebRTC hub ──Inbound (bounded mpsc)───► │  deadline, WebRTC datagrams, plain sockets
+//! WebRTC hub ──Inbound (bounded inbox)──► │  deadline, WebRTC datagrams, plain sockets
 //!                                         ▼  → Session core → send_to (own sockets, or
 //!                                      Recorder       the shared WebRTC socket)
 //! ```
@@ -30,6 +30,7 @@ use crate::api::{RelayEvent, SessionId, SessionStats, Side};
 use crate::flavour::Origin;
 use crate::follow::Follow;
 use crate::hub::{HubHandle, Inbound};
+use crate::inbox;
 use crate::metrics::RelayMetrics;
 use crate::negotiate::Negotiation;
 use crate::ports::PortLease;
@@ -136,7 +137,7 @@ pub(crate) struct WebRtcAccess {
     pub(crate) hub: HubHandle,
     pub(crate) shared: Arc<WebRtcShared>,
     /// The hub's end of this session's queue (cloned into each leg's route).
-    pub(crate) tx: mpsc::Sender<Inbound>,
+    pub(crate) tx: inbox::Sender<Inbound>,
     /// Whether to move to the thread whose hub reads the browser's datagrams.
     pub(crate) follow: Follow,
     pub(crate) mover: Mover,
@@ -165,7 +166,7 @@ pub(crate) struct SessionTask {
     pub(crate) outs: [Outputs; 2],
     pub(crate) negotiation: Negotiation,
     pub(crate) webrtc: Option<WebRtcAccess>,
-    pub(crate) inbound: Option<mpsc::Receiver<Inbound>>,
+    pub(crate) inbound: Option<inbox::Receiver<Inbound>>,
     pub(crate) advertise: IpAddr,
     pub(crate) created_wall: UnixMillis,
     pub(crate) recorder: Option<Recorder>,
@@ -186,7 +187,7 @@ enum Wake {
     Shutdown,
     Deadline,
     Readable(Side, Port),
-    Inbound(Option<Inbound>),
+    Inbound(Inbound),
 }
 
 /// Per-batch counters, added to the shared metrics once.
@@ -317,13 +318,12 @@ impl SessionTask {
                     continue;
                 }
                 Wake::Readable(side, port) => self.drain(side, port),
-                Wake::Inbound(Some(first)) => {
+                Wake::Inbound(first) => {
                     self.drain_inbound(first);
                     if let Some(to) = self.webrtc.as_ref().and_then(|w| w.follow.due()) {
                         return End::Moved(to);
                     }
                 }
-                Wake::Inbound(None) => self.inbound = None,
                 Wake::Command(Some(Command::Offer {
                     side,
                     parsed,
@@ -601,8 +601,8 @@ impl SessionTask {
                 break;
             };
             match rx.try_recv() {
-                Ok(inbound) => self.on_inbound(inbound, &mut tally),
-                Err(_) => break,
+                Some(inbound) => self.on_inbound(inbound, &mut tally),
+                None => break,
             }
         }
         tally.flush(&self.metrics, self.thread);

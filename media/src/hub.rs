@@ -30,12 +30,13 @@
 //!
 //! Decryption and everything else per packet happens in the session task: a hub only reads
 //! (batches of datagrams with `recvmmsg`, see the `udp` module), looks up and queues. A full
-//! session queue drops the datagram (counted), so one slow call never stalls the others.
+//! session queue ([`inbox`]) drops the datagram (counted), so one slow call never stalls the others.
 //! Sending needs no hub: a session task sends on its thread's copy (`send_to` on a UDP socket
 //! is one datagram, safe from any task; every copy has the same address). The sockets'
 //! buffers are enlarged ([`SOCKET_BUFFER`]): they take every browser's datagrams.
 
 use crate::api::Side;
+use crate::inbox;
 use crate::metrics::RelayMetrics;
 use crate::udp::Reader;
 use crate::udp::Socket;
@@ -44,7 +45,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Reads (of up to [`crate::udp::BATCH`] datagrams) per wake before looking at shutdown and
@@ -84,7 +84,7 @@ pub struct Route {
     /// The leg within its session.
     pub side: Side,
     /// The session task's queue.
-    pub tx: mpsc::Sender<Inbound>,
+    pub tx: inbox::Sender<Inbound>,
 }
 
 /// The session tasks' handle on the hubs: the port's copies and the ufrag table.
@@ -254,8 +254,8 @@ impl Hub {
         };
         match route.tx.try_send(inbound) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(inbox::SendError::Full) => false,
+            Err(inbox::SendError::Closed) => {
                 self.addresses.remove(&source);
                 false
             }
@@ -298,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn routes_by_ufrag_then_by_address_and_forgets_ended_sessions() {
         let (mut hub, handle) = hub().await;
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = inbox::channel(4);
         assert!(handle.register(
             "leg1",
             Route {
@@ -306,7 +306,7 @@ mod tests {
                 tx
             }
         ));
-        let (other, _other_rx) = mpsc::channel(4);
+        let (other, _other_rx) = inbox::channel(4);
         assert!(!handle.register(
             "leg1",
             Route {

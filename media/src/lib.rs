@@ -51,6 +51,7 @@ pub mod flavour;
 mod follow;
 pub mod g711;
 pub mod hub;
+pub mod inbox;
 pub mod latch;
 pub mod metrics;
 mod negotiate;

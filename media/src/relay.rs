@@ -307,7 +307,7 @@ impl LocalRelay {
         tracing::debug!(target: "media", session = %req.session, ?ports, ?kinds, "media session created");
         let (webrtc, inbound) = match webrtc {
             Some(w) if kinds.iter().any(|k| *k != Want::Plain) => {
-                let (tx, rx) = mpsc::channel(crate::driver::INBOUND_QUEUE);
+                let (tx, rx) = crate::inbox::channel(crate::driver::INBOUND_QUEUE);
                 let access = WebRtcAccess {
                     hub: w.hub.clone(),
                     shared: w.shared.clone(),
