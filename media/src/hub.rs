@@ -30,9 +30,9 @@
 //!
 //! Decryption and everything else per packet happens in the session task: a hub only reads
 //! (batches of datagrams with `recvmmsg`, see the `udp` module), looks up and queues. A full
-//! session queue ([`inbox`]) drops the datagram (counted), so one slow call never stalls the others.
-//! Sending needs no hub: a session task sends on its thread's copy (`send_to` on a UDP socket
-//! is one datagram, safe from any task; every copy has the same address). The sockets'
+//! session queue ([`inbox`]) drops the datagram (counted), so one slow call never stalls the
+//! others. Sending needs no hub: a session task sends on its thread's copy (`send_to` on a UDP
+//! socket is one datagram, safe from any task; every copy has the same address). The sockets'
 //! buffers are enlarged ([`SOCKET_BUFFER`]): they take every browser's datagrams.
 
 use crate::api::Side;
@@ -58,7 +58,7 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 /// Bytes of the buffer that routed datagrams are copied into, a new one when it is full: one
 /// allocation per about a hundred datagrams rather than one each.
 const ARENA: usize = 64 * crate::udp::MAX_DATAGRAM;
-/// Source addresses remembered at most (across all legs).
+/// Source addresses remembered at most by one hub (across all legs).
 pub const MAX_ADDRESSES: usize = 65_536;
 /// How often addresses of ended sessions are forgotten.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
