@@ -245,6 +245,11 @@ enum End {
     Stopped,
     Expired(Expiry),
     Failed(String),
+}
+
+/// What serving a session on one thread came to.
+enum Served {
+    Ended(End),
     /// The session goes on on relay thread k.
     Moved(usize),
 }
@@ -264,17 +269,17 @@ impl SessionTask {
     pub(crate) async fn run(mut self) {
         let end = loop {
             match self.serve().await {
-                End::Moved(to) => match self.hand_over(to) {
+                Served::Ended(end) => break end,
+                Served::Moved(to) => match self.hand_over(to) {
                     None => return,
                     Some(stays) => self = stays,
                 },
-                end => break end,
             }
         };
         let mut final_reply = None;
         match end {
             End::Deleted(reply) => final_reply = Some(reply),
-            End::Stopped | End::Moved(_) => {}
+            End::Stopped => {}
             End::Expired(expiry) => self.report_end(None, Some(expiry)).await,
             End::Failed(reason) => self.report_end(Some(reason), None).await,
         }
@@ -287,9 +292,9 @@ impl SessionTask {
     }
 
     /// Serves the session on this thread until it ends or moves.
-    async fn serve(&mut self) -> End {
+    async fn serve(&mut self) -> Served {
         if let Some(reason) = self.failure() {
-            return End::Failed(reason);
+            return Served::Ended(End::Failed(reason));
         }
         let mut next = self.next_deadline();
         let deadline = tokio::time::sleep_until(next.into());
@@ -321,7 +326,7 @@ impl SessionTask {
                 Wake::Inbound(first) => {
                     self.drain_inbound(first);
                     if let Some(to) = self.webrtc.as_ref().and_then(|w| w.follow.due()) {
-                        return End::Moved(to);
+                        return Served::Moved(to);
                     }
                 }
                 Wake::Command(Some(Command::Offer {
@@ -343,20 +348,22 @@ impl SessionTask {
                 Wake::Command(Some(Command::Stats(reply))) => {
                     let _ = reply.send(self.stats());
                 }
-                Wake::Command(Some(Command::Delete(reply))) => return End::Deleted(reply),
-                Wake::Command(None) | Wake::Shutdown => return End::Stopped,
+                Wake::Command(Some(Command::Delete(reply))) => {
+                    return Served::Ended(End::Deleted(reply));
+                }
+                Wake::Command(None) | Wake::Shutdown => return Served::Ended(End::Stopped),
                 Wake::Deadline => {
                     let now = Instant::now();
                     self.webrtc_timeouts(now);
                     if let Some(expiry) = self.core.handle_timeout(now) {
-                        return End::Expired(expiry);
+                        return Served::Ended(End::Expired(expiry));
                     }
                     // Whatever the deadline was, compute it afresh.
                     fired = true;
                 }
             }
             if let Some(reason) = self.failure() {
-                return End::Failed(reason);
+                return Served::Ended(End::Failed(reason));
             }
             let wanted = self.next_deadline();
             if wanted < next || std::mem::take(&mut fired) {

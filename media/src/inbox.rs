@@ -6,11 +6,12 @@
 //! session task ── poll_recv: register waker, lock, pop ──► datagram
 //! ```
 //! Each datagram through a tokio channel took a semaphore permit, a slot in a block list and a
-//! wake-up, and gave the permit back on receipt: about 4 to 5 % of a busy relay thread's time for
-//! browser calls. Here a datagram costs one uncontended lock on each side, and a wake-up only
-//! when the queue was empty (the task drains what is queued when it runs). The hub and the
-//! session usually run on the same thread (a session follows its browser), so the lock is never contended
-//! for long. Dropping the [`Receiver`] closes the queue: the hubs forget routes to it.
+//! wake-up, and gave the permit back on receipt: about 4 to 5 % of a busy relay thread's time
+//! for browser calls. Here a datagram costs one uncontended lock on each side, and a wake-up
+//! only when the queue was empty (the task drains what is queued when it runs). The hub and the
+//! session usually run on the same thread (a session follows its browser), so the lock is
+//! never contended for long. Dropping the [`Receiver`] closes the queue: the hubs forget routes
+//! to it.
 
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
