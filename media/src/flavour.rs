@@ -4,9 +4,9 @@
 //!
 //! - [`webrtc_offer`] / [`webrtc_answer`]: the SDP a browser gets: ICE-lite, one host
 //!   candidate (the relay's advertised address and WebRTC port), DTLS fingerprint and role,
-//!   rtcp-mux, one audio stream in a BUNDLE group. No `a=ssrc` (the relay forwards the sender's
-//!   SSRCs, unknown when the SDP is written): the MID header extension (RFC 8843) binds them to
-//!   the stream, the one header extension the relay negotiates.
+//!   rtcp-mux, one audio stream in a BUNDLE group, sent with the leg's own SSRC (`a=ssrc` with a
+//!   CNAME), whatever the sender's. The MID header extension (RFC 8843) is the one header
+//!   extension the relay negotiates.
 //! - [`plain_offer`]: the SDP a softphone gets from a browser's offer: one `m=audio` on
 //!   RTP/AVP with the codecs both sides can use.
 //! - the answer to a softphone's offer is that offer rewritten
@@ -66,6 +66,8 @@ pub struct WebRtcLocal<'a> {
     pub mid: &'a str,
     /// The id of the MID header extension the relay writes, if any.
     pub mid_ext: Option<u8>,
+    /// The SSRC the relay sends with.
+    pub ssrc: u32,
 }
 
 /// Whether a WebRTC leg carries `f` (str0m in RTP mode needs a codec it knows for every
@@ -208,7 +210,9 @@ fn webrtc_audio(
     write_formats(out, formats, ptime);
     let _ = write!(
         out,
-        "a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n"
+        "a=ssrc:{ssrc} cname:kubepbx-{ssrc:08x}\r\n\
+         a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
+        ssrc = local.ssrc,
     );
 }
 

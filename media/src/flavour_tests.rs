@@ -29,6 +29,7 @@ fn local() -> WebRtcLocal<'static> {
         fingerprint: "sha-256 AA:BB",
         mid: "0",
         mid_ext: Some(3),
+        ssrc: 0x1234_abcd,
     }
 }
 
@@ -123,6 +124,7 @@ fn softphone_offer_becomes_a_webrtc_offer_with_g711_and_events() {
     assert_eq!((w.ufrag.as_str(), w.setup), ("relayufrag", Setup::ActPass));
     assert_eq!(w.fingerprint, "sha-256 AA:BB");
     assert_eq!(w.mid_ext, Some(3));
+    assert_eq!(w.ssrcs, [0x1234_abcd]);
     for line in [
         "a=ice-lite\r\n",
         "a=group:BUNDLE 0\r\n",
@@ -132,6 +134,7 @@ fn softphone_offer_becomes_a_webrtc_offer_with_g711_and_events() {
         "a=candidate:1 1 udp 2130706431 203.0.113.10 3478 typ host\r\n",
         "a=ptime:20\r\n",
         "a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+        "a=ssrc:305441741 cname:kubepbx-1234abcd\r\n",
     ] {
         assert!(sdp.contains(line), "{line} missing in {sdp}");
     }

@@ -61,6 +61,7 @@ pub mod ports;
 pub mod recorder;
 pub mod recording;
 pub mod relay;
+mod restamp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;

@@ -89,6 +89,7 @@ fn local_of<'a>(rtc: &'a WebRtcLeg, shared: &'a WebRtcShared) -> WebRtcLocal<'a>
         fingerprint: &shared.fingerprint,
         mid: rtc.mid(),
         mid_ext: rtc.mid_ext(),
+        ssrc: rtc.ssrc(),
     }
 }
 

@@ -5,11 +5,12 @@
 //!
 //! - **RTP mode.** The relay forwards packets: decrypted RTP comes out as str0m
 //!   [`RtpPacket`]s (header and payload), and RTP from the other leg goes in with
-//!   [`WebRtcLeg::write_rtp`], keeping its SSRC, sequence number (extended here, per SSRC) and
-//!   timestamp. SSRCs are not signalled: a send stream is declared for each SSRC the other leg
-//!   sends, a receive stream for each SSRC the browser sends (read from the clear RTP header
-//!   before str0m decrypts it), both bounded. RTCP (SR/RR) towards the browser is str0m's own;
-//!   no NACKs (browsers do not retransmit audio).
+//!   [`WebRtcLeg::write_rtp`] onto the leg's one send stream: its own SSRC, announced in the
+//!   SDP, with sequence numbers and timestamps that stay continuous when the other leg's
+//!   source changes (the `restamp` module). The browser's SSRCs are not signalled: a receive
+//!   stream is declared for each one it sends (read from the clear RTP header before str0m
+//!   decrypts it), at most a few. RTCP (SR/RR) towards the browser is str0m's own; no NACKs
+//!   (browsers do not retransmit audio).
 //! - **Codecs.** The leg's payload types are fixed when it is made (str0m's codec table belongs
 //!   to the `Rtc`): the formats of the SDP that created it. Later SDPs pick among them.
 //! - **ICE-lite**, controlled: the browser's checks arrive from its peer-reflexive address and
@@ -21,9 +22,9 @@
 //!   within the connect timeout of the offer/answer exchange, when ICE stays disconnected
 //!   (no consent checks) longer than the media timeout, or when the browser closes DTLS.
 
+use crate::restamp::Restamp;
 use crate::rtp::RtpHeader;
 use crate::sdp::{Format, Setup, WebRtcParams};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +37,6 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 
 /// Receive streams (browser SSRCs) a leg accepts; more are dropped.
 const MAX_RX_STREAMS: usize = 8;
-/// Send streams (SSRCs of the other leg) a leg declares; the oldest is replaced past this.
-const MAX_TX_STREAMS: usize = 8;
 
 /// What every WebRTC leg of a relay shares.
 #[derive(Clone)]
@@ -115,8 +114,9 @@ pub struct WebRtcLeg {
     ufrag: String,
     pwd: String,
     formats: Vec<Format>,
-    /// Send streams: SSRC → last extended sequence number written.
-    tx: HashMap<u32, (u64, Instant)>,
+    /// The one stream the leg sends, whatever the other leg's sources (see [`crate::restamp`]).
+    tx_ssrc: u32,
+    restamp: Restamp,
     rx: Vec<u32>,
     /// Our DTLS role once the offer/answer exchange set it (`true`: client).
     active: Option<bool>,
@@ -223,11 +223,14 @@ impl WebRtcLeg {
         let mut rtc = config.build(now);
         let sdp_mid = mid.to_owned();
         let mid = Mid::from(mid);
-        {
+        let tx_ssrc = {
             let mut api = rtc.direct_api();
             api.set_ice_controlling(false);
             api.declare_media(mid, MediaKind::Audio);
-        }
+            let ssrc = api.new_ssrc();
+            api.declare_stream_tx(ssrc, None, mid, None);
+            *ssrc
+        };
         let mut leg = WebRtcLeg {
             rtc,
             mid,
@@ -237,7 +240,8 @@ impl WebRtcLeg {
             ufrag,
             pwd,
             formats: kept,
-            tx: HashMap::new(),
+            tx_ssrc,
+            restamp: Restamp::default(),
             rx: Vec::new(),
             active: None,
             started: None,
@@ -256,6 +260,11 @@ impl WebRtcLeg {
             leg.drain(now, &mut out);
         }
         leg
+    }
+
+    /// The SSRC the leg sends with (announced in its SDP).
+    pub fn ssrc(&self) -> u32 {
+        self.tx_ssrc
     }
 
     /// Local ICE username fragment (what the hub routes checks by).
@@ -397,8 +406,9 @@ impl WebRtcLeg {
         true
     }
 
-    /// Encrypts and queues an RTP packet `h` from the other leg: its SSRC, sequence number
-    /// (extended here), timestamp and marker, payload type `pt` (one of [`Self::formats`]).
+    /// Encrypts and queues an RTP packet `h` from the other leg, with payload type `pt` (one of
+    /// [`Self::formats`]), on the leg's send stream ([`Self::ssrc`]; sequence number,
+    /// timestamp and marker mapped so they stay continuous when the source changes).
     /// Dropped (`false`) until ICE and DTLS are up: a browser wants no stale audio.
     pub fn write_rtp(
         &mut self,
@@ -411,40 +421,21 @@ impl WebRtcLeg {
         if !self.connected || self.failure.is_some() {
             return false;
         }
-        let (ssrc, seq) = (h.ssrc, h.seq);
-        let ext = match self.tx.get_mut(&ssrc) {
-            Some((last, seen)) => {
-                *seen = now;
-                let delta = i64::from(seq.wrapping_sub(*last as u16) as i16);
-                let ext = (*last as i64).saturating_add(delta).max(0) as u64;
-                *last = (*last).max(ext);
-                ext
-            }
-            None => {
-                if self.tx.len() >= MAX_TX_STREAMS
-                    && let Some(oldest) =
-                        self.tx.iter().min_by_key(|(_, (_, t))| *t).map(|(s, _)| *s)
-                {
-                    self.tx.remove(&oldest);
-                    self.rtc.direct_api().remove_stream_tx(Ssrc::from(oldest));
-                    self.drain(now, out);
-                }
-                let mid = self.mid;
-                self.rtc
-                    .direct_api()
-                    .declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
-                // Every change to the Rtc is followed by a drain (str0m's contract).
-                self.drain(now, out);
-                self.tx.insert(ssrc, (u64::from(seq), now));
-                u64::from(seq)
-            }
-        };
+        let rate = self
+            .formats
+            .iter()
+            .find(|f| f.pt == pt)
+            .map_or(8000, |f| f.rate);
+        let stamped = self
+            .restamp
+            .map(h.ssrc, h.seq, h.timestamp, h.marker, rate, now);
         let mut api = self.rtc.direct_api();
-        let Some(stream) = api.stream_tx(&Ssrc::from(ssrc)) else {
+        let Some(stream) = api.stream_tx(&Ssrc::from(self.tx_ssrc)) else {
             return false;
         };
-        let write = RtpWrite::new(Pt::from(pt), SeqNo::from(ext), h.timestamp, now, payload)
-            .marker(h.marker);
+        let seq = SeqNo::from(stamped.seq);
+        let write = RtpWrite::new(Pt::from(pt), seq, stamped.timestamp, now, payload)
+            .marker(stamped.marker);
         stream.write_rtp(write);
         // str0m releases queued packets on a time input: give it one now, not a timer later
         // (the drain after it also collects whatever the write produced).
