@@ -585,28 +585,23 @@ def run_phone(a):
         call.player = None
     if a.record and os.path.exists(a.record):
         say("recorded %s %d" % (a.record, os.path.getsize(a.record)))
-    if a.keep_registration:
-        # pjsua unregisters when the account or the library goes: leave before either does.
-        if not outcome["ok"]:
-            say("error %s" % outcome["why"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # (os._exit skips the temporary folder's clean-up.)
-        shutil.rmtree(os.path.dirname(a.tone_file), ignore_errors=True)
-        os._exit(0 if outcome["ok"] else 1)
-    try:
-        acc.setRegistration(False)
-        pump(time.time() + 0.5)
-    except pj.Error:
-        pass
-    del call
-    acc.incoming = []
-    acc.shutdown()
-    ep.libDestroy()
-    del log
+    if not a.keep_registration:
+        try:
+            acc.setRegistration(False)
+            pump(time.time() + 0.5)
+        except pj.Error:
+            pass
     if not outcome["ok"]:
         say("error %s" % outcome["why"])
-    return 0 if outcome["ok"] else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without pjsua2's teardown: the call is over, the recording closed and (unless
+    # --keep-registration) the binding removed, and libDestroy with Python-held objects still
+    # around crashed the process now and then after a call that had gone well. (pjsua would
+    # also unregister when the account or the library goes.) os._exit skips the temporary
+    # folder's clean-up, so that is done here.
+    shutil.rmtree(os.path.dirname(a.tone_file), ignore_errors=True)
+    os._exit(0 if outcome["ok"] else 1)
 
 
 def main():
