@@ -136,7 +136,7 @@ pub fn response_destination(via: &Via, source: SocketAddr, reliable: bool) -> So
 }
 
 /// Rewrites the first Via value of a Via header line with `received` and `rport` filled in.
-fn top_via(line: &str, src: &Bytes, source: SocketAddr) -> String {
+pub(crate) fn top_via(line: &str, src: &Bytes, source: SocketAddr) -> String {
     let Ok((rest, mut via)) = Via::parse(src, line) else {
         return line.to_owned();
     };

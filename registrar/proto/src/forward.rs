@@ -2,15 +2,18 @@
 //! hop-by-hop requests a proxy makes itself (CANCEL §9.1, ACK for a non-2xx §17.1.1.3).
 //!
 //! A forwarded request keeps every header of the original in order, except that the proxy
-//! pushes its own `Via` on top, decrements `Max-Forwards`, may add its `Record-Route`, may
+//! pushes its own `Via` on top, notes on the sender's `Via` where the request came from
+//! (`received`, `rport`), decrements `Max-Forwards`, may add its `Record-Route`, may
 //! remove the topmost `Route` (the one naming it) and may replace the body (an SDP rewritten by
 //! the media relay). A forwarded response loses its topmost `Via` (the proxy's own) and may get
 //! a new body. `Content-Length` is always recomputed.
 
+use crate::builder::top_via;
 use crate::message::{Request, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use ezk_sip_types::Name;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 /// Default `Max-Forwards` for requests that carry none (RFC 3261 §8.1.1.6).
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;
@@ -30,6 +33,9 @@ pub struct Forward<'a> {
     pub body: Option<(&'a str, &'a [u8])>,
     /// Remove `Proxy-Authorization`: the credentials were for this proxy (RFC 3261 §22.3).
     pub strip_proxy_auth: bool,
+    /// Where the request came from: the sender's `Via` (now the second) gets `received` and,
+    /// when it asked, `rport` (RFC 3261 §18.2.1, RFC 3581 §4), as in the proxy's own responses.
+    pub source: Option<SocketAddr>,
 }
 
 /// Splits a header value at the commas that separate values (RFC 3261 §7.3.1), not at those
@@ -110,6 +116,7 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
             .saturating_sub(1),
     );
     let mut to_pop = f.pop_routes;
+    let mut sender_via = f.source;
     let mut headers = req.headers.iter().peekable();
     if !has_via {
         put(&mut out, "Via", via.take());
@@ -121,7 +128,11 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
         } else if *name == Name::RECORD_ROUTE {
             put(&mut out, "Record-Route", record_route.take());
         }
-        if *name == Name::MAX_FORWARDS {
+        if *name == Name::VIA
+            && let Some(source) = sender_via.take()
+        {
+            head_line(&mut out, "Via", &top_via(value, value.as_ref(), source));
+        } else if *name == Name::MAX_FORWARDS {
             put_max_forwards(&mut out, max_forwards.take());
         } else if *name == Name::ROUTE && to_pop > 0 {
             let values = split_values(value);
@@ -378,6 +389,7 @@ mod tests {
                 pop_routes: 1,
                 body: Some(("application/sdp", b"v=0\r\ns=relay\r\n")),
                 strip_proxy_auth: true,
+                source: Some("203.0.113.9:40000".parse().unwrap()),
             },
         );
         let f = parsed(&out);
@@ -391,7 +403,7 @@ mod tests {
             vias,
             [
                 "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy",
-                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller;rport"
+                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcaller;rport=40000;received=203.0.113.9"
             ]
         );
         assert_eq!(&**f.header(&Name::MAX_FORWARDS).unwrap(), "69");

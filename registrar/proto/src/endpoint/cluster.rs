@@ -338,6 +338,7 @@ impl Endpoint {
                 pop_routes,
                 body: None,
                 strip_proxy_auth: false,
+                source: Some(from.remote),
             },
         );
         self.stats.hops += 1;

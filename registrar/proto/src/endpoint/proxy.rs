@@ -489,7 +489,8 @@ impl Endpoint {
         };
         let targets = std::mem::take(&mut call.targets);
         let request = call.invite.clone();
-        let caller_transport = call.caller_flow.transport;
+        let (caller_transport, caller_remote) =
+            (call.caller_flow.transport, call.caller_flow.remote);
         let pop_routes = self.our_routes(&request);
         let mut branches = Vec::with_capacity(targets.len());
         for (contact, flow) in targets {
@@ -510,6 +511,7 @@ impl Endpoint {
                         )
                     }),
                     strip_proxy_auth: true,
+                    source: Some(caller_remote),
                 },
             );
             let Ok(Message::Request(sent)) = parse(bytes.clone()) else {
@@ -986,6 +988,7 @@ impl Endpoint {
                 pop_routes,
                 body: sdp.map(|s| ("application/sdp", s.as_bytes())),
                 strip_proxy_auth: false,
+                source: Some(source),
             },
         );
         if request.method == Method::Ack {

@@ -179,7 +179,13 @@ fn a_call_is_authenticated_forwarded_answered_and_hung_up() {
         vias[0].starts_with(&format!("SIP/2.0/UDP {PROXY};branch=z9hG4bK")),
         "{vias:?}"
     );
-    assert!(vias[1].contains(CALLER));
+    // The caller's Via says where the request came from (RFC 3261 §18.2.1, RFC 3581), so the
+    // callee and the caller (in the responses) see the address the proxy saw.
+    assert!(
+        vias[1].starts_with(&format!("SIP/2.0/UDP {CALLER};rport=5060;")),
+        "{vias:?}"
+    );
+    assert!(vias[1].ends_with(";received=192.0.2.10"), "{vias:?}");
     assert_eq!(
         &**inv.header(&Name::RECORD_ROUTE).unwrap(),
         &format!("<sip:{PROXY};lr>")
@@ -206,6 +212,13 @@ fn a_call_is_authenticated_forwarded_answered_and_hung_up() {
         1,
         "our Via removed"
     );
+    assert!(
+        ringing[0]
+            .header(&Name::VIA)
+            .unwrap()
+            .contains("received=192.0.2.10"),
+        "the caller learns its address"
+    );
 
     let out = input(&mut ep, now, CALLEE, &answer(inv, 200, "OK", "callee-tag"));
     let ok = responses_to(&out, CALLER);
@@ -228,6 +241,15 @@ fn a_call_is_authenticated_forwarded_answered_and_hung_up() {
     let out = input(&mut ep, now, CALLER, &in_dialog("BYE", 3, "z9hG4bKc4"));
     let byes = requests_to(&out, CALLEE);
     assert_eq!(byes.len(), 1);
+    let bye_vias: Vec<String> = byes[0]
+        .headers
+        .get_raw(&Name::VIA)
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(
+        bye_vias[1],
+        format!("SIP/2.0/UDP {CALLER};rport=5060;branch=z9hG4bKc4;received=192.0.2.10")
+    );
     let out = input(
         &mut ep,
         now,
