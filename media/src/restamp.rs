@@ -9,12 +9,14 @@
 //! A softphone changes its SSRC after a transfer, a re-INVITE or a restart, and a browser call's
 //! other party may be a phone one moment and music on hold the next. A browser leg that passed
 //! every new SSRC on would depend on how the browser treats streams its SDP never announced
-//! (WebRTC stacks differ: some drop them, some play only the first). So a WebRTC leg sends one
-//! SSRC of its own, announced in its SDP, and maps each packet onto it the way media gateways
-//! do: within a source, offsets are kept, so gaps, reordering and RFC 4733 event timestamps pass
-//! through as sent; at a change of source, sequence numbers go on from the last one written and
-//! the timestamp moves on by the time that passed (at least one sample), with the marker bit set
-//! to start a talkspurt, so the browser's jitter buffer sees one stream that paused.
+//! (WebRTC stacks differ; a str0m peer dropped whole streams after a few changes). So a WebRTC
+//! leg sends one SSRC of its own, announced in its SDP, and maps each packet onto it the way
+//! media gateways do: within a source, offsets are kept, so gaps, reordering and RFC 4733 event
+//! timestamps pass through as sent; at a change of source, sequence numbers go on from the last
+//! one written and the timestamp moves on by the time that passed (at least one sample), with
+//! the marker bit set to start a talkspurt, so the browser's jitter buffer sees one stream that
+//! paused. Only the current source is remembered: a late packet of the previous one counts as
+//! one more change.
 
 use std::time::Instant;
 
