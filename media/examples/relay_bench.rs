@@ -59,6 +59,11 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The allocator of the `kubepbx` binary, which runs the relay in `kubepbx up` and
+/// `kubepbx media` (str0m allocates a buffer for every packet it queues and sends).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// RTP header (12) + 160 bytes of PCMU (20 ms): 172 bytes of UDP payload.
 const PACKET: usize = 172;
