@@ -711,6 +711,46 @@ fn key_presses_sent_as_sip_info_reach_the_callee_and_are_answered_200() {
     );
 }
 
+/// Key presses sent as RFC 4733 telephone-events (pjsua2's default, and MicroSIP's and
+/// Zoiper's): they travel in the RTP stream, so the relay carries them between the two plain
+/// legs with the audio; the callee reports exactly those keys, in order, as telephone-events,
+/// and no SIP INFO reaches it.
+#[test]
+fn key_presses_sent_as_telephone_events_reach_the_callee_through_the_relay() {
+    const KEYS: &str = "1590*#";
+    let pbx = pbx_for_pjsua2();
+    let dir = tempfile::tempdir().unwrap();
+    let (caller, callee, ctx) = pjsua2_call(
+        &pbx,
+        dir.path(),
+        &["--expect-dtmf", KEYS],
+        &[
+            "--duration",
+            "3",
+            "--send-dtmf",
+            KEYS,
+            "--dtmf-method",
+            "rfc4733",
+        ],
+    );
+
+    assert!(
+        caller.has_line(&format!("sent dtmf {KEYS} rfc4733")),
+        "the caller should have pressed the keys\n{ctx}"
+    );
+    let received = callee.dtmf();
+    let digits: String = received.iter().map(|d| d.digit).collect();
+    assert_eq!(digits, KEYS, "{received:?}\n{ctx}");
+    assert!(
+        received.iter().all(|d| d.method == "rfc4733"),
+        "every key should come as a telephone-event, not as a SIP INFO: {received:?}\n{ctx}"
+    );
+    assert!(
+        !callee.has_line("INFO received from "),
+        "no INFO should reach the callee\n{ctx}"
+    );
+}
+
 /// Neither sipp phone sends RTP: after `--media-timeout` the relay closes the session and the PBX
 /// hangs up, a BYE to each phone, and the call record says why.
 #[test]
