@@ -711,9 +711,9 @@ fn key_presses_sent_as_sip_info_reach_the_callee_and_are_answered_200() {
     );
 }
 
-/// Key presses sent as RFC 4733 telephone-events (pjsua2's default, and MicroSIP's and
-/// Zoiper's): they travel in the RTP stream, so the relay carries them between the two plain
-/// legs with the audio; the callee reports exactly those keys, in order, as telephone-events,
+/// Key presses sent as RFC 4733 telephone-events (pjsua2's default, and what softphones
+/// usually send): they travel in the RTP stream, so the relay carries them between the two
+/// plain legs with the audio; the callee reports exactly those keys, in order, as telephone-events,
 /// and no SIP INFO reaches it.
 #[test]
 fn key_presses_sent_as_telephone_events_reach_the_callee_through_the_relay() {
