@@ -657,6 +657,37 @@ fn two_pjsua2_phones_talk_with_audio_both_ways() {
     }
 }
 
+/// A pjsua2 call in which the caller presses `keys` with `method` (`info` or `rfc4733`) once
+/// it is answered: the caller says it pressed them, and the callee reports exactly those keys,
+/// in order, each received by that method.
+fn press_keys(pbx: &Pbx, dir: &Path, keys: &str, method: &str) -> (Phone, Phone, String) {
+    let (caller, callee, ctx) = pjsua2_call(
+        pbx,
+        dir,
+        &["--expect-dtmf", keys],
+        &[
+            "--duration",
+            "3",
+            "--send-dtmf",
+            keys,
+            "--dtmf-method",
+            method,
+        ],
+    );
+    assert!(
+        caller.has_line(&format!("sent dtmf {keys} {method}")),
+        "the caller should have pressed the keys\n{ctx}"
+    );
+    let received = callee.dtmf();
+    let digits: String = received.iter().map(|d| d.digit).collect();
+    assert_eq!(digits, keys, "{received:?}\n{ctx}");
+    assert!(
+        received.iter().all(|d| d.method == method),
+        "every key should come by {method}: {received:?}\n{ctx}"
+    );
+    (caller, callee, ctx)
+}
+
 /// Key presses sent as SIP INFO (`application/dtmf-relay`, one INFO per key, as MicroSIP can
 /// send them instead of RFC 4733 telephone-events): each INFO follows the dialog's route set
 /// (the proxy's `Record-Route`) and reaches the callee from the PBX, not straight from the
@@ -667,19 +698,7 @@ fn key_presses_sent_as_sip_info_reach_the_callee_and_are_answered_200() {
     const KEYS: &str = "19*0#";
     let pbx = pbx_for_pjsua2();
     let dir = tempfile::tempdir().unwrap();
-    let (caller, callee, ctx) = pjsua2_call(
-        &pbx,
-        dir.path(),
-        &["--expect-dtmf", KEYS],
-        &[
-            "--duration",
-            "3",
-            "--send-dtmf",
-            KEYS,
-            "--dtmf-method",
-            "info",
-        ],
-    );
+    let (caller, callee, ctx) = press_keys(&pbx, dir.path(), KEYS, "info");
 
     let pbx_addr = pbx.sip_addr().to_string();
     let sources: Vec<String> = callee
@@ -691,13 +710,6 @@ fn key_presses_sent_as_sip_info_reach_the_callee_and_are_answered_200() {
         sources,
         vec![pbx_addr; KEYS.len()],
         "one INFO per key, each from the PBX\n{ctx}"
-    );
-    let received = callee.dtmf();
-    let digits: String = received.iter().map(|d| d.digit).collect();
-    assert_eq!(digits, KEYS, "{received:?}\n{ctx}");
-    assert!(
-        received.iter().all(|d| d.method == "info"),
-        "every key should come as a SIP INFO, not as a telephone-event: {received:?}\n{ctx}"
     );
     let answers: Vec<String> = caller
         .lines()
@@ -717,34 +729,9 @@ fn key_presses_sent_as_sip_info_reach_the_callee_and_are_answered_200() {
 /// and no SIP INFO reaches it.
 #[test]
 fn key_presses_sent_as_telephone_events_reach_the_callee_through_the_relay() {
-    const KEYS: &str = "1590*#";
     let pbx = pbx_for_pjsua2();
     let dir = tempfile::tempdir().unwrap();
-    let (caller, callee, ctx) = pjsua2_call(
-        &pbx,
-        dir.path(),
-        &["--expect-dtmf", KEYS],
-        &[
-            "--duration",
-            "3",
-            "--send-dtmf",
-            KEYS,
-            "--dtmf-method",
-            "rfc4733",
-        ],
-    );
-
-    assert!(
-        caller.has_line(&format!("sent dtmf {KEYS} rfc4733")),
-        "the caller should have pressed the keys\n{ctx}"
-    );
-    let received = callee.dtmf();
-    let digits: String = received.iter().map(|d| d.digit).collect();
-    assert_eq!(digits, KEYS, "{received:?}\n{ctx}");
-    assert!(
-        received.iter().all(|d| d.method == "rfc4733"),
-        "every key should come as a telephone-event, not as a SIP INFO: {received:?}\n{ctx}"
-    );
+    let (_caller, callee, ctx) = press_keys(&pbx, dir.path(), "1590*#", "rfc4733");
     assert!(
         !callee.has_line("INFO received from "),
         "no INFO should reach the callee\n{ctx}"
