@@ -73,16 +73,32 @@ impl std::fmt::Debug for SipListeners {
 }
 
 impl SipListeners {
-    /// Binds UDP and TCP on `addr`. With port 0, TCP takes the port the system gave UDP.
+    /// Binds UDP and TCP on `addr`. With port 0, TCP takes the port the system gave UDP; when
+    /// that port is taken for TCP (by any TCP socket, a connection's local end included),
+    /// another one is tried, up to [`FREE_PORT_TRIES`] times.
     pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let udp = bind_udp(addr)?;
-        let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
-        let tcp = TcpListener::bind(tcp_addr).await?;
-        Ok(SipListeners {
-            udp,
-            tcp,
-            tls: None,
-        })
+        let mut tries = 1;
+        loop {
+            let udp = bind_udp(addr)?;
+            let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
+            match TcpListener::bind(tcp_addr).await {
+                Ok(tcp) => {
+                    return Ok(SipListeners {
+                        udp,
+                        tcp,
+                        tls: None,
+                    });
+                }
+                Err(e)
+                    if addr.port() == 0
+                        && e.kind() == io::ErrorKind::AddrInUse
+                        && tries < FREE_PORT_TRIES =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Adds SIP over TLS on `listener` (bound by the caller), handshaking with `acceptor`.
@@ -101,6 +117,9 @@ impl SipListeners {
         self.udp.local_addr()
     }
 }
+
+/// How many ports [`SipListeners::bind`] tries with port 0 before giving up.
+pub const FREE_PORT_TRIES: usize = 16;
 
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
