@@ -214,7 +214,7 @@ pub fn response(resp: &Response, body: Option<(&str, &[u8])>) -> Option<Bytes> {
 }
 
 /// The `branch` of the topmost `Via` of a message.
-pub fn top_branch(headers: &ezk_sip_types::Headers) -> Option<String> {
+pub fn top_branch(headers: &crate::headers::Headers) -> Option<String> {
     let via = headers.get_raw(&Name::VIA).next()?;
     let first = split_values(via).into_iter().next()?;
     first

@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`message`]: parsing datagrams and stream frames into requests and responses.
+//! - [`headers`]: a message's header fields, as received.
 //! - [`framing`]: cutting a TCP/TLS byte stream into messages; CRLF keep-alives (RFC 5626).
 //! - [`forward`]: rewriting requests and responses the proxy forwards; CANCEL and ACK it makes.
 //! - [`flow`]: flows (where bytes come from and go to) and transmits.
@@ -27,6 +28,7 @@ pub mod endpoint;
 pub mod flow;
 pub mod forward;
 pub mod framing;
+pub mod headers;
 pub mod location;
 pub mod message;
 pub mod registrar;

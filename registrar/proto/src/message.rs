@@ -11,15 +11,16 @@
 //!    `To`, `Call-ID`, `CSeq`, `Max-Forwards`). Failure here yields a [`HeaderProblem`] whose text
 //!    becomes the reason phrase of a `400 Bad Request`.
 //!
-//! Header values stay as the bytes received (`BytesStr` slices of one buffer), so responses and
-//! forwarded requests copy them verbatim.
+//! Header values stay as the bytes received (`BytesStr` slices of one buffer, in a
+//! [`Headers`] table), so responses and forwarded requests copy them verbatim.
 
+use crate::headers::Headers;
 use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::header::typed::{CallID, FromTo, MaxForwards, Via};
 use ezk_sip_types::msg::{Line, PullParser};
 use ezk_sip_types::uri::SipUri;
-use ezk_sip_types::{Headers, Name, StatusCode};
+use ezk_sip_types::{Name, StatusCode};
 use std::str::FromStr;
 
 /// Largest message accepted on any transport (64 KiB).

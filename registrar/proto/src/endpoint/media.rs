@@ -214,7 +214,7 @@ pub(super) enum Parked {
 }
 
 /// The SDP body of a message, when it carries one.
-pub(super) fn sdp_of(headers: &ezk_sip_types::Headers, body: &[u8]) -> Option<String> {
+pub(super) fn sdp_of(headers: &crate::headers::Headers, body: &[u8]) -> Option<String> {
     if body.is_empty() {
         return None;
     }

@@ -1,0 +1,184 @@
+//! The header fields of a received message: each value kept as the bytes received (a slice of
+//! the message's buffer), rows of one name together in order, names in order of first
+//! appearance.
+//!
+//! Typed decoding uses `ezk-sip-types` ([`DecodeValues`]); the table is kubepbx's own. The
+//! library's `Headers` prints every value into a new `String` when it is inserted and compares
+//! names through all their spellings on each lookup, which cost about a fifth of the CPU of a
+//! registration. Here a name is compared by its canonical spelling
+//! ([`Name::as_print_str`]: `v` and `Via` are both `Via`, unknown names as received), ignoring
+//! ASCII case — the same equality as the library's for every name a parser produces.
+
+use bytesstr::BytesStr;
+use ezk_sip_types::Name;
+use ezk_sip_types::header::{DecodeValues, HeaderError};
+
+/// The header fields of a message (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    entries: Vec<Entry>,
+}
+
+/// The values of one header name.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: Name,
+    first: BytesStr,
+    /// Values after the first (most headers have one).
+    more: Vec<BytesStr>,
+}
+
+impl Entry {
+    fn values(&self) -> impl Iterator<Item = &BytesStr> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+}
+
+/// Whether two names are the same header.
+fn same(a: &Name, b: &Name) -> bool {
+    let (a, b) = (a.as_print_str(), b.as_print_str());
+    std::ptr::eq(a, b) || a.eq_ignore_ascii_case(b)
+}
+
+impl Headers {
+    /// An empty table with room for `capacity` names.
+    pub fn with_capacity(capacity: usize) -> Headers {
+        Headers {
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds a value after the others of its name.
+    pub fn insert(&mut self, name: Name, value: BytesStr) {
+        match self.entries.iter_mut().find(|e| same(&e.name, &name)) {
+            Some(entry) => entry.more.push(value),
+            None => self.entries.push(Entry {
+                name,
+                first: value,
+                more: Vec::new(),
+            }),
+        }
+    }
+
+    fn entry(&self, name: &Name) -> Option<&Entry> {
+        self.entries.iter().find(|e| same(&e.name, name))
+    }
+
+    /// Whether the message has a header `name`.
+    pub fn contains(&self, name: &Name) -> bool {
+        self.entry(name).is_some()
+    }
+
+    /// The values of header `name` as received, in order (none when absent).
+    pub fn get_raw(&self, name: &Name) -> impl Iterator<Item = &BytesStr> {
+        self.entry(name).into_iter().flat_map(Entry::values)
+    }
+
+    /// Every value with its name: names in order of first appearance, each name's values
+    /// together and in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Name, &BytesStr)> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.values().map(move |v| (&e.name, v)))
+    }
+
+    /// Header `name` decoded as `H`; `None` when absent.
+    pub fn try_get<H: DecodeValues>(&self, name: Name) -> Option<Result<H, HeaderError>> {
+        let entry = self.entry(&name)?;
+        Some(match H::decode(&mut entry.values()) {
+            Ok((_, header)) => Ok(header),
+            Err(_) => Err(HeaderError::malformed_adhoc(
+                name,
+                "value cannot be decoded",
+            )),
+        })
+    }
+
+    /// Header `name` decoded as `H`; an error when absent.
+    pub fn get<H: DecodeValues>(&self, name: Name) -> Result<H, HeaderError> {
+        self.try_get(name.clone())
+            .unwrap_or_else(|| Err(HeaderError::missing(name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ezk_sip_types::header::typed::{Contact, Via};
+
+    fn table(lines: &[(&str, &str)]) -> Headers {
+        let mut h = Headers::with_capacity(4);
+        for (name, value) in lines {
+            h.insert(
+                Name::from(name.to_string()),
+                BytesStr::from(value.to_string()),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn rows_of_a_name_stay_together_in_order() {
+        let h = table(&[
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"),
+            ("From", "<sip:1001@x>;tag=1"),
+            ("v", "SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ("X-Thing", "one"),
+            ("x-THING", "two"),
+        ]);
+        let rows: Vec<(String, String)> = h
+            .iter()
+            .map(|(n, v)| (n.as_print_str().to_owned(), v.to_string()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"),
+                ("Via", "SIP/2.0/UDP b;branch=z9hG4bK2"),
+                ("From", "<sip:1001@x>;tag=1"),
+                ("X-Thing", "one"),
+                ("X-Thing", "two"),
+            ]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        assert_eq!(h.get_raw(&Name::VIA).count(), 2);
+        assert_eq!(
+            h.get_raw(&Name::from("x-thing".to_owned()))
+                .map(BytesStr::as_str)
+                .collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+    }
+
+    #[test]
+    fn compact_and_case_variants_are_the_same_name() {
+        let h = table(&[("m", "<sip:1001@10.0.0.5>"), ("CALL-id", "abc")]);
+        assert!(h.contains(&Name::CONTACT));
+        assert_eq!(
+            h.get_raw(&Name::CALL_ID).next().map(BytesStr::as_str),
+            Some("abc")
+        );
+        assert!(!h.contains(&Name::TO));
+        assert_eq!(h.get_raw(&Name::TO).count(), 0);
+    }
+
+    #[test]
+    fn typed_values_decode_absent_and_broken_ones_say_so() {
+        let h = table(&[
+            ("Via", "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;rport"),
+            ("Contact", "<sip:1001@10.0.0.5>, <sip:1001@10.0.0.6>"),
+            ("Max-Forwards", "seventy"),
+        ]);
+        let via: Via = h.get(Name::VIA).expect("via");
+        assert_eq!(
+            via.params.get_val("branch").map(|b| b.as_str()),
+            Some("z9hG4bKx")
+        );
+        let contacts: Vec<Contact> = h.get(Name::CONTACT).expect("contacts");
+        assert_eq!(contacts.len(), 2);
+        assert!(h.try_get::<Via>(Name::TO).is_none());
+        assert!(h.get::<Via>(Name::TO).is_err_and(|e| e.is_missing()));
+        let broken = h.try_get::<ezk_sip_types::header::typed::MaxForwards>(Name::MAX_FORWARDS);
+        assert!(broken.is_some_and(|r| r.is_err_and(|e| !e.is_missing())));
+    }
+}
