@@ -50,6 +50,9 @@ pub struct Request {
     pub body: Bytes,
     /// A problem found while parsing that still allows an answer.
     pub defect: Option<Defect>,
+    /// [`Request::essentials`], decoded by [`parse`]: on the task that reads the socket, so
+    /// that the endpoint's task, which handles every message of a replica, does not.
+    decoded: Option<Box<Result<Essentials, HeaderProblem>>>,
 }
 
 /// A problem that makes a request invalid but still answerable.
@@ -169,18 +172,23 @@ pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
             method,
             uri,
             uri_raw,
-        } => Message::Request(Request {
-            defect: if uri.is_none() {
-                Some(Defect::UriScheme)
-            } else {
-                defect
-            },
-            method,
-            uri,
-            uri_raw,
-            headers,
-            body,
-        }),
+        } => {
+            let mut request = Request {
+                defect: if uri.is_none() {
+                    Some(Defect::UriScheme)
+                } else {
+                    defect
+                },
+                method,
+                uri,
+                uri_raw,
+                headers,
+                body,
+                decoded: None,
+            };
+            request.decoded = Some(Box::new(request.essentials()));
+            Message::Request(request)
+        }
         StartLine::Response { code, reason } => Message::Response(Response {
             code,
             reason,
@@ -381,6 +389,15 @@ impl Request {
         })
     }
 
+    /// [`Self::essentials`], taken from the request: decoded when it was parsed, so this is
+    /// cheap the first time; later calls decode again.
+    pub fn take_essentials(&mut self) -> Result<Essentials, HeaderProblem> {
+        match self.decoded.take() {
+            Some(decoded) => *decoded,
+            None => self.essentials(),
+        }
+    }
+
     /// The first value of a header, raw.
     pub fn header(&self, name: &Name) -> Option<&BytesStr> {
         self.headers.get_raw(name).next()
@@ -434,9 +451,14 @@ mod tests {
 
     #[test]
     fn parses_register_essentials() {
-        let r = req(REGISTER);
+        let mut r = req(REGISTER);
         assert_eq!(r.method, Method::Register);
         let e = r.essentials().expect("essentials");
+        let taken = r.take_essentials().expect("decoded by parse");
+        assert_eq!(taken.cseq, e.cseq);
+        assert_eq!(taken.call_id, e.call_id);
+        assert!(r.decoded.is_none(), "taken");
+        assert_eq!(r.take_essentials().expect("decoded again").cseq, e.cseq);
         assert_eq!(e.cseq.seq, 1826);
         assert_eq!(e.call_id.as_ref() as &str, "843817637684230@998sdasdh09");
         assert_eq!(

@@ -297,9 +297,9 @@ impl Endpoint {
         }
     }
 
-    fn handle_request(&mut self, now: Now, flow: Flow, request: Request) {
+    fn handle_request(&mut self, now: Now, flow: Flow, mut request: Request) {
         self.stats.requests[method_label(&request.method)] += 1;
-        let essentials = match request.essentials() {
+        let essentials = match request.take_essentials() {
             Ok(e) => e,
             Err(problem) => {
                 // Without a readable Via there is no transaction and no sensible destination
