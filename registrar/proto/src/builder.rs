@@ -84,7 +84,7 @@ impl<'r> ResponseBuilder<'r> {
             if let Some(value) = self.request.header(&name) {
                 let _ = write!(out, "{label}: {value}");
                 if let Some(tag) = &self.to_tag
-                    && name == Name::TO
+                    && crate::headers::same(&name, &Name::TO)
                     && self.code > 100
                     && !has_tag(value.as_str())
                 {

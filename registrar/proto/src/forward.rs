@@ -9,6 +9,7 @@
 //! a new body. `Content-Length` is always recomputed.
 
 use crate::builder::top_via;
+use crate::headers::same;
 use crate::message::{Request, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use ezk_sip_types::Name;
@@ -103,7 +104,7 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
     let mut out = String::with_capacity(req.body.len() + 1024);
     let uri = f.uri.unwrap_or(&req.uri_raw);
     let _ = write!(out, "{} {uri} SIP/2.0\r\n", req.method);
-    let has = |wanted: &Name| req.headers.iter().any(|(name, _)| name == wanted);
+    let has = |wanted: &Name| req.headers.contains(wanted);
     let (has_via, has_record_route) = (has(&Name::VIA), has(&Name::RECORD_ROUTE));
     let has_max_forwards = has(&Name::MAX_FORWARDS);
     // What is still to be written: the proxy's Via, its Record-Route, Max-Forwards.
@@ -123,32 +124,34 @@ pub fn request(req: &Request, f: &Forward<'_>) -> Bytes {
         put(&mut out, "Record-Route", record_route.take());
     }
     while let Some((name, value)) = headers.next() {
-        if *name == Name::VIA {
+        if same(name, &Name::VIA) {
             put(&mut out, "Via", via.take());
-        } else if *name == Name::RECORD_ROUTE {
+        } else if same(name, &Name::RECORD_ROUTE) {
             put(&mut out, "Record-Route", record_route.take());
         }
-        if *name == Name::VIA
+        if same(name, &Name::VIA)
             && let Some(source) = sender_via.take()
         {
             head_line(&mut out, "Via", &top_via(value, value.as_ref(), source));
-        } else if *name == Name::MAX_FORWARDS {
+        } else if same(name, &Name::MAX_FORWARDS) {
             put_max_forwards(&mut out, max_forwards.take());
-        } else if *name == Name::ROUTE && to_pop > 0 {
+        } else if same(name, &Name::ROUTE) && to_pop > 0 {
             let values = split_values(value);
             let popped = to_pop.min(values.len());
             to_pop -= popped;
             if values.len() > popped {
                 head_line(&mut out, "Route", &values[popped..].join(", "));
             }
-        } else if !(*name == Name::CONTENT_LENGTH
-            || (f.body.is_some() && *name == Name::CONTENT_TYPE)
-            || (f.strip_proxy_auth && *name == Name::PROXY_AUTHORIZATION))
+        } else if !(same(name, &Name::CONTENT_LENGTH)
+            || (f.body.is_some() && same(name, &Name::CONTENT_TYPE))
+            || (f.strip_proxy_auth && same(name, &Name::PROXY_AUTHORIZATION)))
         {
             head_line(&mut out, name.as_print_str(), value);
         }
-        let via_block_ends =
-            *name == Name::VIA && headers.peek().is_none_or(|(next, _)| **next != Name::VIA);
+        let via_block_ends = same(name, &Name::VIA)
+            && headers
+                .peek()
+                .is_none_or(|(next, _)| !same(next, &Name::VIA));
         if via_block_ends {
             if !has_record_route {
                 put(&mut out, "Record-Route", record_route.take());
@@ -187,10 +190,11 @@ pub fn response(resp: &Response, body: Option<(&str, &[u8])>) -> Option<Bytes> {
     let mut popped = false;
     let mut vias_left = 0;
     for (name, value) in resp.headers.iter() {
-        if *name == Name::CONTENT_LENGTH || (body.is_some() && *name == Name::CONTENT_TYPE) {
+        if same(name, &Name::CONTENT_LENGTH) || (body.is_some() && same(name, &Name::CONTENT_TYPE))
+        {
             continue;
         }
-        if *name == Name::VIA {
+        if same(name, &Name::VIA) {
             let mut values = split_values(value);
             if !popped {
                 popped = true;
@@ -228,7 +232,7 @@ pub fn response_unchanged(resp: &Response) -> Bytes {
     let mut out = String::with_capacity(resp.body.len() + 1024);
     let _ = write!(out, "SIP/2.0 {} {}\r\n", resp.code, resp.reason);
     for (name, value) in resp.headers.iter() {
-        if *name != Name::CONTENT_LENGTH {
+        if !same(name, &Name::CONTENT_LENGTH) {
             head_line(&mut out, name.as_print_str(), value);
         }
     }

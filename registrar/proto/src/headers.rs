@@ -34,8 +34,9 @@ impl Entry {
     }
 }
 
-/// Whether two names are the same header.
-fn same(a: &Name, b: &Name) -> bool {
+/// Whether two names are the same header (the library's `==` for parsed names, without
+/// trying every spelling).
+pub fn same(a: &Name, b: &Name) -> bool {
     let (a, b) = (a.as_print_str(), b.as_print_str());
     std::ptr::eq(a, b) || a.eq_ignore_ascii_case(b)
 }
