@@ -390,7 +390,8 @@ impl Request {
     }
 
     /// [`Self::essentials`], taken from the request: decoded when it was parsed, so this is
-    /// cheap the first time; later calls decode again.
+    /// cheap the first time; later calls decode again. (Decoded from the headers as parsed:
+    /// call [`Self::essentials`] instead after changing them.)
     pub fn take_essentials(&mut self) -> Result<Essentials, HeaderProblem> {
         match self.decoded.take() {
             Some(decoded) => *decoded,
