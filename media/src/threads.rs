@@ -36,6 +36,16 @@ use tokio::runtime::{EnterGuard, Handle};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+/// Tasks a relay thread's runtime runs between two looks at its sockets and timers (tokio's
+/// default is 61). The pacing of a batching thread ([`crate::pacing`]) runs in the thread's
+/// main future, which tokio polls first after each look, and each time it sleeps for an
+/// interval. With the default, a thread whose sessions were woken more than 61 times per
+/// interval ran 61 of them per interval and let the rest wait, so that each session found
+/// several packets waiting when it ran: 17 ms of median latency at 1,000 plain calls on one
+/// thread (3 ms with this). With room for every session woken in an interval, they all run
+/// before the thread sleeps again.
+const EVENT_INTERVAL: u32 = 8192;
+
 /// One relay thread and its runtime.
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -82,6 +92,14 @@ pub(crate) fn count(configured: usize) -> usize {
     }
 }
 
+/// A relay thread's runtime.
+fn runtime(event_interval: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .event_interval(event_interval)
+        .build()
+}
+
 impl Shards {
     /// Starts `count` threads, named `relay-0` …; they stop once `shutdown` is cancelled or this
     /// is dropped, and their tasks have finished. Thread k judges its load by the packets
@@ -101,10 +119,7 @@ impl Shards {
             let unavailable = |e: std::io::Error| {
                 MediaError::Unavailable(format!("cannot start the relay thread {k}: {e}"))
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(unavailable)?;
+            let runtime = runtime(EVENT_INTERVAL).map_err(unavailable)?;
             let shard = Shard {
                 index: k,
                 handle: runtime.handle().clone(),
@@ -170,6 +185,45 @@ impl Shards {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// How many of `n` tasks, each waiting for a datagram on its own socket, have run when the
+    /// thread's main future (where the pacing runs) has sent them all and then done two rounds
+    /// of the pacing (sleep, yield). The main future is polled first after each look at the
+    /// sockets, so the tasks woken by the first look run after its second sleep.
+    fn sessions_run_after_two_rounds(event_interval: u32, n: usize) -> usize {
+        let runtime = runtime(event_interval).unwrap();
+        runtime.block_on(async {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let mut addrs = Vec::new();
+            for _ in 0..n {
+                let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                addrs.push(socket.local_addr().unwrap());
+                let ran = ran.clone();
+                tokio::spawn(async move {
+                    socket.readable().await.unwrap();
+                    ran.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            // Every task is waiting for its socket after this.
+            tokio::task::yield_now().await;
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for addr in addrs {
+                sender.send_to(b"rtp", addr).unwrap();
+            }
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
+            ran.load(Ordering::Relaxed)
+        })
+    }
+
+    #[test]
+    fn a_round_of_the_pacing_lets_every_woken_session_run() {
+        assert_eq!(sessions_run_after_two_rounds(EVENT_INTERVAL, 300), 300);
+        // tokio's default interval: the main future is polled again (and sleeps) after 61.
+        assert!(sessions_run_after_two_rounds(61, 300) < 300);
+    }
 
     #[tokio::test]
     async fn tasks_run_on_the_relay_threads_and_the_threads_end_with_them() {
