@@ -118,17 +118,8 @@ impl<T> Drop for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Wake, Waker};
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::wakeups::tests::Count;
+    use std::task::Waker;
 
     #[test]
     fn bounded_in_order_and_one_wake_up_per_empty_to_non_empty() {

@@ -91,11 +91,13 @@ impl<const N: usize> Wakeups<N> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    struct Count(AtomicUsize);
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    pub(crate) struct Count(pub(crate) AtomicUsize);
 
     impl Wake for Count {
         fn wake(self: Arc<Self>) {

@@ -287,11 +287,7 @@ async fn exhausted_ports_fail_cleanly_and_leak_nothing() {
         .unwrap_err();
     assert_eq!(err, MediaError::UnknownSession);
     // Freed ports are usable again.
-    r.relay
-        .delete(&SessionId("first".into()))
-        .await
-        .unwrap()
-        .unwrap();
+    r.end("first").await;
     r.wait_ports_free().await;
     r.relay
         .offer(offer("second", a.honest_sdp(0), None))
@@ -411,12 +407,7 @@ async fn recording_has_both_parties() {
         recv(&caller.rtp).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stats = r
-        .relay
-        .delete(&SessionId("rec".into()))
-        .await
-        .unwrap()
-        .unwrap();
+    let stats = r.end("rec").await;
     assert_eq!(stats.recording.as_deref(), Some("rec-1"));
     r.stop().await; // waits for the writer to finalise
     let (channels, rate, left, right, frames) = wav_rms(&dir.path().join("rec-1.wav"));

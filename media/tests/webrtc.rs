@@ -91,6 +91,15 @@ struct Browser {
 }
 
 impl Browser {
+    /// Runs until ICE and DTLS are up; fails after 5 s.
+    async fn connect(&mut self) {
+        assert!(
+            self.run_until(Duration::from_secs(5), |b| b.connected)
+                .await,
+            "ICE + DTLS within 5 s"
+        );
+    }
+
     async fn new() -> Browser {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
@@ -367,12 +376,7 @@ async fn browser_calls_softphone_and_audio_and_dtmf_flow_both_ways() {
     let mut browser = Browser::new().await;
     let phone = Phone::new(0x2222).await;
     let relay_for_phone = browser_calls_phone(&r, "b2p", &mut browser, &phone).await;
-    assert!(
-        browser
-            .run_until(Duration::from_secs(5), |b| b.connected)
-            .await,
-        "ICE + DTLS within 5 s"
-    );
+    browser.connect().await;
 
     // Browser → phone: plain RTP with the browser's SSRC, sequence numbers and timestamps.
     for seq in 1..=5u16 {
@@ -446,12 +450,7 @@ async fn browser_calls_softphone_and_audio_and_dtmf_flow_both_ways() {
     assert_eq!(stats.caller.lost, 0);
     assert!(stats.last_packet_at.is_some());
 
-    let last = r
-        .relay
-        .delete(&SessionId("b2p".into()))
-        .await
-        .unwrap()
-        .unwrap();
+    let last = r.end("b2p").await;
     assert_eq!(last.caller.packets_in, 5);
     r.wait_ports_free().await;
     r.stop().await;
@@ -467,12 +466,7 @@ async fn a_phone_changing_its_ssrc_often_is_heard_as_one_stream() {
     let mut browser = Browser::new().await;
     let mut phone = Phone::new(0x7000).await;
     let relay_for_phone = browser_calls_phone(&r, "ssrcs", &mut browser, &phone).await;
-    assert!(
-        browser
-            .run_until(Duration::from_secs(5), |b| b.connected)
-            .await,
-        "ICE + DTLS within 5 s"
-    );
+    browser.connect().await;
     let first = phone_until_heard(&phone, relay_for_phone, &mut browser).await;
     let heard = browser.received.last().unwrap().clone();
     browser.received.clear();
@@ -515,11 +509,7 @@ async fn a_phone_changing_its_ssrc_often_is_heard_as_one_stream() {
             .all(|w| w[1].wrapping_sub(w[0]) as i32 > 0),
         "timestamps move forward: {timestamps:?}"
     );
-    r.relay
-        .delete(&SessionId("ssrcs".into()))
-        .await
-        .unwrap()
-        .unwrap();
+    r.end("ssrcs").await;
     r.wait_ports_free().await;
     r.stop().await;
 }
@@ -540,12 +530,7 @@ async fn a_session_follows_its_browser_to_the_thread_reading_it_and_loses_nothin
         let mut browser = Browser::new().await;
         let phone = Phone::new(0x5000 + call).await;
         let relay_for_phone = browser_calls_phone(&r, &session, &mut browser, &phone).await;
-        assert!(
-            browser
-                .run_until(Duration::from_secs(5), |b| b.connected)
-                .await,
-            "ICE + DTLS within 5 s"
-        );
+        browser.connect().await;
         let before = r.relay.metrics().sessions_moved;
         for seq in 1..=60u16 {
             browser.send_rtp(seq, 0, &[seq as u8; 160]);
@@ -569,11 +554,7 @@ async fn a_session_follows_its_browser_to_the_thread_reading_it_and_loses_nothin
             (60, 60),
             "call {call}"
         );
-        r.relay
-            .delete(&SessionId(session.clone()))
-            .await
-            .unwrap()
-            .unwrap();
+        r.end(&session).await;
         if r.relay.metrics().sessions_moved > before {
             moved = true;
             break;
@@ -607,11 +588,7 @@ async fn softphone_calls_browser_with_g711_and_events() {
     assert!(to_phone.contains(" RTP/AVP 0"), "{to_phone}");
     assert!(!to_phone.contains("ice-"), "{to_phone}");
     let relay_for_phone = media_addr(&to_phone);
-    assert!(
-        browser
-            .run_until(Duration::from_secs(5), |b| b.connected)
-            .await
-    );
+    browser.connect().await;
     let sent = phone_until_heard(&phone, relay_for_phone, &mut browser).await;
     assert_eq!(
         (browser.received[0].pt, Some(browser.received[0].ssrc)),
@@ -822,11 +799,7 @@ async fn either_peer_gets_both_flavours_and_the_answer_decides() {
     let answer = browser.accept_offer(&webrtc);
     r.answer("fork", Side::Callee, answer).await;
     assert_eq!(r.relay.metrics().port_pairs_free, before + 1);
-    assert!(
-        browser
-            .run_until(Duration::from_secs(5), |b| b.connected)
-            .await
-    );
+    browser.connect().await;
     // A re-offer from the browser now gets a plain offer for the phone (the caller's leg).
     r.stop().await;
 }
@@ -861,11 +834,7 @@ async fn a_call_with_a_browser_is_recorded_from_decrypted_audio() {
     let to_browser = r.answer("rec", Side::Callee, phone.sdp()).await;
     browser.accept_answer(pending, &to_browser);
     let relay_for_phone = media_addr(&to_phone.sdp);
-    assert!(
-        browser
-            .run_until(Duration::from_secs(5), |b| b.connected)
-            .await
-    );
+    browser.connect().await;
     let loud: Vec<u8> = (0..160)
         .map(|i| if i % 18 < 9 { 0x8f } else { 0x0f })
         .collect();
@@ -875,12 +844,7 @@ async fn a_call_with_a_browser_is_recorded_from_decrypted_audio() {
         phone.recv().await;
         browser.step(Duration::from_millis(20)).await;
     }
-    let stats = r
-        .relay
-        .delete(&SessionId("rec".into()))
-        .await
-        .unwrap()
-        .unwrap();
+    let stats = r.end("rec").await;
     assert_eq!(stats.recording.as_deref(), Some("rec-webrtc"));
     assert_eq!(stats.caller.packets_in, 25);
     r.stop().await; // the writer finalises

@@ -55,6 +55,15 @@ impl Relay {
             .unwrap();
     }
 
+    /// Ends session `id`, which must exist; its final stats.
+    pub async fn end(&self, id: &str) -> SessionStats {
+        self.relay
+            .delete(&SessionId(id.into()))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no session {id}"))
+    }
+
     /// Waits (at most 2 s) until every port pair is back in the pool.
     pub async fn wait_ports_free(&self) {
         for _ in 0..200 {
