@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p kubepbx-media --example relay_bench -- CALLS SECONDS [PORT_BASE] \
-//!     [--burst] [--threads N] [--batch-us MICROSECONDS] [--webrtc]
+//!     [--burst] [--threads N] [--batch-us MICROSECONDS] [--webrtc] [--replay] [--pin]
 //! ```
 //! `--webrtc` makes every caller a browser: a str0m peer (full ICE, DTLS client, SRTP, RTP
 //! mode) calling a plain phone through a WebRTC leg and a plain leg of the relay (the relay's
@@ -20,6 +20,10 @@
 //! core, as in `kubepbx up` and `kubepbx media`); `--batch-us` sets how long a busy relay thread
 //! gathers packets between wake-ups ([`RelayConfig::batch_interval`]; default 1,000 as in
 //! `kubepbx up` and `kubepbx media`, 0: wake for every packet).
+//! `--replay` (implies `--webrtc`) makes the browsers cheap: they encrypt their packets in
+//! advance and only send them (see the `browser` module). `--pin` (needs `--threads N`, fewer
+//! than the CPUs) gives the relay CPUs of its own: its N threads run on the last N CPUs, every
+//! other thread on the rest, so the relay's CPU share is the share of cores it needs.
 //!
 //! The relay runs as in `kubepbx up`: its sessions on its own single-threaded runtimes (threads
 //! `relay-*`, the relay CPU measured), offers and answers made from a 1-worker runtime standing
@@ -67,10 +71,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// RTP header (12) + 160 bytes of PCMU (20 ms): 172 bytes of UDP payload.
 const PACKET: usize = 172;
+/// Every phone and browser sends a packet per period.
+const PERIOD: Duration = Duration::from_millis(20);
 /// Latency histogram: 1 µs buckets up to this many µs; later arrivals go to the last bucket.
 const HIST_US: usize = 200_000;
 const WARM_UP: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_millis(500);
+/// `--replay`: the browsers prepare packets for the warm-up, the window and this much more
+/// (the drain, and the moments between the phases).
+const REPLAY_SPARE: Duration = Duration::from_secs(5);
 
 /// Nanoseconds of CPU used so far by this process's threads whose name starts with `prefix`.
 fn thread_cpu_ns(prefix: &str) -> u64 {
@@ -89,8 +98,8 @@ fn thread_cpu_ns(prefix: &str) -> u64 {
     total
 }
 
-/// How many of this process's threads have a name starting with `prefix`.
-fn thread_count(prefix: &str) -> usize {
+/// The ids of this process's threads whose name starts with `prefix`.
+fn thread_ids(prefix: &str) -> Vec<u32> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
@@ -98,7 +107,26 @@ fn thread_count(prefix: &str) -> usize {
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
             comm.trim().starts_with(prefix)
         })
-        .count()
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// How many of this process's threads have a name starting with `prefix`.
+fn thread_count(prefix: &str) -> usize {
+    thread_ids(prefix).len()
+}
+
+/// `--pin`: restricts thread `tid` (the process's id: its main thread) to the CPUs `cpus`,
+/// through `taskset` (util-linux): `sched_setaffinity` itself would need `unsafe`, which the
+/// workspace forbids. Threads started later by that thread inherit its CPUs.
+fn set_cpus(tid: u32, cpus: std::ops::Range<usize>) {
+    let list = format!("{}-{}", cpus.start, cpus.end - 1);
+    let status = std::process::Command::new("taskset")
+        .args(["-p", "-c", &list, &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("--pin runs taskset (util-linux)");
+    assert!(status.success(), "taskset -p -c {list} {tid} failed");
 }
 
 fn rss_kib() -> u64 {
@@ -231,6 +259,13 @@ struct Phones {
     sent: AtomicU64,
     received: AtomicU64,
     send_errors: AtomicU64,
+    /// `--replay`: the browsers' packets carry their send time relative to the start of the
+    /// replay, this many nanoseconds after the phones' base (0 otherwise).
+    replay_offset_ns: AtomicU64,
+    /// `--replay`: packets the browsers received and str0m decrypted (a sample of them).
+    verified: AtomicU64,
+    /// `--replay`: sends that found no prepared packet (the run outlasted the preparation).
+    replay_short: AtomicU64,
 }
 
 /// How the phones' packets are spread over each 20 ms period.
@@ -246,19 +281,25 @@ enum Arrivals {
 }
 
 impl Arrivals {
-    /// Sleeps until sender `i` of `n` is due in `cycle` (20 ms periods from `start`), as
-    /// spread by these arrivals.
-    fn wait_turn(self, start: Instant, cycle: u32, i: usize, n: usize) {
-        let period = Duration::from_millis(20);
-        let mut due = start + period * cycle + period * i as u32 / n as u32;
+    /// When sender `i` of `n` is due in `cycle` (20 ms periods from `start`), as spread by
+    /// these arrivals.
+    fn due(self, start: Instant, cycle: u32, i: usize, n: usize) -> Instant {
+        let due = start + PERIOD * cycle + PERIOD * i as u32 / n as u32;
         if self == Arrivals::Burst {
             let ms = (due - start).as_micros().div_ceil(1000) as u64;
-            due = start + Duration::from_millis(ms);
+            return start + Duration::from_millis(ms);
         }
+        due
+    }
+
+    /// Sleeps until sender `i` of `n` is due in `cycle`; returns when that was.
+    fn wait_turn(self, start: Instant, cycle: u32, i: usize, n: usize) -> Instant {
+        let due = self.due(start, cycle, i, n);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
+        due
     }
 }
 
@@ -308,11 +349,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut numbers, mut arrivals, mut threads, mut webrtc) =
         (Vec::new(), Arrivals::Even, 0usize, false);
+    let (mut replay, mut pin) = (false, false);
     let mut batch_interval = RelayConfig::default().batch_interval;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--burst" => arrivals = Arrivals::Burst,
             "--webrtc" => webrtc = true,
+            "--replay" => (webrtc, replay) = (true, true),
+            "--pin" => pin = true,
             "--threads" => {
                 threads = args
                     .next()
@@ -340,7 +384,18 @@ fn main() {
         calls >= 1 && base >= 1024 && last <= 65535,
         "need CALLS >= 1 and 1024 <= PORT_BASE <= PORT_BASE + 4 x CALLS + 99 <= 65535"
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = pin.then(|| {
+        assert!(
+            threads >= 1 && threads < cores,
+            "--pin needs --threads N with 1 <= N < {cores} (the CPUs this process may use)"
+        );
+        // Every thread started from here on inherits this: all but the last N CPUs.
+        set_cpus(std::process::id(), 0..cores - threads);
+        (0..cores - threads, cores - threads..cores)
+    });
     let latency = Arc::new(Latency::new());
+    let late = Arc::new(Latency::new());
     // Offers and answers come from here, as from the SIP side; the sessions run on the relay's
     // own threads (`relay-*`).
     let relay_rt = tokio::runtime::Builder::new_multi_thread()
@@ -375,6 +430,11 @@ fn main() {
     };
     // Let both runtimes start their threads before the first reading.
     std::thread::sleep(Duration::from_millis(100));
+    if let Some((_, relay_cpus)) = &pinned {
+        for tid in thread_ids("relay-") {
+            set_cpus(tid, relay_cpus.clone());
+        }
+    }
     let rss_start = rss_kib();
 
     // 1. The phones' sockets.
@@ -408,6 +468,9 @@ fn main() {
             stop_send: stop_send.clone(),
             stop_recv: stop_recv.clone(),
             connected: Arc::new(AtomicU64::new(0)),
+            replay: replay.then_some(WARM_UP + Duration::from_secs(seconds) + REPLAY_SPARE),
+            ready: Arc::new(AtomicU64::new(0)),
+            late: late.clone(),
         };
         let (targets, pacer) = browser::set_up(
             &relay,
@@ -418,12 +481,12 @@ fn main() {
             arrivals,
             &ctx,
         );
-        Some((targets, ctx.connected, pacer))
+        Some((targets, ctx.connected, ctx.ready, pacer))
     } else {
         None
     };
     let targets: Vec<(SocketAddr, SocketAddr)> = match &browsers {
-        Some((targets, _, _)) => targets.clone(),
+        Some((targets, _, _, _)) => targets.clone(),
         None => relay_rt.block_on(async {
             let mut v = Vec::with_capacity(sockets.len());
             for (call, (a, b)) in sockets.iter().enumerate() {
@@ -463,15 +526,23 @@ fn main() {
             v
         }),
     };
-    if let Some((_, connected, _)) = &browsers {
-        let end = Instant::now() + Duration::from_secs(30);
-        while connected.load(Ordering::Relaxed) < u64::from(calls) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
+    if let Some((_, connected, ready, _)) = &browsers {
+        let wait = |count: &AtomicU64, limit: u64| {
+            let end = Instant::now() + Duration::from_secs(limit);
+            while count.load(Ordering::Relaxed) < u64::from(calls) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            count.load(Ordering::Relaxed)
+        };
+        println!("browsers connected   {} of {calls}", wait(connected, 30));
+        if replay {
+            let t = Instant::now();
+            let prepared = wait(ready, 300);
+            println!(
+                "browsers prepared    {prepared} of {calls} (their packets encrypted in {:.1} s)",
+                t.elapsed().as_secs_f64()
+            );
         }
-        println!(
-            "browsers connected   {} of {calls}",
-            connected.load(Ordering::Relaxed)
-        );
     }
     let setup = t_setup.elapsed();
     std::thread::sleep(Duration::from_millis(200));
@@ -495,7 +566,8 @@ fn main() {
                                 let now = base.elapsed().as_nanos() as u64;
                                 phones.received.fetch_add(1, Ordering::Relaxed);
                                 if len >= 20 {
-                                    let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+                                    let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap())
+                                        + phones.replay_offset_ns.load(Ordering::Relaxed);
                                     latency.record(now.saturating_sub(sent));
                                 }
                             },
@@ -550,12 +622,14 @@ fn main() {
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_queues(relay_ports, phone_ports, stop_sampling.clone());
     latency.on.store(true, Ordering::Relaxed);
+    late.on.store(true, Ordering::Relaxed);
     let (cpu0, pcpu0, m0, sent0, recv0) = read();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let (cpu1, pcpu1, m1, sent1, recv1) = read();
     let elapsed = t0.elapsed();
     latency.on.store(false, Ordering::Relaxed);
+    late.on.store(false, Ordering::Relaxed);
     let rss_traffic = rss_kib();
     stop_sampling.store(true, Ordering::Relaxed);
     let [q_relay_max, q_relay_mean, q_phones_max, q_phones_mean] = sampler.join().unwrap();
@@ -569,7 +643,7 @@ fn main() {
     let total_recv = phones.received.load(Ordering::Relaxed);
     stop_recv.cancel();
     phones_rt.block_on(phone_tasks.wait());
-    if let Some((_, _, pacer)) = browsers {
+    if let Some((_, _, _, pacer)) = browsers {
         pacer.join().unwrap();
     }
 
@@ -577,6 +651,7 @@ fn main() {
     let (cpu, pcpu) = (cpu1 - cpu0, pcpu1 - pcpu0);
     let secs = elapsed.as_secs_f64();
     let (q, max_us, samples) = latency.quantiles(&[0.5, 0.99, 0.999]);
+    let (late_q, late_max, _) = late.quantiles(&[0.5, 0.99]);
     let per_call = |kib: u64| kib as f64 / f64::from(calls);
     let relay_kib = rss_sessions.saturating_sub(rss_phones);
     let phones_kib = rss_phones.saturating_sub(rss_start);
@@ -594,7 +669,37 @@ fn main() {
         batch_interval.as_micros()
     );
     let mode = if webrtc { "webrtc" } else { "plain" };
+    let generator = if replay { "replay" } else { "str0m" };
+    let cpus = |r: &std::ops::Range<usize>| format!("{}-{}", r.start, r.end - 1);
+    let pinning = match &pinned {
+        Some((rest, relay)) => format!("{},{}", cpus(relay), cpus(rest)),
+        None => "no".to_owned(),
+    };
     println!("calls                {calls} ({mode}, {arrivals:?} arrivals, {threads})");
+    if let Some((rest, relay)) = &pinned {
+        println!(
+            "pinned               relay threads to CPUs {}, every other thread to CPUs {}",
+            cpus(relay),
+            cpus(rest)
+        );
+    }
+    if replay {
+        println!(
+            "browsers' sends      late by p50 {} µs, p99 {} µs, max {}{} µs (against their \
+             planned times; in the latency)",
+            late_q[0],
+            late_q[1],
+            if late_max >= HIST_US { ">=" } else { "" },
+            late_max
+        );
+        println!(
+            "browsers (replay)    {} of their received packets decrypted by str0m (1 in {}), \
+             {} sends without a prepared packet",
+            phones.verified.load(Ordering::Relaxed),
+            browser::VERIFY_EVERY,
+            phones.replay_short.load(Ordering::Relaxed)
+        );
+    }
     println!(
         "sessions active      {} (set up in {:.0} ms)",
         m1.sessions_active,
@@ -665,13 +770,14 @@ fn main() {
         q_phones_mean / 1024
     );
     println!(
-        "RESULT mode={mode} calls={calls} arrivals={} threads={relay_threads} seconds={secs:.2} sent={} relayed={relayed} received={} \
+        "RESULT mode={mode} generator={generator} pinned={pinning} calls={calls} arrivals={} \
+         threads={relay_threads} seconds={secs:.2} sent={} relayed={relayed} received={} \
          lost_window={lost_window} sent_total={total_sent} received_total={total_recv} \
          lost_total={lost_total} relay_dropped={dropped} relay_send_errors={} pps={:.0} \
          relay_cpu_pct={:.1} cpu_us_per_packet={:.2} phones_cpu_pct={:.1} p50_us={} p99_us={} \
          p999_us={} max_us={max_us} relay_kib_per_call={:.1} phones_kib_per_call={:.1} \
          traffic_kib_per_call={:.1} relay_queue_max_kib={} phones_queue_max_kib={} \
-         sessions_moved={}",
+         sessions_moved={} verified={} replay_short={} late_p50_us={} late_p99_us={}",
         format!("{arrivals:?}").to_lowercase(),
         sent1 - sent0,
         recv1 - recv0,
@@ -689,6 +795,10 @@ fn main() {
         q_relay_max / 1024,
         q_phones_max / 1024,
         m_end.sessions_moved,
+        phones.verified.load(Ordering::Relaxed),
+        phones.replay_short.load(Ordering::Relaxed),
+        late_q[0],
+        late_q[1],
     );
     shutdown.cancel();
     relay_rt.block_on(async {
@@ -705,13 +815,22 @@ fn main() {
 /// them that gives each browser, every 20 ms at its offset in the period, its time input
 /// (ICE checks, DTLS retransmissions, RTCP) and, once connected, a packet to encrypt and send.
 /// No tokio timer per browser: their sends are spread over the period like the phones'.
+///
+/// `--replay` makes the browsers cheap enough to leave a core to the relay: once all are
+/// connected, each encrypts the packets of its whole run in advance (str0m, as it would send
+/// them: same SRTP, sequence numbers and timestamps) and the pacing thread only sends them at
+/// their turns; a browser's time input then comes once a second (ICE consent, RTCP). The
+/// relay's packets are counted by their RTP header, and 1 in [`VERIFY_EVERY`] is handed to
+/// str0m, which decrypts and authenticates it (`verified`). A prepared packet carries its
+/// planned send time relative to the start of the replay (`Phones::replay_offset_ns`); the
+/// latency is then that of the browsers' packets only, late sends included.
 mod browser {
-    use super::{Arrivals, Latency, Phones};
+    use super::{Arrivals, Latency, PERIOD, Phones};
     use kubepbx_media::*;
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
     use str0m::change::{SdpAnswer, SdpPendingOffer};
     use str0m::media::{Direction, MediaKind, Mid, Pt};
     use str0m::net::{Protocol, Receive};
@@ -732,6 +851,28 @@ mod browser {
         pub stop_recv: CancellationToken,
         /// Browsers whose ICE and DTLS are up.
         pub connected: Arc<AtomicU64>,
+        /// `--replay`: prepare packets for this long of sending.
+        pub replay: Option<Duration>,
+        /// `--replay`: browsers whose packets are prepared.
+        pub ready: Arc<AtomicU64>,
+        /// `--replay`: how late the browsers' packets left, against their planned times.
+        pub late: Arc<Latency>,
+    }
+
+    /// `--replay`: the relay's packets a browser counts for each one it hands to str0m.
+    pub const VERIFY_EVERY: u64 = 50;
+
+    /// What the pacing thread needs.
+    struct Pacing {
+        arrivals: Arrivals,
+        base: Instant,
+        phones: Arc<Phones>,
+        start_send: CancellationToken,
+        stop_send: CancellationToken,
+        stop: CancellationToken,
+        replay: Option<Duration>,
+        ready: Arc<AtomicU64>,
+        late: Arc<Latency>,
     }
 
     /// Sets up every call (browser on `a`, phone on `b`), starts the browsers' receivers and
@@ -798,6 +939,7 @@ mod browser {
                 mid,
                 seq: 0,
                 connected: false,
+                to: None,
                 connected_count: ctx.connected.clone(),
             }));
             peers.push(peer.clone());
@@ -808,48 +950,131 @@ mod browser {
                 phones: ctx.phones.clone(),
                 latency: ctx.latency.clone(),
                 base: ctx.base,
+                replay: ctx.replay.is_some(),
             };
             tasks.spawn_on(receiver.run(ctx.stop_recv.clone()), phones_rt.handle());
         }
-        let pacer = {
-            let (phones, base) = (ctx.phones.clone(), ctx.base);
-            let sending = (ctx.start_send.clone(), ctx.stop_send.clone());
-            let stop = ctx.stop_recv.clone();
-            std::thread::Builder::new()
-                .name("phones-btx".into())
-                .spawn(move || pace(&peers, arrivals, base, &phones, &sending, &stop))
-                .unwrap()
+        let pacing = Pacing {
+            arrivals,
+            base: ctx.base,
+            phones: ctx.phones.clone(),
+            start_send: ctx.start_send.clone(),
+            stop_send: ctx.stop_send.clone(),
+            stop: ctx.stop_recv.clone(),
+            replay: ctx.replay,
+            ready: ctx.ready.clone(),
+            late: ctx.late.clone(),
         };
+        let pacer = std::thread::Builder::new()
+            .name("phones-btx".into())
+            .spawn(move || match pacing.replay {
+                Some(span) => replay(&peers, span, &pacing),
+                None => pace(&peers, &pacing),
+            })
+            .unwrap();
         (targets, pacer)
     }
 
     /// Every 20 ms, at browser `i`'s offset `i × 20 ms / n`: its time input, and a packet once
-    /// it is connected, between `sending`'s start and stop; until `stop`.
-    fn pace(
-        peers: &[Arc<Mutex<Peer>>],
-        arrivals: Arrivals,
-        base: Instant,
-        phones: &Phones,
-        (start_send, stop_send): &(CancellationToken, CancellationToken),
-        stop: &CancellationToken,
-    ) {
-        let n = peers.len() as u32;
+    /// it is connected, between the start and the stop of sending; until `stop`.
+    fn pace(peers: &[Arc<Mutex<Peer>>], p: &Pacing) {
+        let n = peers.len();
         let start = Instant::now();
         let mut cycle = 0u32;
-        while !stop.is_cancelled() {
+        while !p.stop.is_cancelled() {
             for (i, peer) in peers.iter().enumerate() {
-                arrivals.wait_turn(start, cycle, i, n as usize);
+                p.arrivals.wait_turn(start, cycle, i, n);
                 let mut peer = peer.lock().unwrap();
                 let now = Instant::now();
-                if peer.connected && start_send.is_cancelled() && !stop_send.is_cancelled() {
-                    peer.send(now, base);
-                    phones.sent.fetch_add(1, Ordering::Relaxed);
+                if peer.connected && p.start_send.is_cancelled() && !p.stop_send.is_cancelled() {
+                    let sent = p.base.elapsed().as_nanos() as u64;
+                    peer.write(now, sent);
+                    p.phones.sent.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = peer.rtc.handle_input(Input::Timeout(now));
-                peer.drain(phones, &mut |_| {});
+                peer.tick(now, &p.phones, None);
             }
             cycle += 1;
         }
+    }
+
+    /// `--replay`: time inputs every 20 ms until every browser is connected; then each
+    /// prepares its packets for `span`; time inputs again until the sending starts; then the
+    /// prepared packets at their turns, and each browser's time input once a second, until
+    /// `stop`.
+    fn replay(peers: &[Arc<Mutex<Peer>>], span: Duration, p: &Pacing) {
+        let n = peers.len();
+        let tick_until = |done: &dyn Fn() -> bool| {
+            let start = Instant::now();
+            let mut cycle = 0u32;
+            while !done() && !p.stop.is_cancelled() {
+                for (i, peer) in peers.iter().enumerate() {
+                    p.arrivals.wait_turn(start, cycle, i, n);
+                    peer.lock().unwrap().tick(Instant::now(), &p.phones, None);
+                }
+                cycle += 1;
+            }
+        };
+        tick_until(&|| peers.iter().all(|peer| peer.lock().unwrap().connected));
+        let count = (span.as_nanos() / PERIOD.as_nanos()) as usize + 1;
+        let mut prepared = Vec::with_capacity(n);
+        for (i, peer) in peers.iter().enumerate() {
+            if p.stop.is_cancelled() {
+                return;
+            }
+            // The planned send times, relative to the start of the replay.
+            let zero = Instant::now();
+            let times = (0..count as u32).map(|cycle| p.arrivals.due(zero, cycle, i, n) - zero);
+            prepared.push(peer.lock().unwrap().prepare(times, &p.phones));
+            p.ready.fetch_add(1, Ordering::Relaxed);
+        }
+        tick_until(&|| p.start_send.is_cancelled());
+        let start = Instant::now() + Duration::from_millis(5);
+        let offset = (start - p.base).as_nanos() as u64;
+        p.phones.replay_offset_ns.store(offset, Ordering::Relaxed);
+        let ticks_every = (Duration::from_secs(1).as_nanos() / PERIOD.as_nanos()) as usize;
+        let mut cycle = 0usize;
+        while !p.stop.is_cancelled() {
+            for (i, (peer, packets)) in peers.iter().zip(&prepared).enumerate() {
+                let due = p.arrivals.wait_turn(start, cycle as u32, i, n);
+                p.late.record((Instant::now() - due).as_nanos() as u64);
+                if !p.stop_send.is_cancelled() {
+                    match packets.get(cycle) {
+                        Some(packet) => packets.send(packet, &p.phones),
+                        None => _ = p.phones.replay_short.fetch_add(1, Ordering::Relaxed),
+                    }
+                }
+                if cycle % ticks_every == i % ticks_every {
+                    peer.lock().unwrap().tick(Instant::now(), &p.phones, None);
+                }
+            }
+            cycle += 1;
+        }
+    }
+
+    /// A browser's packets encrypted in advance (`--replay`), and where they go.
+    struct Prepared {
+        socket: Arc<UdpSocket>,
+        to: SocketAddr,
+        packets: Vec<Vec<u8>>,
+    }
+
+    impl Prepared {
+        fn get(&self, cycle: usize) -> Option<&[u8]> {
+            self.packets.get(cycle).map(Vec::as_slice)
+        }
+
+        fn send(&self, packet: &[u8], phones: &Phones) {
+            phones.sent.fetch_add(1, Ordering::Relaxed);
+            if self.socket.try_send_to(packet, self.to).is_err() {
+                phones.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether a datagram of this browser's (rtcp-muxed) flow is RTP (RFC 5761 §4: RTCP's
+    /// packet types take the second byte's values 192–223).
+    fn is_rtp(datagram: &[u8]) -> bool {
+        datagram.len() >= 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1])
     }
 
     struct Peer {
@@ -858,16 +1083,18 @@ mod browser {
         mid: Mid,
         seq: u16,
         connected: bool,
+        /// Where str0m last sent (the relay's WebRTC port).
+        to: Option<SocketAddr>,
         /// Browsers whose ICE and DTLS are up (all of them).
         connected_count: Arc<AtomicU64>,
     }
 
     impl Peer {
-        fn send(&mut self, now: Instant, base: Instant) {
+        /// Gives str0m the next packet, stamped `sent` (nanoseconds) in its first 8 bytes.
+        fn write(&mut self, now: Instant, sent: u64) {
             self.seq = self.seq.wrapping_add(1);
             let seq = self.seq;
             let mut payload = [0xffu8; 160];
-            let sent = base.elapsed().as_nanos() as u64;
             payload[..8].copy_from_slice(&sent.to_be_bytes());
             let mid = self.mid;
             let mut api = self.rtc.direct_api();
@@ -882,13 +1109,55 @@ mod browser {
             }
         }
 
-        /// Polls the peer to its next timeout, sending what it produced and handing each
-        /// event to `on_event`.
-        fn drain(&mut self, phones: &Phones, on_event: &mut dyn FnMut(Event)) {
+        /// The time input at `now`, then [`Peer::drain`].
+        fn tick(&mut self, now: Instant, phones: &Phones, keep: Option<&mut Vec<Vec<u8>>>) {
+            let _ = self.rtc.handle_input(Input::Timeout(now));
+            self.drain(phones, &mut |_| {}, keep);
+        }
+
+        /// Encrypts a packet for each of `times` (planned send times), keeping them instead of
+        /// sending them (`--replay`).
+        fn prepare(
+            &mut self,
+            times: impl ExactSizeIterator<Item = Duration>,
+            phones: &Phones,
+        ) -> Prepared {
+            let mut packets = Vec::with_capacity(times.len());
+            for time in times {
+                let now = Instant::now();
+                self.write(now, time.as_nanos() as u64);
+                self.tick(now, phones, Some(&mut packets));
+            }
+            let to = self
+                .to
+                .expect("a connected browser knows the relay's address");
+            let socket = self.socket.clone();
+            Prepared {
+                socket,
+                to,
+                packets,
+            }
+        }
+
+        /// Polls the peer to its next timeout, sending what it produced (but keeping RTP in
+        /// `keep` when given) and handing each event to `on_event`.
+        fn drain(
+            &mut self,
+            phones: &Phones,
+            on_event: &mut dyn FnMut(Event),
+            mut keep: Option<&mut Vec<Vec<u8>>>,
+        ) {
             loop {
                 match self.rtc.poll_output() {
                     Ok(Output::Timeout(_)) | Err(_) => return,
                     Ok(Output::Transmit(t)) => {
+                        self.to = Some(t.destination);
+                        if let Some(keep) = keep.as_deref_mut()
+                            && is_rtp(&t.contents)
+                        {
+                            keep.push(t.contents.to_vec());
+                            continue;
+                        }
                         if self.socket.try_send_to(&t.contents, t.destination).is_err() {
                             phones.send_errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -911,32 +1180,48 @@ mod browser {
         phones: Arc<Phones>,
         latency: Arc<Latency>,
         base: Instant,
+        /// `--replay`: RTP is counted by its header, 1 in [`VERIFY_EVERY`] decrypted.
+        replay: bool,
     }
 
     impl Receiver {
         async fn run(self, stop: CancellationToken) {
             let mut buf = vec![0u8; 2048];
+            let mut counted = 0u64;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     r = self.socket.readable() => if r.is_err() { break },
                 }
-                let mut peer = self.peer.lock().unwrap();
                 while let Ok((len, source)) = self.socket.try_recv_from(&mut buf) {
+                    if self.replay && is_rtp(&buf[..len]) {
+                        self.phones.received.fetch_add(1, Ordering::Relaxed);
+                        counted += 1;
+                        if !counted.is_multiple_of(VERIFY_EVERY) {
+                            continue;
+                        }
+                    }
                     let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, &buf[..len])
                     else {
                         continue;
                     };
+                    let mut peer = self.peer.lock().unwrap();
                     let _ = peer
                         .rtc
                         .handle_input(Input::Receive(Instant::now(), receive));
-                    peer.drain(&self.phones, &mut |event| self.on_event(event));
+                    peer.drain(&self.phones, &mut |event| self.on_event(event), None);
                 }
             }
         }
 
         fn on_event(&self, event: Event) {
             if let Event::RtpPacket(p) = event {
+                if self.replay {
+                    // Counted when it arrived; its payload is the phone's, stamped against
+                    // the phones' clock base, not the replay's.
+                    self.phones.verified.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 self.phones.received.fetch_add(1, Ordering::Relaxed);
                 if let Some(sent) = p.payload.get(..8) {
                     let sent = u64::from_be_bytes(sent.try_into().unwrap());
