@@ -207,8 +207,8 @@ print("%.0f" % max(busy - own, 0))
   echo "  dropped; relay% / phone% = CPU of the relay's / the phones' (and browsers') threads in % of one core;"
   echo "  us/pkt = relay CPU per relayed packet; calls/core = 1e6 / (us/pkt x 100 packets/s per call);"
   echo "  p50_us … max_us = one-way latency phone -> relay -> phone (or browser; core: browser -> phone"
-  echo "  only, from the planned send times); KiB/call = RSS"
-  echo "  growth per call for the relay's sessions / the phones' sockets / during traffic; queue_KiB = most"
+  echo "  only, from the planned send times); KiB/call = RSS growth per call for the relay's sessions (core:"
+  echo "  and the browsers' packets prepared in advance) / the phones' sockets / during traffic; queue_KiB = most"
   echo "  bytes waiting in the relay's / the phones' socket receive queues (sampled every second); other% ="
   echo "  the rest of the machine in % of one core"
   echo
