@@ -499,19 +499,37 @@ fn garbage_does_not_stop_the_service() {
         Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx1;rport\r\n\
         From: <sip:a@pbx.example.com>;tag=1\r\nTo: <sip:pbx.example.com>\r\n\
         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
-    udp.send_to(missing, pbx.sip_addr()).unwrap();
     let mut buf = [0u8; 4096];
-    let answer = loop {
-        let (n, _) = udp
-            .recv_from(&mut buf)
-            .expect("an answer to the request without Call-ID");
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        if text.contains("z9hG4bKx1") {
-            break text;
+    let mut answer_to = |request: &[u8], branch: &str| {
+        udp.send_to(request, pbx.sip_addr()).unwrap();
+        loop {
+            let (n, _) = udp
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("no answer to the request {branch}: {e}"));
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains(branch) {
+                break text;
+            }
         }
     };
+    let answer = answer_to(missing, "z9hG4bKx1");
     assert!(
         answer.starts_with("SIP/2.0 400 Missing Call-ID"),
+        "{answer}"
+    );
+    // 60 KB of header lines with names of their own: answered from the lines read so far.
+    let mut crowded = b"OPTIONS sip:pbx.example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx2;rport\r\n\
+        From: <sip:a@pbx.example.com>;tag=1\r\nTo: <sip:pbx.example.com>\r\n\
+        Call-ID: crowded\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        .to_vec();
+    for i in 0..6_000 {
+        crowded.extend_from_slice(format!("X{i}: v\r\n").as_bytes());
+    }
+    crowded.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let answer = answer_to(&crowded, "z9hG4bKx2");
+    assert!(
+        answer.starts_with("SIP/2.0 400 Too Many Header Fields"),
         "{answer}"
     );
 

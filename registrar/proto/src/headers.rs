@@ -51,14 +51,23 @@ impl Headers {
 
     /// Adds a value after the others of its name.
     pub fn insert(&mut self, name: Name, value: BytesStr) {
+        self.insert_within(name, value, usize::MAX);
+    }
+
+    /// Adds a value after the others of its name, unless the name is new and the table already
+    /// has `max_names` names (`false`: not added).
+    pub fn insert_within(&mut self, name: Name, value: BytesStr, max_names: usize) -> bool {
+        let names = self.entries.len();
         match self.entries.iter_mut().find(|e| same(&e.name, &name)) {
             Some(entry) => entry.more.push(value),
+            None if names >= max_names => return false,
             None => self.entries.push(Entry {
                 name,
                 first: value,
                 more: Vec::new(),
             }),
         }
+        true
     }
 
     fn entry(&self, name: &Name) -> Option<&Entry> {
@@ -149,6 +158,18 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["one", "two"]
         );
+    }
+
+    #[test]
+    fn a_full_table_takes_more_values_of_its_names_but_no_new_name() {
+        let mut h = table(&[("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("X-A", "1")]);
+        let value = |v: &str| BytesStr::from(v.to_owned());
+        assert!(h.insert_within(Name::from("x-a".to_owned()), value("2"), 2));
+        assert!(h.insert_within(Name::VIA, value("SIP/2.0/UDP b;branch=z9hG4bK2"), 2));
+        assert!(!h.insert_within(Name::from("X-B".to_owned()), value("3"), 2));
+        assert_eq!(h.iter().count(), 4);
+        assert!(!h.contains(&Name::from("X-B".to_owned())));
+        assert!(h.insert_within(Name::from("X-B".to_owned()), value("3"), 3));
     }
 
     #[test]

@@ -26,6 +26,16 @@ use std::str::FromStr;
 /// Largest message accepted on any transport (64 KiB).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
+/// Header lines read per message; a request with more is answered 400 ([`Defect::TooManyHeaders`])
+/// from the lines read so far, a response with more is dropped. Real messages have a few dozen
+/// (a request through many proxies: one `Via` and `Record-Route` line each).
+pub const MAX_HEADER_LINES: usize = 500;
+
+/// Different header names kept per message, as for [`MAX_HEADER_LINES`]. Each line is looked up
+/// among the names seen before it, so the two limits bound the work a crafted message can cause:
+/// 64 KiB of one-letter names would otherwise be tens of millions of comparisons.
+pub const MAX_HEADER_NAMES: usize = 100;
+
 /// A parsed SIP message.
 #[derive(Debug, Clone)]
 pub enum Message {
@@ -67,6 +77,10 @@ pub enum Defect {
     /// The Request-URI scheme is not `sip` or `sips` (answered with 416).
     #[error("Unsupported URI Scheme")]
     UriScheme,
+    /// More header lines than [`MAX_HEADER_LINES`] or names than [`MAX_HEADER_NAMES`]; the
+    /// rest were not read.
+    #[error("Too Many Header Fields")]
+    TooManyHeaders,
 }
 
 /// A SIP response.
@@ -97,6 +111,10 @@ pub enum ParseError {
     /// The first line is neither `METHOD uri SIP/2.0` nor `SIP/2.0 code reason`.
     #[error("malformed start line")]
     StartLine,
+    /// A response with more header lines or names than kubepbx reads (see
+    /// [`MAX_HEADER_LINES`]).
+    #[error("response with too many header fields")]
+    TooManyHeaders,
 }
 
 /// A request whose headers are broken, with what is broken; `Display` is the reason phrase.
@@ -145,11 +163,19 @@ pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
 
     let mut defect = None;
     let mut headers = Headers::with_capacity(16);
-    for line in lines.by_ref() {
+    let mut too_many = false;
+    for (read, line) in lines.by_ref().enumerate() {
         let line = line.map_err(|_| ParseError::Incomplete)?;
+        if read >= MAX_HEADER_LINES {
+            // Still walked to find where the head ends.
+            too_many = true;
+            continue;
+        }
         let text = std::str::from_utf8(line).map_err(|_| ParseError::NotText)?;
         match Line::parse(&bytes, text) {
-            Ok((_, Line { name, value })) => headers.insert(name, value),
+            Ok((_, Line { name, value })) => {
+                too_many |= !headers.insert_within(name, value, MAX_HEADER_NAMES);
+            }
             Err(_) => defect = Some(Defect::HeaderLine),
         }
     }
@@ -166,6 +192,9 @@ pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
         None => available,
     };
     let body = bytes.slice(body_start..body_start + body_len);
+    if too_many {
+        defect = Some(Defect::TooManyHeaders);
+    }
 
     Ok(match start {
         StartLine::Request {
@@ -189,6 +218,7 @@ pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
             request.decoded = Some(Box::new(request.essentials()));
             Message::Request(request)
         }
+        StartLine::Response { .. } if too_many => return Err(ParseError::TooManyHeaders),
         StartLine::Response { code, reason } => Message::Response(Response {
             code,
             reason,
@@ -535,6 +565,43 @@ mod tests {
             parse(Bytes::from(vec![b'a'; MAX_MESSAGE_SIZE + 1])).unwrap_err(),
             ParseError::TooLarge(MAX_MESSAGE_SIZE + 1)
         );
+    }
+
+    /// A 64 KiB request of thousands of header lines, each with a name of its own.
+    fn crafted(names: usize) -> String {
+        let mut text = REGISTER.replace("Content-Length: 0\n\n", "");
+        for i in 0..names {
+            text.push_str(&format!("X{i}: v\n"));
+        }
+        text.push_str("Content-Length: 0\n\n");
+        text
+    }
+
+    #[test]
+    fn a_message_of_too_many_header_lines_is_answerable_and_read_only_so_far() {
+        let r = req(&crafted(6_000));
+        assert_eq!(r.defect, Some(Defect::TooManyHeaders));
+        assert_eq!(
+            r.defect.map(|d| d.to_string()).as_deref(),
+            Some("Too Many Header Fields")
+        );
+        // The essentials came first, so a 400 can be built.
+        r.essentials().expect("essentials");
+        let names = r
+            .headers
+            .iter()
+            .map(|(n, _)| n.as_print_str())
+            .collect::<std::collections::BTreeSet<_>>();
+        assert!(
+            names.len() <= MAX_HEADER_NAMES,
+            "{} names kept",
+            names.len()
+        );
+        assert!(r.headers.iter().count() <= MAX_HEADER_LINES);
+        // Up to the limits a message is whole.
+        let r = req(&crafted(MAX_HEADER_NAMES - 9));
+        assert_eq!(r.defect, None);
+        assert_eq!(r.headers.get_raw(&Name::from("X0")).count(), 1);
     }
 
     #[test]
