@@ -534,8 +534,10 @@ fn main() {
             }
             count.load(Ordering::Relaxed)
         };
-        println!("browsers connected   {} of {calls}", wait(connected, 30));
-        if replay {
+        let connected = wait(connected, 30);
+        println!("browsers connected   {connected} of {calls}");
+        // They prepare their packets once all are connected.
+        if replay && connected == u64::from(calls) {
             let t = Instant::now();
             let prepared = wait(ready, 300);
             println!(

@@ -567,7 +567,8 @@ mod tests {
         );
     }
 
-    /// A 64 KiB request of thousands of header lines, each with a name of its own.
+    /// A REGISTER with `names` more header lines, each with a name of its own (6,000 make
+    /// about 60 KB).
     fn crafted(names: usize) -> String {
         let mut text = REGISTER.replace("Content-Length: 0\n\n", "");
         for i in 0..names {
