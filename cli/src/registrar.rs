@@ -122,8 +122,7 @@ pub async fn run(mut args: RegistrarArgs) -> Result<()> {
     let listeners = args.sip.bind_listeners(&args.web).await?;
     let sip_addr = listeners.local_addr()?;
     let sip_tls_addr = listeners.tls_addr();
-    let internal_socket = tokio::net::UdpSocket::bind(args.internal)
-        .await
+    let internal_socket = kubepbx_media::udp::Socket::bind(args.internal)
         .map_err(|e| bind_error("internal", args.internal, &e))?;
     let internal_bound = internal_socket.local_addr()?;
     let internal = if internal_bound.ip().is_unspecified() {

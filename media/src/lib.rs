@@ -67,7 +67,7 @@ pub mod sdp;
 pub mod session;
 pub mod stun;
 mod threads;
-mod udp;
+pub mod udp;
 mod wakeups;
 pub mod webrtc;
 

@@ -1,7 +1,8 @@
 //! Batched reads from the relay's UDP sockets: `recvmmsg` (through quinn-udp's safe wrapper)
 //! into one set of buffers per relay thread, without the read that only returns `EAGAIN`; and
-//! sends that never wait, from sockets registered for reading only ([`Socket`]); and the
-//! `SO_REUSEPORT` group that opens the shared WebRTC port once per relay thread ([`bind_group`]).
+//! sends that never wait, from sockets registered for reading only ([`Socket`], which the SIP
+//! registrar's UDP sockets are too); and the `SO_REUSEPORT` group that opens the shared WebRTC
+//! port once per relay thread ([`bind_group`]).
 //!
 //! ```text
 //! readiness wake ─► read(socket): recvmmsg(up to BATCH) ─► n datagrams in the thread's buffers
@@ -28,25 +29,26 @@ use std::task::{Context, Poll};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// A relay socket: a UDP socket registered with the current runtime's reactor for reading
-/// only.
+/// A UDP socket registered with the current runtime's reactor for reading only: the relay's
+/// sockets and the SIP registrar's.
 ///
-/// Why not `tokio::net::UdpSocket`: it is registered for writing too, and the relay sends
+/// Why not `tokio::net::UdpSocket`: it is registered for writing too, and these sockets send
 /// without waiting ([`Socket::send_to`]). The kernel then reports the socket writable again
-/// after every datagram it sent: one more readiness event per relayed packet for the reactor to
+/// after every datagram it sent: one more readiness event per datagram for the reactor to
 /// collect and dispatch, and for a thread asleep in `epoll_wait` (the WebRTC hub's, whose
-/// socket the sessions of every thread send from) a wake-up for nothing.
+/// socket the sessions of every thread send from; a runtime worker parked while the SIP
+/// drive loop answers) a wake-up for nothing.
 #[derive(Debug)]
-pub(crate) struct Socket(AsyncFd<std::net::UdpSocket>);
+pub struct Socket(AsyncFd<std::net::UdpSocket>);
 
 impl Socket {
     /// Binds `addr` and registers the socket with the current runtime (call it inside one).
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Socket> {
+    pub fn bind(addr: SocketAddr) -> io::Result<Socket> {
         Socket::from_std(std::net::UdpSocket::bind(addr)?)
     }
 
     /// Registers a bound socket with the current runtime (call it inside one).
-    pub(crate) fn from_std(socket: std::net::UdpSocket) -> io::Result<Socket> {
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Socket> {
         socket.set_nonblocking(true)?;
         // `with_interest` is deprecated because a type's `as_raw_fd` could change or close
         // its descriptor while registered; `std::net::UdpSocket` owns its descriptor for its
@@ -73,11 +75,27 @@ impl Socket {
         self.0.readable().await.map(drop)
     }
 
-    /// Sends `data` to `to` now, or fails (`WouldBlock` when the send buffer is full: the relay
-    /// never waits to send, a packet that does not fit is dropped and counted). A plain
-    /// `sendto`.
-    pub(crate) fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    /// Waits for the next datagram and reads it into `buf` (one `recvfrom`; a datagram longer
+    /// than `buf` is cut).
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(read) = ready.try_io(|socket| socket.get_ref().recv_from(buf)) {
+                return read;
+            }
+        }
+    }
+
+    /// Sends `data` to `to` now, or fails (`WouldBlock` when the send buffer is full: these
+    /// sockets never wait to send, a datagram that does not fit is dropped and counted). A
+    /// plain `sendto`.
+    pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.0.get_ref().send_to(data, to)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
     }
 }
 

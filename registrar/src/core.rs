@@ -26,6 +26,7 @@ use kubepbx_api::records::{BindingKey, UserKey};
 use kubepbx_api::store::{Event, Snapshot, Store, StoreError, Subscription, Write};
 use kubepbx_api::time::UnixMillis;
 use kubepbx_media::SessionStats;
+use kubepbx_media::udp::Socket;
 use kubepbx_sip::endpoint::{
     BindingChange, CallSummary, EndReason, Endpoint, EndpointEvent, MediaCommand, MediaFailure,
     Now, RelaySdp,
@@ -35,7 +36,6 @@ use kubepbx_sip::message::{Message, ParseError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,7 @@ pub(crate) struct Core {
     pub subscription: Subscription,
     /// A fresh snapshot being fetched after the store asked for a resync.
     pub resync: Option<oneshot::Receiver<(Snapshot, Subscription)>>,
-    pub udp: Arc<UdpSocket>,
+    pub udp: Arc<Socket>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub queries: mpsc::Receiver<Query>,
     pub shutdown: CancellationToken,
@@ -122,7 +122,7 @@ pub(crate) struct Core {
     /// Final counters of sessions the relay closed on its own, until their call is recorded.
     pub media_final: HashMap<String, SessionStats>,
     /// The socket other replicas send to (in a cluster).
-    pub internal: Option<Arc<UdpSocket>>,
+    pub internal: Option<Arc<Socket>>,
     /// The other live registrar replicas (in a cluster).
     pub peers: Option<watch::Receiver<Vec<(String, std::net::SocketAddr)>>>,
     /// Where the calls this replica routes are shared (in a cluster).
@@ -371,7 +371,7 @@ impl Core {
     /// Sends what the endpoint produced, queues its store writes and logs its events.
     async fn drain(&mut self, writes: &mpsc::Sender<Vec<Write>>) {
         while let Some(t) = self.endpoint.poll_transmit() {
-            self.transmit(t).await;
+            self.transmit(t);
         }
         let batch = self.endpoint.drain_writes();
         if !batch.is_empty() && writes.send(batch).await.is_err() {
@@ -414,7 +414,7 @@ impl Core {
         }
     }
 
-    async fn transmit(&mut self, Transmit { flow, bytes }: Transmit) {
+    fn transmit(&mut self, Transmit { flow, bytes }: Transmit) {
         log_sip("sent", &flow, &bytes);
         match flow.transport {
             Transport::Udp if flow.is_internal() => {
@@ -422,13 +422,13 @@ impl Core {
                     self.undeliverable += 1;
                     return;
                 };
-                if let Err(e) = socket.send_to(&bytes, flow.remote).await {
+                if let Err(e) = socket.send_to(&bytes, flow.remote) {
                     self.undeliverable += 1;
                     tracing::debug!(remote = %flow.remote, error = %e, "internal send failed");
                 }
             }
             Transport::Udp => {
-                if let Err(e) = self.udp.send_to(&bytes, flow.remote).await {
+                if let Err(e) = self.udp.send_to(&bytes, flow.remote) {
                     self.undeliverable += 1;
                     tracing::debug!(remote = %flow.remote, error = %e, "UDP send failed");
                 }

@@ -37,13 +37,14 @@ use crate::core::{Core, Inbound, Query};
 use crate::metrics::MetricsSnapshot;
 use crate::views::{ExtensionView, RegistrationView};
 use kubepbx_api::store::{Store, StoreError};
+use kubepbx_media::udp::Socket;
 use kubepbx_sip::endpoint::{Endpoint, EndpointConfig};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,7 +58,7 @@ const UDP_BUFFER: usize = 4 << 20;
 
 /// The SIP sockets: UDP and TCP on the same address and port, and optionally TLS.
 pub struct SipListeners {
-    udp: UdpSocket,
+    udp: Socket,
     tcp: TcpListener,
     tls: Option<(TcpListener, tls::TlsAcceptor)>,
 }
@@ -121,7 +122,7 @@ impl SipListeners {
 /// How many ports [`SipListeners::bind`] tries with port 0 before giving up.
 pub const FREE_PORT_TRIES: usize = 16;
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: bursts of REGISTERs are absorbed by the kernel instead of dropped.
@@ -129,7 +130,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(UDP_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    kubepbx_media::udp::Socket::from_std(socket.into())
 }
 
 /// A cheap, cloneable way to ask a running registrar for its state.
@@ -208,7 +209,7 @@ pub struct MediaLink {
 #[derive(Debug)]
 pub struct ClusterLink {
     /// The bound `--internal` socket.
-    pub internal: UdpSocket,
+    pub internal: Socket,
     /// The other live registrar replicas: id and internal address.
     pub peers: watch::Receiver<Vec<(String, SocketAddr)>>,
     /// Where the calls this replica routes are shared with the others.

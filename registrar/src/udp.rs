@@ -1,15 +1,19 @@
 //! UDP driver: reads datagrams from the SIP socket and queues them for the drive loop.
 //!
-//! Sending happens in the drive loop itself (on the same socket), so this task only reads.
+//! Sending happens in the drive loop itself (on the same socket, without waiting: a response
+//! the socket's send buffer has no room for is dropped and counted, like one the network
+//! loses, and the phone's retransmission gets it again), so this task only reads. The socket
+//! is registered for reading only ([`Socket`]): registered for writing too, it would wake a
+//! parked runtime worker after every datagram sent.
 //! The queue is bounded: when the drive loop falls behind, this task waits and the kernel's
 //! socket buffer absorbs (and, beyond it, drops) the excess — the same overload behaviour as
 //! any UDP server, without unbounded memory.
 
 use crate::core::Inbound;
 use bytes::Bytes;
+use kubepbx_media::udp::Socket;
 use kubepbx_sip::flow::Flow;
 use std::sync::Arc;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +23,7 @@ const RECV_BUFFER: usize = 65_536;
 /// Reads datagrams until `shutdown` or until the drive loop is gone. `internal`: the socket
 /// is the one other replicas send to (`--internal`).
 pub(crate) async fn run(
-    socket: Arc<UdpSocket>,
+    socket: Arc<Socket>,
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
     internal: bool,
