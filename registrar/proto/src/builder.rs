@@ -136,7 +136,71 @@ pub fn response_destination(via: &Via, source: SocketAddr, reliable: bool) -> So
 }
 
 /// Rewrites the first Via value of a Via header line with `received` and `rport` filled in.
+///
+/// The value is copied as received, with only those two parameters changed or added; a Via
+/// this fast path does not follow (quoted parameter values, whitespace inside sent-by) is
+/// parsed and printed instead.
 pub(crate) fn top_via(line: &str, src: &Bytes, source: SocketAddr) -> String {
+    match rewrite_top_via(line, source) {
+        Some(out) => out,
+        None => reprint_top_via(line, src, source),
+    }
+}
+
+/// [`top_via`] on the text alone; `None` when the value needs the full parser.
+fn rewrite_top_via(line: &str, source: SocketAddr) -> Option<String> {
+    if line.contains('"') {
+        return None;
+    }
+    let end = line.find(',').unwrap_or(line.len());
+    let (value, rest) = line.split_at(end);
+    let (head, params) = value.split_once(';').unwrap_or((value, ""));
+    // "SIP/2.0/UDP host[:port]": the protocol, one run of whitespace, then sent-by.
+    let mut words = head.split_whitespace();
+    let (Some(protocol), Some(sent_by), None) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    if protocol.split('/').count() != 3 {
+        return None;
+    }
+    let host = match sent_by.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => sent_by.split(':').next()?,
+    };
+    let sent_by_ip = host.parse::<std::net::IpAddr>().ok();
+    let mut rport = false;
+    for param in params.split(';') {
+        let name = param.split('=').next().unwrap_or("").trim();
+        // Named as the parser (and `response_destination`) match them: exactly.
+        rport |= name == "rport";
+    }
+    if !rport && sent_by_ip == Some(source.ip()) {
+        return Some(line.to_owned());
+    }
+    let mut out = String::with_capacity(line.len() + 48);
+    out.push_str(head);
+    let mut received = false;
+    for param in params.split(';').filter(|p| !p.trim().is_empty()) {
+        let name = param.split('=').next().unwrap_or("").trim();
+        out.push(';');
+        if name == "rport" {
+            let _ = write!(out, "rport={}", source.port());
+        } else if name == "received" {
+            received = true;
+            let _ = write!(out, "received={}", source.ip());
+        } else {
+            out.push_str(param);
+        }
+    }
+    if !received {
+        let _ = write!(out, ";received={}", source.ip());
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// [`top_via`] through the full parser and printer.
+fn reprint_top_via(line: &str, src: &Bytes, source: SocketAddr) -> String {
     let Ok((rest, mut via)) = Via::parse(src, line) else {
         return line.to_owned();
     };
@@ -225,6 +289,46 @@ mod tests {
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
         // The result parses back.
         assert!(matches!(parse(out), Ok(Message::Response(_))));
+    }
+
+    #[test]
+    fn the_copied_top_via_says_what_the_parsed_one_says() {
+        // Normalised through the parser: the first value of a line as ezk prints it, and the rest.
+        let normal = |line: &str| {
+            let b = Bytes::from(line.to_owned());
+            let text = std::str::from_utf8(&b).unwrap();
+            let (rest, via) = Via::parse(&b, text).unwrap();
+            format!("{}|{}", via.default_print_ctx(), rest.trim())
+        };
+        let lines = [
+            "SIP/2.0/UDP 192.168.1.20:5062;rport;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.168.1.20:5062;branch=z9hG4bKa;rport, SIP/2.0/UDP 10.0.0.1;branch=b",
+            "SIP/2.0/UDP 203.0.113.9:40000;branch=z9hG4bKa",
+            "SIP/2.0/UDP 203.0.113.9;branch=z9hG4bKa;rport=5060;received=10.1.1.1",
+            "SIP/2.0/UDP 203.0.113.9;branch=z9hG4bKa;RPORT",
+            "SIP/2.0/TCP phone.example.com;branch=z9hG4bKa;alias",
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKa",
+            "SIP/2.0/WSS df7jal23ls0d.invalid;rport;branch=z9hG4bKa ;received=x",
+            "SIP/2.0/UDP 10.0.0.1",
+        ];
+        for source in ["203.0.113.9:40000", "[2001:db8::1]:5060"] {
+            let source: SocketAddr = source.parse().unwrap();
+            for line in lines {
+                let fast = rewrite_top_via(line, source).unwrap();
+                let src = Bytes::from(line.to_owned());
+                let slow = reprint_top_via(std::str::from_utf8(&src).unwrap(), &src, source);
+                assert_eq!(normal(&fast), normal(&slow), "{line} from {source}: {fast}");
+            }
+        }
+        // Left to the parser: quoted values, whitespace inside the protocol or sent-by.
+        let source: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        for line in [
+            "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa;x=\"a;b\"",
+            "SIP / 2.0 / UDP 10.0.0.1;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1 : 5060;branch=z9hG4bKa",
+        ] {
+            assert_eq!(rewrite_top_via(line, source), None, "{line}");
+        }
     }
 
     #[test]

@@ -18,10 +18,11 @@
 use crate::flow::{Flow, Transmit};
 use crate::message::{Essentials, Method};
 use bytes::Bytes;
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
+use std::collections::BinaryHeap;
 use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
@@ -183,6 +184,8 @@ pub enum TxEvent {
 /// Every server transaction of an endpoint.
 #[derive(Debug, Default)]
 pub struct ServerTransactions {
+    /// By key. hashbrown's default hasher (foldhash) rather than SipHash: the keys are keyed
+    /// digests already, so a fast hash of them is as hard to steer.
     txs: HashMap<TxKey, Tx>,
     timers: BinaryHeap<Reverse<(Instant, u64, TimerKind, TxKey)>>,
     next_generation: u64,
