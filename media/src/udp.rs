@@ -2,7 +2,7 @@
 //! into one set of buffers per relay thread, without the read that only returns `EAGAIN`; and
 //! sends that never wait, from sockets registered for reading only ([`Socket`], which the SIP
 //! registrar's UDP sockets are too); and the `SO_REUSEPORT` group that opens the shared WebRTC
-//! port once per relay thread ([`bind_group`]).
+//! port once per relay thread (`bind_group`).
 //!
 //! ```text
 //! readiness wake ─► read(socket): recvmmsg(up to BATCH) ─► n datagrams in the thread's buffers
@@ -10,7 +10,7 @@
 //! ```
 //! Reading until `EAGAIN` costs a syscall that returns nothing after every wake-up (one of three
 //! per packet when packets come one at a time). A `recvmmsg` that fills fewer buffers than it
-//! was given has emptied the socket, so [`Reader::read`] clears tokio's readiness itself
+//! was given has emptied the socket, so `Reader::read` clears tokio's readiness itself
 //! (returning `WouldBlock` from `try_io`); a datagram arriving after that raises a new edge and
 //! wakes the task again, so none is stranded. The buffers are per thread, not per session: a
 //! session's read is synchronous, and sessions on one thread take turns.
