@@ -22,6 +22,8 @@ pub struct Headers {
 /// The values of one header name.
 #[derive(Debug, Clone)]
 struct Entry {
+    /// [`name_key`] of `name`: lookups compare these first.
+    key: u64,
     name: Name,
     first: BytesStr,
     /// Values after the first (most headers have one).
@@ -41,6 +43,17 @@ pub fn same(a: &Name, b: &Name) -> bool {
     std::ptr::eq(a, b) || a.eq_ignore_ascii_case(b)
 }
 
+/// A hash of a name's canonical spelling, ASCII case folded (FNV-1a): equal for names that
+/// are [`same`], so a lookup compares a number with each row and the names only where it
+/// matches.
+fn name_key(name: &Name) -> u64 {
+    name.as_print_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 impl Headers {
     /// An empty table with room for `capacity` names.
     pub fn with_capacity(capacity: usize) -> Headers {
@@ -54,10 +67,16 @@ impl Headers {
     /// before it, so the bound is also what keeps a crafted message's cost linear.
     pub fn insert_within(&mut self, name: Name, value: BytesStr, max_names: usize) -> bool {
         let names = self.entries.len();
-        match self.entries.iter_mut().find(|e| same(&e.name, &name)) {
+        let key = name_key(&name);
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.key == key && same(&e.name, &name))
+        {
             Some(entry) => entry.more.push(value),
             None if names >= max_names => return false,
             None => self.entries.push(Entry {
+                key,
                 name,
                 first: value,
                 more: Vec::new(),
@@ -67,7 +86,10 @@ impl Headers {
     }
 
     fn entry(&self, name: &Name) -> Option<&Entry> {
-        self.entries.iter().find(|e| same(&e.name, name))
+        let key = name_key(name);
+        self.entries
+            .iter()
+            .find(|e| e.key == key && same(&e.name, name))
     }
 
     /// Whether the message has a header `name`.

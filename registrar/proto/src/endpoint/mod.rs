@@ -420,7 +420,11 @@ impl Endpoint {
 
     fn next_tag(&mut self) -> String {
         self.tag_counter += 1;
-        format!("{:08x}{:x}", self.tag_salt, self.tag_counter)
+        // The salt, then the counter, in hex (without the formatting machinery: one per request).
+        let mut raw = [0u8; 12];
+        raw[..4].copy_from_slice(&self.tag_salt.to_be_bytes());
+        raw[4..].copy_from_slice(&self.tag_counter.to_be_bytes());
+        hex::encode(raw)
     }
 }
 
