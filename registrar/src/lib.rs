@@ -123,14 +123,14 @@ impl SipListeners {
 pub const FREE_PORT_TRIES: usize = 16;
 
 fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    use socket2::{Domain, Protocol, Type};
+    let socket = socket2::Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: bursts of REGISTERs are absorbed by the kernel instead of dropped.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER);
     let _ = socket.set_send_buffer_size(UDP_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    kubepbx_media::udp::Socket::from_std(socket.into())
+    Socket::from_std(socket.into())
 }
 
 /// A cheap, cloneable way to ask a running registrar for its state.
