@@ -19,10 +19,9 @@ use crate::flow::{Flow, Transmit};
 use crate::message::{Essentials, Method};
 use bytes::Bytes;
 use hashbrown::HashMap;
-use hashbrown::hash_map::Entry;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
@@ -184,11 +183,125 @@ pub enum TxEvent {
 /// Every server transaction of an endpoint.
 #[derive(Debug, Default)]
 pub struct ServerTransactions {
-    /// By key. hashbrown's default hasher (foldhash) rather than SipHash: the keys are keyed
-    /// digests already, so a fast hash of them is as hard to steer.
-    txs: HashMap<TxKey, Tx>,
+    txs: Table,
+    /// Timer J of every non-INVITE transaction, in the order they were armed. All of them run
+    /// for 64·T1 from a clock that only moves forward, so the order of arming is the order of
+    /// firing: a queue does what a heap would, without a heap's cache misses at a million
+    /// entries. (A deadline earlier than the last one queued goes to `timers`.)
+    expiries: Fifo<(Instant, u64, TxKey)>,
+    /// The other timers (INVITE transactions only), and any J out of order.
     timers: BinaryHeap<Reverse<(Instant, u64, TimerKind, TxKey)>>,
     next_generation: u64,
+}
+
+/// Shards of the transaction table.
+const SHARDS: usize = 256;
+
+/// The transactions by key, spread over [`SHARDS`] maps by the key's low bits.
+///
+/// At tens of thousands of requests per second the table holds a million transactions or more
+/// (each lives 32 s after its response). One map that size doubles by copying everything at
+/// once, stalling the drive loop for over 100 ms while datagrams pile up in the socket; a
+/// shard grows by a 256th of that at a time (`examples/transactions_bench.rs` measures it).
+/// hashbrown's default hasher (foldhash) rather than SipHash: the keys are keyed digests
+/// already, so a fast hash of them is as hard to steer.
+#[derive(Debug)]
+struct Table {
+    shards: Box<[HashMap<TxKey, Tx>]>,
+    len: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl Table {
+    fn shard(&self, key: &TxKey) -> &HashMap<TxKey, Tx> {
+        &self.shards[key.request as usize % SHARDS]
+    }
+
+    fn shard_mut(&mut self, key: &TxKey) -> &mut HashMap<TxKey, Tx> {
+        &mut self.shards[key.request as usize % SHARDS]
+    }
+
+    fn get(&self, key: &TxKey) -> Option<&Tx> {
+        self.shard(key).get(key)
+    }
+
+    fn get_mut(&mut self, key: &TxKey) -> Option<&mut Tx> {
+        self.shard_mut(key).get_mut(key)
+    }
+
+    fn insert(&mut self, key: TxKey, tx: Tx) {
+        if self.shard_mut(&key).insert(key, tx).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &TxKey) {
+        if self.shard_mut(key).remove(key).is_some() {
+            self.len -= 1;
+        }
+    }
+
+    /// Gives back the room of shards that are less than a quarter full.
+    fn shrink(&mut self, min: usize) {
+        for shard in &mut self.shards {
+            if shard.capacity() > 4 * shard.len().max(min) {
+                shard.shrink_to(2 * shard.len().max(min));
+            }
+        }
+    }
+}
+
+/// A first-in first-out queue kept in chunks of up to [`Fifo::CHUNK`] items, so that it never
+/// copies more than a chunk to grow (a `VecDeque` of a million timers would copy them all) and
+/// gives memory back as it drains. A chunk grows as a `VecDeque` does, so a queue of a few
+/// items stays small.
+#[derive(Debug)]
+struct Fifo<T> {
+    chunks: VecDeque<VecDeque<T>>,
+}
+
+impl<T> Default for Fifo<T> {
+    fn default() -> Self {
+        Fifo {
+            chunks: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Fifo<T> {
+    const CHUNK: usize = 4096;
+
+    fn back(&self) -> Option<&T> {
+        self.chunks.back().and_then(VecDeque::back)
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.chunks.front().and_then(VecDeque::front)
+    }
+
+    fn push(&mut self, item: T) {
+        match self.chunks.back_mut() {
+            Some(chunk) if chunk.len() < Self::CHUNK => chunk.push_back(item),
+            _ => self.chunks.push_back(VecDeque::from([item])),
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let chunk = self.chunks.front_mut()?;
+        let item = chunk.pop_front();
+        if chunk.is_empty() {
+            self.chunks.pop_front();
+        }
+        item
+    }
 }
 
 impl ServerTransactions {
@@ -199,12 +312,12 @@ impl ServerTransactions {
 
     /// Number of live transactions.
     pub fn len(&self) -> usize {
-        self.txs.len()
+        self.txs.len
     }
 
     /// Whether there are no live transactions.
     pub fn is_empty(&self) -> bool {
-        self.txs.is_empty()
+        self.txs.len == 0
     }
 
     /// Classifies a request arriving on `flow`.
@@ -216,9 +329,8 @@ impl ServerTransactions {
         now: Instant,
     ) -> Disposition {
         let generation = self.bump();
-        match self.txs.entry(key) {
-            Entry::Occupied(mut entry) => {
-                let tx = entry.get_mut();
+        match self.txs.get_mut(&key) {
+            Some(tx) => {
                 if *method == Method::Ack {
                     return match tx.state {
                         State::Completed { .. } => {
@@ -229,7 +341,6 @@ impl ServerTransactions {
                             } else {
                                 T4
                             };
-                            let key = *entry.key();
                             self.timers
                                 .push(Reverse((now + wait, generation, TimerKind::I, key)));
                             Disposition::AckAbsorbed
@@ -249,16 +360,19 @@ impl ServerTransactions {
                     bytes,
                 }))
             }
-            Entry::Vacant(entry) => {
+            None => {
                 if *method == Method::Ack {
                     // ACK for a 2xx (its own transaction) or for an unknown INVITE.
                     return Disposition::New;
                 }
-                entry.insert(Tx {
-                    state: State::Proceeding { last: None },
-                    flow,
-                    generation,
-                });
+                self.txs.insert(
+                    key,
+                    Tx {
+                        state: State::Proceeding { last: None },
+                        flow,
+                        generation,
+                    },
+                );
                 Disposition::New
             }
         }
@@ -297,8 +411,13 @@ impl ServerTransactions {
         } else if reliable {
             self.txs.remove(key);
         } else {
-            self.timers
-                .push(Reverse((now + 64 * T1, generation, TimerKind::J, *key)));
+            let at = now + 64 * T1;
+            if self.expiries.back().is_some_and(|(last, ..)| at < *last) {
+                self.timers
+                    .push(Reverse((at, generation, TimerKind::J, *key)));
+            } else {
+                self.expiries.push((at, generation, *key));
+            }
         }
     }
 
@@ -315,16 +434,16 @@ impl ServerTransactions {
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, ..))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+        let expiry = self.expiries.front().map(|(at, ..)| *at);
+        timer.into_iter().chain(expiry).min()
     }
 
     /// Gives memory back after a burst: the table and the timer queue keep their largest size
     /// otherwise (a burst of 10,000 requests/s leaves room for 640,000 transactions).
     pub fn shrink(&mut self) {
         const MIN: usize = 1024;
-        if self.txs.capacity() > 4 * self.txs.len().max(MIN) {
-            self.txs.shrink_to(2 * self.txs.len().max(MIN));
-        }
+        self.txs.shrink(MIN / SHARDS);
         if self.timers.capacity() > 4 * self.timers.len().max(MIN) {
             self.timers.shrink_to(2 * self.timers.len().max(MIN));
         }
@@ -333,6 +452,18 @@ impl ServerTransactions {
     /// Fires every timer due at `now`, pushing retransmissions to `out` and returning events.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Vec<TxEvent> {
         let mut events = Vec::new();
+        while self.expiries.front().is_some_and(|(at, ..)| *at <= now) {
+            let Some((_, generation, key)) = self.expiries.pop() else {
+                break;
+            };
+            if self
+                .txs
+                .get(&key)
+                .is_some_and(|tx| tx.generation == generation)
+            {
+                self.txs.remove(&key);
+            }
+        }
         while let Some(Reverse((at, ..))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -439,6 +570,62 @@ mod tests {
             t.on_request(key, &m, udp(), now + 64 * T1),
             Disposition::New
         );
+    }
+
+    #[test]
+    fn timer_j_fires_in_order_across_shards_and_chunks() {
+        let mut t = ServerTransactions::new();
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let count = 2 * Fifo::<()>::CHUNK as u64 + 10;
+        let keys: Vec<(Method, TxKey)> = (0..count)
+            .map(|i| {
+                let (m, e) = essentials("REGISTER", &format!("z9hG4bKj{i}"));
+                let key = TxKey::for_request(&m, &e);
+                (m, key)
+            })
+            .collect();
+        for (i, (m, key)) in (0u64..).zip(&keys) {
+            assert_eq!(
+                t.on_request(*key, m, udp(), start + ms(i)),
+                Disposition::New
+            );
+            t.on_response(key, 200, Bytes::from_static(b"200"), start + ms(i));
+        }
+        // Answered out of order (an earlier clock): still expires on time.
+        let (late_m, late_e) = essentials("OPTIONS", "z9hG4bKlate");
+        let late = TxKey::for_request(&late_m, &late_e);
+        t.on_request(late, &late_m, udp(), start);
+        t.on_response(&late, 200, Bytes::from_static(b"200"), start);
+        assert_eq!(t.len(), keys.len() + 1);
+        assert_eq!(t.poll_timeout(), Some(start + 64 * T1));
+
+        // Half-way through: exactly the first half (and the late one) are gone.
+        let half = count / 2;
+        let mut out = Vec::new();
+        t.handle_timeout(start + 64 * T1 + ms(half - 1), &mut out);
+        assert_eq!(t.len() as u64, count - half);
+        for (i, (m, key)) in (0u64..).zip(&keys) {
+            let at = start + 64 * T1 + ms(half);
+            let expected = if i < half {
+                Disposition::New
+            } else {
+                Disposition::Retransmission(Some(Transmit {
+                    flow: udp(),
+                    bytes: Bytes::from_static(b"200"),
+                }))
+            };
+            assert_eq!(
+                t.on_request(*key, m, udp(), at),
+                expected,
+                "transaction {i}"
+            );
+        }
+        assert_eq!(
+            t.on_request(late, &late_m, udp(), start + 64 * T1),
+            Disposition::New
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
