@@ -19,6 +19,7 @@ use crate::flow::{Flow, Transmit};
 use crate::message::{Essentials, Method};
 use bytes::Bytes;
 use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
 use std::cmp::Reverse;
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BinaryHeap, VecDeque};
@@ -249,6 +250,21 @@ impl Table {
         }
     }
 
+    /// Removes `key`'s transaction if no state change since `generation` re-armed it (one
+    /// lookup).
+    fn expire(&mut self, key: &TxKey, generation: u64) {
+        let removed = match self.shard_mut(key).entry(*key) {
+            Entry::Occupied(tx) if tx.get().generation == generation => {
+                tx.remove();
+                true
+            }
+            _ => false,
+        };
+        if removed {
+            self.len -= 1;
+        }
+    }
+
     /// Gives back the room of shards that are less than a quarter full.
     fn shrink(&mut self, min: usize) {
         for shard in &mut self.shards {
@@ -456,13 +472,7 @@ impl ServerTransactions {
             let Some((_, generation, key)) = self.expiries.pop() else {
                 break;
             };
-            if self
-                .txs
-                .get(&key)
-                .is_some_and(|tx| tx.generation == generation)
-            {
-                self.txs.remove(&key);
-            }
+            self.txs.expire(&key, generation);
         }
         while let Some(Reverse((at, ..))) = self.timers.peek() {
             if *at > now {
